@@ -1,0 +1,123 @@
+"""Received-signal model, paper Sec. II-C, eq. (5), and the default scenario of Sec. VI-A.
+
+``y_t = diag(c) A(theta, r) diag(beta) s_t + n_t``, with ``n_t ~ CN(0, sigma^2 I)``.
+
+SNR definition (PAPER-NOTES item 1; the paper's Sec. VI-A writes ||y_t||^2, which
+includes the noise): the *signal* part only,
+
+    SNR = E_t || diag(c) A diag(beta) s_t ||^2 / (N sigma^2),
+
+evaluated on the realised noiseless signal of the frame, so a given ``snr_db`` fixes
+sigma^2 exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .array import ULA, paper_array
+from .impairments import draw_impairments
+from .steering import steering
+
+#: Targets of Sec. VI-A: (theta rad, range m).
+PAPER_TARGETS = ((np.pi / 12, 10.0), (-np.pi / 12, 18.0), (-np.pi / 6, 8.0))
+
+
+def make_pilots(n_targets: int, n_snapshots: int, rng: np.random.Generator) -> np.ndarray:
+    """Known probing signals s_{k,t}, shape (K, T), complex128.
+
+    Unit-modulus with i.i.d. uniform phases (constant envelope, p_k = 1), the paper
+    leaving them unspecified (PAPER-NOTES item 14).
+    """
+    return np.exp(2j * np.pi * rng.random((n_targets, n_snapshots)))
+
+
+def noiseless_signal(array: ULA, theta, r, gains, pilots, c=None, model: str = "exact") -> np.ndarray:
+    """Mean of eq. (5), diag(c) A diag(beta) S, shape (N, T), complex128.
+
+    ``theta`` (K,) rad, ``r`` (K,) m, ``gains`` beta (K,), ``pilots`` S (K, T),
+    ``c`` (N,) HI vector (ones when omitted).
+    """
+    A = steering(array, theta, r, model)
+    x = A @ (np.asarray(gains)[:, None] * np.asarray(pilots))
+    if c is not None:
+        x = np.asarray(c)[:, None] * x
+    return x
+
+
+def noise_variance(signal: np.ndarray, snr_db: float) -> float:
+    """sigma^2 such that mean_t ||signal_t||^2 / (N sigma^2) = 10^(snr_db/10)."""
+    n = signal.shape[0]
+    power = np.mean(np.sum(np.abs(signal) ** 2, axis=0)) / n
+    return float(power / 10.0 ** (snr_db / 10.0))
+
+
+def complex_noise(shape, sigma2: float, rng: np.random.Generator) -> np.ndarray:
+    """CN(0, sigma2) samples, complex128."""
+    scale = np.sqrt(sigma2 / 2.0)
+    return scale * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+
+
+@dataclass
+class Scenario:
+    """Everything that defines a snapshot block: array, targets, gains, pilots, HI, SNR.
+
+    Attributes
+    ----------
+    array : ULA
+    theta, r : ndarray, shape (K,)
+        True angles (rad, from broadside) and ranges (m, from the array centre).
+    gains : ndarray, shape (K,), complex
+        Channel gains beta.
+    pilots : ndarray, shape (K, T), complex
+        Probing signals S.
+    c : ndarray, shape (N,), complex
+        HI vector.
+    snr_db : float
+        SNR as defined in the module docstring.
+    """
+
+    array: ULA
+    theta: np.ndarray
+    r: np.ndarray
+    gains: np.ndarray
+    pilots: np.ndarray
+    c: np.ndarray
+    snr_db: float
+    sigma2: float = field(init=False)
+
+    def __post_init__(self):
+        self.theta = np.asarray(self.theta, float)
+        self.r = np.asarray(self.r, float)
+        self.sigma2 = noise_variance(self.mean(), self.snr_db)
+
+    @property
+    def faulty(self) -> np.ndarray:
+        """Indices of faulty antennas (c_n != 1), sorted."""
+        return np.flatnonzero(np.abs(self.c - 1.0) > 0)
+
+    def mean(self) -> np.ndarray:
+        """Noiseless received signal (N, T) on the exact model."""
+        return noiseless_signal(self.array, self.theta, self.r, self.gains, self.pilots, self.c)
+
+    def sample(self, rng: np.random.Generator, dtype=np.complex64) -> np.ndarray:
+        """One realisation of Y (N, T) of eq. (5)."""
+        mu = self.mean()
+        return (mu + complex_noise(mu.shape, self.sigma2, rng)).astype(dtype, copy=False)
+
+
+def paper_scenario(rng: np.random.Generator, n_antennas: int = 256, snr_db: float = 20.0,
+                   p_fault: float = 0.02, n_snapshots: int = 100, targets=PAPER_TARGETS,
+                   wavelength_m: float | None = 0.01) -> Scenario:
+    """The default scenario of Sec. VI-A with fresh gains, pilots and HI vector.
+
+    Gains are unit-modulus with uniform phase (unspecified in the paper).
+    """
+    array = paper_array(n_antennas) if wavelength_m == 0.01 else ULA(n_antennas, wavelength_m=wavelength_m)
+    targets = np.asarray(targets, float)
+    k = len(targets)
+    c, _ = draw_impairments(n_antennas, p_fault, rng)
+    gains = np.exp(2j * np.pi * rng.random(k))
+    pilots = make_pilots(k, n_snapshots, rng)
+    return Scenario(array, targets[:, 0], targets[:, 1], gains, pilots, c, snr_db)
