@@ -30,11 +30,8 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _ista_kernel(Y, X, rho, step, tol, max_iter, z):
+def _stats_kernel(Y, X):
     n, t = Y.shape
-    # Per-antenna sufficient statistics: the gradient is g_n = e_n z_n - b_n with
-    # e_n = sum_t |x|^2 and b_n = sum_t conj(x)(y - x); computing them once makes
-    # each iteration O(N) instead of O(NT).
     e = np.zeros(n)
     b = np.zeros(n, dtype=np.complex128)
     for i in range(n):
@@ -46,6 +43,12 @@ def _ista_kernel(Y, X, rho, step, tol, max_iter, z):
             acc_b += xv.conjugate() * (Y[i, j] - xv)
         e[i] = acc_e
         b[i] = acc_b
+    return e, b
+
+
+@njit(cache=True, nogil=True)
+def _iterate_kernel(e, b, rho, step, tol, max_iter, z):
+    n = e.size
     thr = step * rho
     it = 0
     for it in range(1, max_iter + 1):
@@ -64,6 +67,31 @@ def _ista_kernel(Y, X, rho, step, tol, max_iter, z):
         if change <= tol:
             break
     return z, it
+
+
+def ista_stats(Y: np.ndarray, X: np.ndarray):
+    """Per-antenna sufficient statistics of (P3): ``e_n = sum_t |x|^2``, ``b_n = sum_t conj(x)(y - x)``.
+
+    The gradient (11) is ``e * z - b``, so ISTA needs only these; statistics of several
+    frames add up (the streaming detector accumulates them).  Shapes (N,), (N,).
+    """
+    Y = np.ascontiguousarray(Y, dtype=np.complex128)
+    X = np.ascontiguousarray(X, dtype=np.complex128)
+    if Y.shape != X.shape or Y.ndim != 2:
+        raise ValueError(f"Y and X: expected two (N, T) arrays of one shape, got {Y.shape} and {X.shape}")
+    return _stats_kernel(Y, X)
+
+
+def ista_iterate(e, b, rho, step=None, tol=1e-7, max_iter=1000, z0=None):
+    """ISTA iterations (10) on the statistics of :func:`ista_stats`; returns (z, n_iter)."""
+    e = np.ascontiguousarray(e, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.complex128)
+    if step is None:
+        L = float(np.max(e)) if e.size else 0.0
+        step = 1.0 / L if L > 0 else 1.0
+    z = np.zeros(e.size, np.complex128) if z0 is None else np.array(z0, dtype=np.complex128)
+    z, it = _iterate_kernel(e, b, float(rho), float(step), float(tol), int(max_iter), z)
+    return z, int(it)
 
 
 def lipschitz(X: np.ndarray) -> float:
@@ -108,16 +136,10 @@ def ista(Y: np.ndarray, X: np.ndarray, rho: float, step: float | None = None,
         Fault mask estimate z_hat = c_hat - 1.
     n_iter : int
     """
-    Y = np.ascontiguousarray(Y, dtype=np.complex128)
-    X = np.ascontiguousarray(X, dtype=np.complex128)
-    if Y.shape != X.shape or Y.ndim != 2:
-        raise ValueError(f"Y and X: expected two (N, T) arrays of one shape, got {Y.shape} and {X.shape}")
+    e, b = ista_stats(Y, X)
     if step is None:
-        L = lipschitz(X)
-        step = 1.0 / L if L > 0 else 1.0
-    z = np.zeros(Y.shape[0], np.complex128) if z0 is None else np.array(z0, dtype=np.complex128)
-    z, it = _ista_kernel(Y, X, float(rho), float(step), float(tol), int(max_iter), z)
-    return z, int(it)
+        step = 1.0 / lipschitz(X) if np.any(e > 0) else 1.0
+    return ista_iterate(e, b, rho, step, tol, max_iter, z0)
 
 
 def soft_threshold(v: np.ndarray, gamma) -> np.ndarray:

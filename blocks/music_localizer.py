@@ -1,0 +1,240 @@
+"""Phase 3: fine localization with the decoupled near-field MUSIC (paper Sec. IV-C),
+then a refinement on the exact model.
+
+1. Anti-diagonal of the calibrated covariance, eqs. (29)-(30):
+   ``[r]_n = R[n, N-1-n] ~ sum_k g_k exp(j k 2 l_n sin(theta_k))`` under the Fresnel form
+   (2): one snapshot of a virtual ULA with spacing 2d = lambda.
+2. Spatial smoothing, eqs. (31)-(32): M overlapping sub-vectors of length L = N - M + 1
+   (default M = N // 2, the usual compromise between aperture and rank restoration).
+3. Angle MUSIC (33) on R_r, searched in sin(theta) within ``angle_window`` of each coarse
+   angle: the virtual array's spectrum repeats with period 1 in sin(theta) (PAPER-NOTES 6),
+   so any window narrower than 0.5 excludes every alias; the peak nearest the coarse angle
+   wins, refined below the grid step.
+4. Range MUSIC (34) with the K-dimensional signal subspace of R only
+   (``||a||^2 - ||U_S^H a||^2``; no N x (N - K) noise subspace), searched uniformly in 1/r
+   within a factor ``range_window`` of the coarse range, refined below the grid step.
+5. ``refine=True``: Levenberg-Marquardt on the deterministic ML cost of the exact model
+   (:func:`nearfield.ml.refine_ml`) from the MUSIC estimate, using the calibrated
+   snapshots and the pilots (or estimated waveforms). With exact spherical data the
+   anti-diagonal keeps a phase term ~ -k l^3 sin cos^2 / r^2 that biases the decoupled
+   angle (PAPER-NOTES 5); the refinement removes it. ``refine=False`` gives the paper's
+   estimate as written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from nearfield.array import ULA
+from nearfield.block import BadFrame, Block, Param, positive
+from nearfield.ml import refine_ml
+from nearfield.music import music_denominator, refine_peak, signal_subspace, top_peaks
+from nearfield.steering import steering
+
+
+def antidiagonal(R: np.ndarray) -> np.ndarray:
+    """[r]_n = R[n, N-1-n] (eq. 30), shape (N,)."""
+    return np.ascontiguousarray(np.fliplr(R).diagonal())
+
+
+def smoothed_covariance(rvec: np.ndarray, m: int) -> np.ndarray:
+    """Spatially smoothed covariance of eq. (32): (1/M) sum_m r_m r_m^H, shape (L, L), L = N - M + 1."""
+    n = rvec.size
+    if not 1 <= m <= n - 1:
+        raise ValueError(f"smoothing: expected 1 <= M <= N - 1 = {n - 1}, got {m}")
+    sub = sliding_window_view(rvec, n - m + 1)  # (M, L): sub-vectors r_m
+    return (sub.T @ sub.conj()) / m
+
+
+def virtual_steering(array: ULA, length: int, u) -> np.ndarray:
+    """b(theta) of eq. (31) for the anti-diagonal virtual array (spacing 2d), (L, P); u = sin(theta)."""
+    pos = 2.0 * array.d * np.arange(length)
+    return np.exp(1j * array.wavenumber * np.outer(pos, np.atleast_1d(u)))
+
+
+def angle_music(R: np.ndarray, array: ULA, coarse_theta, n_targets: int, smoothing: int | None = None,
+                window: float = 0.05, grid_size: int = 201):
+    """Decoupled angle estimates, eqs. (29)-(33), one per coarse angle.
+
+    Returns
+    -------
+    theta : (K,) rad, in the order of ``coarse_theta``.
+    grid : (G,) sin(theta) grid of the spectrum (the union of the windows).
+    spectrum : (G,) MUSIC spectrum on ``grid`` (normalised to max 1).
+    """
+    N = R.shape[0]
+    m = N // 2 if smoothing is None else smoothing
+    Rr = smoothed_covariance(antidiagonal(R), m)
+    L = Rr.shape[0]
+    U_s, _ = signal_subspace(Rr, n_targets)
+    out = np.empty(len(coarse_theta))
+    grids, specs = [], []
+
+    def cost(u):
+        return music_denominator(U_s, virtual_steering(array, L, u))[0]
+
+    for k, th in enumerate(coarse_theta):
+        u0 = np.sin(th)
+        u = np.linspace(max(u0 - window, -1.0), min(u0 + window, 1.0), grid_size)
+        spec = 1.0 / music_denominator(U_s, virtual_steering(array, L, u))
+        peaks = top_peaks(spec, 4)
+        if peaks.size == 0:
+            out[k] = th
+            continue
+        i = peaks[np.argmin(np.abs(u[peaks] - u0))]
+        out[k] = np.arcsin(np.clip(refine_peak(cost, u, i), -1.0, 1.0))
+        grids.append(u)
+        specs.append(spec)
+    grid = np.concatenate(grids) if grids else np.zeros(0)
+    spectrum = np.concatenate(specs) if specs else np.zeros(0)
+    order = np.argsort(grid)
+    spectrum = spectrum[order] / (spectrum.max() if spectrum.size else 1.0)
+    return out, grid[order], spectrum
+
+
+def range_music(U_s: np.ndarray, array: ULA, theta, coarse_r, window: float = 2.0, grid_size: int = 201,
+                model: str = "exact"):
+    """Range estimates of eq. (34) for each angle, searched uniformly in 1/r.
+
+    ``U_s`` (N, K) is the signal subspace of the calibrated covariance. The search covers
+    [r / window, r * window] around each coarse range, clipped to [d, 2 Z_Rayl].
+
+    Returns r (K,), grids (K, G) in metres and spectra (K, G) normalised to max 1.
+    """
+    K = len(theta)
+    r_out = np.empty(K)
+    grids = np.empty((K, grid_size))
+    specs = np.empty((K, grid_size))
+    r_lo_lim, r_hi_lim = array.d, 2.0 * array.rayleigh_distance
+    for k in range(K):
+        lo = max(coarse_r[k] / window, r_lo_lim)
+        hi = min(coarse_r[k] * window, r_hi_lim)
+        inv = np.linspace(1.0 / hi, 1.0 / lo, grid_size)
+        den = music_denominator(U_s, steering(array, theta[k], 1.0 / inv, model))
+        spec = 1.0 / den
+        i = int(np.argmax(spec))
+
+        def cost(x, th=theta[k]):
+            return music_denominator(U_s, steering(array, th, 1.0 / x, model))[0]
+
+        r_out[k] = 1.0 / refine_peak(cost, inv, i)
+        grids[k] = 1.0 / inv[::-1]
+        specs[k] = spec[::-1] / spec.max()
+    return r_out, grids, specs
+
+
+def localize_fine(R: np.ndarray, array: ULA, coarse_theta, coarse_r, *, smoothing: int | None = None,
+                  angle_window: float = 0.05, range_window: float = 2.0, grid_size: int = 201,
+                  model: str = "exact"):
+    """The paper's Phase 3 (decoupled angle MUSIC, then range MUSIC).
+
+    Parameters
+    ----------
+    R : (N, N) calibrated sample covariance.  array : ULA.
+    coarse_theta, coarse_r : (K,) coarse positions (windows' centres).
+
+    Returns
+    -------
+    theta, r : (K,) in the order of the coarse positions.
+    spectra : dict with angle_grid (G,) [rad], angle_spectrum (G,), range_grid (K, G) [m],
+        range_spectrum (K, G).
+    """
+    coarse_theta = np.asarray(coarse_theta, float)
+    K = coarse_theta.size
+    theta, ugrid, aspec = angle_music(R, array, coarse_theta, K, smoothing, angle_window, grid_size)
+    U_s, _ = signal_subspace(R, K)
+    r, rgrid, rspec = range_music(U_s, array, theta, np.asarray(coarse_r, float), range_window, grid_size, model)
+    spectra = {"angle_grid": np.arcsin(ugrid), "angle_spectrum": aspec, "range_grid": rgrid, "range_spectrum": rspec}
+    return theta, r, spectra
+
+
+@dataclass
+class FineEstimate:
+    """Output of :func:`fine_localize`; arrays in the order of the coarse positions.
+
+    theta, r : final positions (refined when asked). gains : (K,) or None.
+    music_theta, music_r : the paper's Phase-3 MUSIC estimate. spectra : see :func:`localize_fine`.
+    """
+
+    theta: np.ndarray
+    r: np.ndarray
+    gains: np.ndarray | None
+    music_theta: np.ndarray
+    music_r: np.ndarray
+    spectra: dict
+
+
+def fine_localize(R: np.ndarray, Y: np.ndarray, array: ULA, coarse_theta, coarse_r, pilots=None, *,
+                  refine: bool = True, fallback=None, **kw) -> FineEstimate:
+    """Phase 3 with the exact-model refinement: MUSIC (:func:`localize_fine`), then ML.
+
+    ``Y`` are the calibrated snapshots; ``pilots`` rows follow the coarse positions
+    (estimated waveforms are used when None).  ``fallback`` (theta, r), e.g. Phase 1's
+    model positions: when the refinement started from MUSIC ends at a higher cost than
+    one started from ``fallback``, the latter wins (guards against a MUSIC peak outside
+    the basin of the ML minimum).  ``kw`` go to :func:`localize_fine`.
+    """
+    mt, mr, spectra = localize_fine(R, array, coarse_theta, coarse_r, **kw)
+    if not refine:
+        return FineEstimate(mt, mr, None, mt, mr, spectra)
+    fit = refine_ml(Y, array, mt, mr, pilots)
+    if fallback is not None:
+        alt = refine_ml(Y, array, fallback[0], fallback[1], pilots)
+        if alt.cost < fit.cost:
+            fit = alt
+    return FineEstimate(fit.theta, fit.r, fit.gains, mt, mr, spectra)
+
+
+class MusicLocalizer(Block):
+    """Phase 3: decoupled near-field MUSIC on the calibrated covariance, then exact-model ML refinement.
+
+    Needs ``covariance`` (from a covariance block after the calibrator), the calibrated
+    ``snapshots`` and meta ``coarse`` (or ``model_targets``) from the fault detector.
+    Sets meta ``targets`` (sorted by theta) and ``music_targets`` (the paper's un-refined
+    estimate); with ``emit_spectra`` adds the angle and range spectra arrays.
+    """
+
+    params = (
+        Param("smoothing", (int, type(None)), None, "M sub-vectors of the spatial smoothing; null = N // 2",
+              check=lambda v: None if v is None or v >= 1 else "an integer >= 1 or null"),
+        Param("angle_window", float, 0.05, "half-width of the angle search in sin(theta) (< 0.5 excludes aliases)",
+              check=lambda v: None if 0 < v < 0.5 else "a value in (0, 0.5)"),
+        Param("range_window", float, 2.0, "range search from r/w to r*w around the coarse range",
+              check=lambda v: None if v > 1 else "a factor > 1"),
+        Param("grid_size", int, 201, "grid points per angle window and per range window", check=positive),
+        Param("refine", bool, True, "refine on the exact model (false = the paper's Phase 3 as written)"),
+        Param("centre", str, "coarse", "window centres: coarse (triangulation) or model (Phase-1 polished)",
+              choices=("coarse", "model")),
+        Param("emit_spectra", bool, False, "add angle/range spectra arrays to the frame (for the plot sink)"),
+    )
+    requires = ("covariance", "snapshots")
+
+    def process(self, frame):
+        meta = frame.meta
+        key = "coarse" if self.centre == "coarse" else "model_targets"
+        if key not in meta or "array" not in meta:
+            raise BadFrame(f"meta: missing {key!r} or 'array' (is a fault_detector upstream?)")
+        array = ULA.from_meta(meta["array"])
+        R = frame.arrays["covariance"]
+        if R.shape != (array.n_antennas, array.n_antennas):
+            raise BadFrame(f"covariance: expected ({array.n_antennas}, {array.n_antennas}), got {R.shape}")
+        c_th = np.array([t["theta"] for t in meta[key]])
+        c_r = np.array([t["range"] for t in meta[key]])
+        pilots = frame.arrays.get("pilots")
+        fallback = None
+        if "model_targets" in meta:
+            fallback = (np.array([t["theta"] for t in meta["model_targets"]]),
+                        np.array([t["range"] for t in meta["model_targets"]]))
+        est = fine_localize(R, frame.arrays["snapshots"], array, c_th, c_r, pilots, refine=self.refine,
+                            fallback=fallback, smoothing=self.smoothing, angle_window=self.angle_window,
+                            range_window=self.range_window, grid_size=self.grid_size)
+        th, r, mt, mr, spectra = est.theta, est.r, est.music_theta, est.music_r, est.spectra
+        order = np.argsort(th)
+        meta["targets"] = [{"theta": float(th[i]), "range": float(r[i])} for i in order]
+        meta["music_targets"] = [{"theta": float(mt[i]), "range": float(mr[i])} for i in np.argsort(mt)]
+        if self.emit_spectra:
+            for name, arr in spectra.items():
+                frame.arrays[name] = np.asarray(arr, dtype=np.float32)
+        return frame

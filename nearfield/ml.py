@@ -1,0 +1,170 @@
+"""Deterministic maximum-likelihood fit on the exact model: LS gains and LM refinement.
+
+With white circular Gaussian noise and known probing signals S (K, T), the ML
+estimate of (beta, theta, r) minimises the least-squares cost of (P1)/(P4),
+
+    J(beta, theta, r) = sum_t || W^{1/2} (y_t - diag(c) A(theta, r) diag(beta) s_t) ||^2,
+
+with ``W = diag(w)`` optional per-antenna weights (0 excludes an antenna, e.g. one
+flagged faulty).  :func:`ls_gains` is its closed-form minimiser in beta (eqs. (8),
+(20)); :func:`refine_ml` runs Levenberg-Marquardt on all 4K real parameters
+eta = [Re beta, Im beta, theta, r] (the CRB's parameter vector) with the analytic
+derivatives of :mod:`nearfield.steering`, on the *exact* spherical model, so the
+Fresnel approximation of the decoupled MUSIC leaves no bias (PAPER-NOTES item 5).
+
+Every column of the Jacobian is an outer product g s_k^T (g in C^N), so the
+normal equations cost O(N T K) -- the (N T x 4K) Jacobian is never formed.
+
+Without pilots, the waveforms are estimated from the current model by weighted LS,
+``S_hat = (A^H W A)^-1 A^H W Y`` (gains then absorbed: beta = 1), alternating with
+the LM step -- a block-coordinate descent of the same ML cost with unknown waveforms.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .array import ULA
+from .steering import steering, steering_derivatives
+
+
+def _weighted(A: np.ndarray, c, w):
+    if c is not None:
+        A = np.asarray(c)[:, None] * A
+    AW = A.conj().T if w is None else A.conj().T * np.asarray(w)[None, :]
+    return A, AW
+
+
+def ls_gains(A: np.ndarray, pilots: np.ndarray, Y: np.ndarray, c=None, w=None) -> np.ndarray:
+    """Least-squares channel gains beta (eqs. (8), (20)), shape (K,).
+
+    Solves ``G beta = rhs`` with ``G_kl = (A^H W A)_kl (S^* S^T)_kl`` and
+    ``rhs_k = a_k^H W Y s_k^*``.  ``A`` (N, K), ``pilots`` S (K, T), ``Y`` (N, T),
+    ``c`` (N,) HI vector applied to A, ``w`` (N,) antenna weights.
+    """
+    A, AW = _weighted(A, c, w)
+    S = np.asarray(pilots)
+    G = (AW @ A) * (S.conj() @ S.T)
+    rhs = np.sum((AW @ Y) * S.conj(), axis=1)
+    return np.linalg.lstsq(G, rhs, rcond=None)[0]
+
+
+def ls_waveforms(A: np.ndarray, Y: np.ndarray, c=None, w=None) -> np.ndarray:
+    """Waveforms S_hat = (A^H W A)^-1 A^H W Y, shape (K, T) (no pilots: beta = 1)."""
+    A, AW = _weighted(A, c, w)
+    return np.linalg.lstsq(AW @ A, AW @ Y, rcond=None)[0]
+
+
+@dataclass
+class MLFit:
+    """Result of :func:`refine_ml`.
+
+    theta, r : (K,) rad, m.  gains : (K,) complex.  cost : final weighted LS cost.
+    iterations : LM iterations taken.  converged : bool.  pilots : (K, T) the waveforms used
+    (the given pilots, or the estimated ones).
+    """
+
+    theta: np.ndarray
+    r: np.ndarray
+    gains: np.ndarray
+    cost: float
+    iterations: int
+    converged: bool
+    pilots: np.ndarray
+
+
+def _cost(Y, A, gains, S, c, w):
+    M = A @ (gains[:, None] * S)
+    if c is not None:
+        M = np.asarray(c)[:, None] * M
+    E = Y - M
+    p = np.sum(np.abs(E) ** 2, axis=1)
+    return float(np.sum(p if w is None else w * p)), E
+
+
+def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min):
+    K = theta.size
+    A = steering(array, theta, r, model)
+    cost, E = _cost(Y, A, gains, S, c, w)
+    mu = 1e-3
+    P = S.conj() @ S.T  # (K, K): sum_t s_k^* s_l
+    kidx = np.tile(np.arange(K), 4)
+    it = 0
+    converged = False
+    for it in range(1, max_iter + 1):
+        d = steering_derivatives(array, theta, r, model)
+        G = np.concatenate([d.a, 1j * d.a, d.a_t * gains, d.a_r * gains], axis=1)  # (N, 4K)
+        if c is not None:
+            G = np.asarray(c)[:, None] * G
+        GW = G.conj().T if w is None else G.conj().T * w[None, :]
+        JJ = np.real((GW @ G) * P[np.ix_(kidx, kidx)])
+        ES = E @ S.conj().T  # (N, K)
+        g = np.real(np.sum(GW * ES[:, kidx].T, axis=1))
+        diag = np.maximum(np.diag(JJ), 1e-300)
+        improved = False
+        for _ in range(12):
+            step = np.linalg.solve(JJ + mu * np.diag(diag), g)
+            nb = gains + step[:K] + 1j * step[K:2 * K]
+            nt = np.clip(theta + step[2 * K:3 * K], -np.pi / 2 + 1e-6, np.pi / 2 - 1e-6)
+            nr = np.maximum(r + step[3 * K:], r_min)
+            nA = steering(array, nt, nr, model)
+            ncost, nE = _cost(Y, nA, nb, S, c, w)
+            if ncost <= cost:
+                rel = (cost - ncost) / max(cost, 1e-300)
+                gains, theta, r, A, E, cost = nb, nt, nr, nA, nE, ncost
+                mu = max(mu / 10.0, 1e-9)
+                improved = True
+                break
+            mu *= 10.0
+        if not improved or rel < tol:
+            converged = True
+            break
+    return theta, r, gains, cost, it, converged
+
+
+def refine_ml(Y: np.ndarray, array: ULA, theta0, r0, pilots: np.ndarray | None = None, c=None,
+              w=None, model: str = "exact", max_iter: int = 30, tol: float = 1e-10,
+              waveform_rounds: int = 3) -> MLFit:
+    """Levenberg-Marquardt refinement of (beta, theta, r) on the exact model.
+
+    Parameters
+    ----------
+    Y : ndarray, shape (N, T)
+        Snapshots (already calibrated if ``c`` is None; otherwise ``c`` models the HI).
+    array : ULA
+    theta0, r0 : array_like, shape (K,)
+        Starting positions (rad, m); must lie in the basin of the true minimum
+        (within about a beamwidth in angle and the depth of focus in range).
+    pilots : ndarray, shape (K, T), optional
+        Known probing signals, rows matched to ``theta0``; estimated when None.
+    c : ndarray, shape (N,), optional
+        HI vector of the model.
+    w : ndarray, shape (N,), optional
+        Antenna weights (0 excludes an antenna).
+    model : {"exact", "fresnel"}
+    max_iter, tol : LM limits (relative cost decrease).
+    waveform_rounds : int
+        Alternations between waveform LS and LM when ``pilots`` is None.
+
+    Returns
+    -------
+    MLFit
+    """
+    Y = np.asarray(Y, dtype=np.complex128)
+    theta = np.array(theta0, dtype=float, ndmin=1)
+    r = np.array(r0, dtype=float, ndmin=1)
+    w = None if w is None else np.asarray(w, dtype=float)
+    r_min = array.d
+    if pilots is not None:
+        S = np.asarray(pilots, dtype=np.complex128)
+        gains = ls_gains(steering(array, theta, r, model), S, Y, c, w)
+        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min)
+        return MLFit(theta, r, gains, cost, it, conv, S)
+    it_total, conv = 0, False
+    for _ in range(max(1, waveform_rounds)):
+        S = ls_waveforms(steering(array, theta, r, model), Y, c, w)
+        gains = np.ones(theta.size, dtype=np.complex128)
+        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min)
+        it_total += it
+    return MLFit(theta, r, gains, cost, it_total, conv, S * gains[:, None])
