@@ -1,0 +1,122 @@
+"""JSON Lines sink: the estimates record of DESIGN.md, one object per frame.
+
+Each line is exactly::
+
+    {"seq": int, "t0": float (s),
+     "targets": [{"theta": rad, "range": m}, ...],      # sorted by theta; [] when absent
+     "faulty": [0-based antenna indices],               # [] when absent
+     "truth": {"targets": [...], "faulty": [...]},      # only when the frame carries truth
+     "latency_s": float}                                # now - meta["t_emit"] (null if unstamped)
+
+Outside tools read this file: the names and units are a contract.  ``truth`` keeps the
+source's ``targets`` (sorted by theta) and ``faulty`` only.  Lines are flushed to the OS
+every ``flush_every`` frames (default every frame, so a crash loses nothing written).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from ..block import Param, ParamError, Sink, positive
+from ..frame import Frame
+
+
+def _targets(items) -> list:
+    out = []
+    for t in items or []:
+        out.append({"theta": float(t["theta"]), "range": float(t["range"])})
+    out.sort(key=lambda t: t["theta"])
+    return out
+
+
+def estimates_record(frame: Frame, now: float | None = None) -> dict:
+    """The DESIGN.md estimates record of one frame (a dict ready for ``json.dumps``).
+
+    ``latency_s`` is ``now - meta["t_emit"]`` (``now`` defaults to ``time.time()``), or
+    ``None`` when the frame was never stamped by a runtime.
+    """
+    meta = frame.meta or {}
+    rec = {
+        "seq": int(frame.seq),
+        "t0": float(frame.t0),
+        "targets": _targets(meta.get("targets")),
+        "faulty": [int(i) for i in (meta.get("faulty") or [])],
+    }
+    truth = meta.get("truth")
+    if truth is not None:
+        rec["truth"] = {"targets": _targets(truth.get("targets")),
+                        "faulty": [int(i) for i in (truth.get("faulty") or [])]}
+    t_emit = meta.get("t_emit")
+    if t_emit is None:
+        rec["latency_s"] = None
+    else:
+        now = time.time() if now is None else now
+        rec["latency_s"] = float(now - float(t_emit))
+    return rec
+
+
+def _finite_or_none(obj):
+    """JSON has no NaN/Inf: map them to null (strict JSON for outside tools)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+class JsonlSink(Sink):
+    """Write one estimates record (DESIGN.md) per frame to a JSON Lines file."""
+
+    params = (
+        Param("path", str, doc="output file (.jsonl); parent directories are created"),
+        Param("flush_every", int, 1, "flush to the OS every k frames (1 = nothing lost on a crash)",
+              check=positive),
+        Param("append", bool, False, "append to an existing file instead of replacing it"),
+    )
+
+    def validate(self) -> None:
+        if not self.path.strip():
+            raise self.param_error("path", "expected a file path, got an empty string")
+
+    def start(self) -> None:
+        path = Path(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(path, "a" if self.append else "w", encoding="utf-8")
+        except OSError as exc:
+            raise ParamError(f"block {self.name!r}, parameter 'path': cannot write {str(path)!r}: "
+                             f"{exc.strerror or exc}") from None
+        self._pending = 0
+        self.count = 0
+
+    def process(self, frame: Frame) -> None:
+        if getattr(self, "_fh", None) is None:
+            self.start()
+        rec = _finite_or_none(estimates_record(frame))
+        self._fh.write(json.dumps(rec, allow_nan=False, separators=(", ", ": ")) + "\n")
+        self.count += 1
+        self._pending += 1
+        if self._pending >= self.flush_every:
+            self._fh.flush()
+            self._pending = 0
+        return None
+
+    def finish(self):
+        if getattr(self, "_fh", None) is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        return None
+
+    def close(self) -> None:
+        fh = getattr(self, "_fh", None)
+        if fh is not None:
+            try:
+                fh.flush()
+            finally:
+                fh.close()
+                self._fh = None

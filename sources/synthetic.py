@@ -1,0 +1,232 @@
+"""Synthetic snapshot source: the paper's received-signal model, frame by frame.
+
+Every frame carries T snapshots of eq. (5),
+
+    Y = diag(c) A(theta, r) diag(beta) S + N,      Y: (N, T) complex64,
+
+generated on the *exact* spherical model (eq. 1) by :mod:`nearfield.scenario` (this
+module only schedules the draws; it does not re-implement the model).
+
+Randomness (one ``numpy.random.Generator`` seeded with ``seed``):
+
+* once per run, in this order: the HI vector c (eq. 4, Bernoulli(``p_fault``) faulty
+  antennas with uniform phase biases), then the gains beta when ``gains`` is null
+  (unit modulus, uniform phase).  Both stay the same for every frame of the run
+  (the impairments are static, Sec. II-B);
+* per frame, in this order: fresh pilots S (K, T) (unit modulus, uniform phase,
+  :func:`nearfield.scenario.make_pilots`) and fresh noise.  The noise variance is set
+  per frame from the realised noiseless signal so that the SNR of the module
+  docstring of :mod:`nearfield.scenario` is exactly ``snr_db``.
+
+So the same ``seed`` gives the same frames, bit for bit.
+
+Motion: a target may carry ``velocity: [vx, vy]`` (m/s, x along broadside, y along the
+array).  Its position at time t is ``(r cos(theta), r sin(theta)) + v t``; within one
+frame it is held at the frame time ``t0 = seq * T / sample_rate_hz`` (quasi-static
+over the T snapshots of a frame).  ``meta["truth"]["targets"]`` is that position,
+sorted by theta.
+
+The pilots row k belongs to target k of the ``targets`` parameter (parameter order),
+not to the k-th truth entry (which is sorted by theta).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterator
+
+import numpy as np
+
+from ..array import ULA
+from ..block import Param, Source, non_negative, positive
+from ..frame import Frame
+from ..impairments import draw_impairments
+from ..scenario import PAPER_TARGETS, complex_noise, make_pilots, noise_variance, noiseless_signal
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_TARGETS = [{"theta": float(th), "range": float(r)} for th, r in PAPER_TARGETS]
+
+
+def _check_targets(value) -> str | None:
+    if not value:
+        return "a non-empty list of {theta: rad, range: m[, velocity: [vx, vy] m/s]}"
+    for i, t in enumerate(value):
+        if not isinstance(t, dict):
+            return f"target {i} to be a mapping {{theta, range[, velocity]}}"
+        extra = set(t) - {"theta", "range", "velocity"}
+        if extra:
+            return f"target {i} with keys theta, range[, velocity] only (unknown: {sorted(extra)})"
+        for key in ("theta", "range"):
+            v = t.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                return f"target {i} to have a finite number {key!r}"
+        if not abs(t["theta"]) < np.pi / 2:
+            return f"target {i}: |theta| < pi/2 rad (in front of the array)"
+        if not t["range"] > 0:
+            return f"target {i}: range > 0 m"
+        vel = t.get("velocity")
+        if vel is not None:
+            if (not isinstance(vel, (list, tuple)) or len(vel) != 2
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                               and np.isfinite(x) for x in vel)):
+                return f"target {i}: velocity as [vx, vy] in m/s"
+    return None
+
+
+def _check_gains(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        return "null or a list of complex gains, each a number or [re, im]"
+    for i, g in enumerate(value):
+        if isinstance(g, bool):
+            return f"gain {i} as a number or [re, im]"
+        if isinstance(g, (int, float)):
+            continue
+        if (isinstance(g, (list, tuple)) and len(g) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in g)):
+            continue
+        return f"gain {i} as a number or [re, im]"
+    return None
+
+
+def _check_snr(value) -> str | None:
+    return None if np.isfinite(value) else "a finite SNR in dB"
+
+
+def _probability(value) -> str | None:
+    return None if 0.0 <= value <= 1.0 else "a probability in [0, 1]"
+
+
+def target_positions(theta0, r0, velocity, t: float):
+    """Angle and range of targets moving at constant velocity.
+
+    Parameters
+    ----------
+    theta0, r0 : ndarray, shape (K,)
+        Positions at t = 0: angle from broadside (rad) and range from the array centre (m).
+    velocity : ndarray, shape (K, 2)
+        ``[vx, vy]`` in m/s; x along broadside, y along the array axis.
+    t : float
+        Time in seconds.
+
+    Returns
+    -------
+    theta, r : ndarray, shape (K,)
+        ``theta = atan2(y, x)``, ``r = hypot(x, y)`` of ``(r0 cos theta0, r0 sin theta0) + v t``.
+    """
+    x = r0 * np.cos(theta0) + velocity[:, 0] * t
+    y = r0 * np.sin(theta0) + velocity[:, 1] * t
+    return np.arctan2(y, x), np.hypot(x, y)
+
+
+class SyntheticSource(Source):
+    """Snapshots of the paper's model (eq. 5): XL-array, near-field targets, faulty antennas."""
+
+    params = (
+        Param("n_antennas", int, 256, "number of antennas N", check=lambda v: None if v >= 2 else "an integer >= 2"),
+        Param("carrier_hz", float, 30.0e9, "carrier frequency f in Hz", check=positive),
+        Param("wavelength_m", (float, type(None)), None,
+              "wavelength in m; null = c0 / carrier_hz (the paper rounds 30 GHz to 0.01 m)", check=positive),
+        Param("spacing", (float, type(None)), None, "antenna spacing d in m; null = lambda/2", check=positive),
+        Param("targets", list, _DEFAULT_TARGETS,
+              "targets [{theta: rad, range: m[, velocity: [vx, vy] m/s]}]; default the 3 of Sec. VI-A",
+              check=_check_targets),
+        Param("gains", (list, type(None)), None,
+              "complex gains beta, one per target, number or [re, im]; null = unit modulus, random phase",
+              check=_check_gains),
+        Param("snapshots", int, 100, "snapshots per frame T", check=positive),
+        Param("snr_db", float, 20.0, "SNR in dB (signal part, per antenna)", check=_check_snr),
+        Param("p_fault", float, 0.02, "probability that an antenna is faulty", check=_probability),
+        Param("frames", int, 50, "number of frames; 0 = endless", check=non_negative),
+        Param("seed", int, 1, "seed of the run's numpy Generator"),
+        Param("sample_rate_hz", float, 1.0e6, "snapshot rate in Hz (frame time t0 = seq T / rate)",
+              check=positive),
+        Param("rate_hz", (float, type(None)), None, "frames per second to pace at; null = as fast as possible",
+              check=positive),
+        Param("pilots", bool, True, "put the (K, T) pilots into each frame (false: like recorded data)"),
+    )
+
+    def validate(self) -> None:
+        try:
+            self.array = ULA(self.n_antennas, carrier_hz=self.carrier_hz, spacing=self.spacing,
+                             wavelength_m=self.wavelength_m)
+            _ = self.array.positions
+        except ValueError as exc:
+            raise self.param_error("n_antennas", str(exc)) from None
+        k = len(self.targets)
+        if self.gains is not None and len(self.gains) != k:
+            raise self.param_error("gains", f"expected one gain per target ({k}), got {len(self.gains)}")
+        self._theta0 = np.array([t["theta"] for t in self.targets], float)
+        self._r0 = np.array([t["range"] for t in self.targets], float)
+        self._vel = np.array([t.get("velocity") or [0.0, 0.0] for t in self.targets], float)
+        if self.frames > 0 and np.any(self._vel != 0.0):
+            # Linear motion: x(t) is linear, so x > 0 at both ends means x > 0 throughout.
+            t_last = (self.frames - 1) * self.snapshots / self.sample_rate_hz
+            theta, r = target_positions(self._theta0, self._r0, self._vel, t_last)
+            x = r * np.cos(theta)
+            for i in np.flatnonzero(~(x > 0)):
+                raise self.param_error(
+                    "targets", f"target {i} moves behind the array plane (x <= 0) before the last frame "
+                    f"(t = {t_last:g} s); expected a velocity that keeps it in front")
+        z_f, z_r = self.array.fresnel_distance, self.array.rayleigh_distance
+        for i, r in enumerate(self._r0):
+            if not z_f <= r <= z_r:
+                log.warning("block %r: target %d at %.3g m is outside the radiating near field "
+                            "[Z_Fres, Z_Rayl] = [%.3g, %.3g] m", self.name, i, r, z_f, z_r)
+
+    # -- worker side -----------------------------------------------------------
+    def start(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+        self._c, self._mask = draw_impairments(self.n_antennas, self.p_fault, self._rng)
+        if self.gains is None:
+            self._beta = np.exp(2j * np.pi * self._rng.random(len(self.targets)))
+        else:
+            self._beta = np.array([complex(g[0], g[1]) if isinstance(g, (list, tuple)) else complex(g)
+                                   for g in self.gains])
+        self._faulty = [int(i) for i in np.flatnonzero(self._mask)]
+        self._fault_phase = [float(np.angle(self._c[i]) % (2 * np.pi)) for i in self._faulty]
+        self._array_meta = self.array.describe()
+
+    def make_frame(self, seq: int) -> Frame:
+        """Frame ``seq`` (draws the next pilots and noise from the run's Generator)."""
+        t0 = seq * self.snapshots / self.sample_rate_hz
+        theta, r = target_positions(self._theta0, self._r0, self._vel, t0)
+        bad = np.flatnonzero(~(np.abs(theta) < np.pi / 2) | ~(r > 0))
+        if bad.size:
+            raise ValueError(f"block {self.name!r}: target {int(bad[0])} left the field of view "
+                             f"(behind the array) at t = {t0:g} s")
+        k = len(theta)
+        pilots = make_pilots(k, self.snapshots, self._rng)
+        mu = noiseless_signal(self.array, theta, r, self._beta, pilots, self._c)
+        sigma2 = noise_variance(mu, self.snr_db)
+        y = (mu + complex_noise(mu.shape, sigma2, self._rng)).astype(np.complex64)
+        arrays = {"snapshots": y}
+        if self.pilots:
+            arrays["pilots"] = pilots.astype(np.complex64)
+        order = np.argsort(theta, kind="stable")
+        truth = {
+            "targets": [{"theta": float(theta[i]), "range": float(r[i])} for i in order],
+            "faulty": list(self._faulty),
+            "fault_phase": list(self._fault_phase),
+            "noise_var": float(sigma2),
+        }
+        meta = {"array": dict(self._array_meta), "truth": truth, "sample_rate_hz": float(self.sample_rate_hz)}
+        return Frame(seq=seq, t0=float(t0), arrays=arrays, meta=meta)
+
+    def generate(self) -> Iterator[Frame]:
+        if not hasattr(self, "_rng"):
+            self.start()
+        period = 1.0 / self.rate_hz if self.rate_hz else 0.0
+        t_next = time.monotonic()
+        seq = 0
+        while self.frames == 0 or seq < self.frames:
+            frame = self.make_frame(seq)
+            if period:
+                delay = t_next - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                t_next = max(t_next + period, time.monotonic())  # no catch-up bursts after a stall
+            yield frame
+            seq += 1

@@ -1,0 +1,63 @@
+"""QA of the jsonl sink: the DESIGN.md estimates record, exactly."""
+import json
+import time
+
+import numpy as np
+import pytest
+
+from nearfield.block import ParamError
+from nearfield.frame import Frame
+from nearfield.sinks.jsonl import JsonlSink
+
+
+def frame(seq, **meta):
+    return Frame(seq=seq, t0=seq * 0.1, arrays={"snapshots": np.zeros((2, 2), np.complex64)}, meta=meta)
+
+
+def test_records_have_exact_keys_sorted_targets_and_latency(tmp_path):
+    path = tmp_path / "deep" / "dir" / "est.jsonl"
+    sink = JsonlSink(path=str(path))
+    sink.start()
+    t_emit = time.time() - 0.5
+    sink.process(frame(7, targets=[{"theta": 0.3, "range": 10.0}, {"theta": -0.2, "range": 18.0, "x": 1}],
+                       faulty=[12, 77], t_emit=t_emit, n_targets=2,
+                       truth={"targets": [{"theta": 0.2618, "range": 10.0}], "faulty": [12, 78],
+                              "fault_phase": [1.0, 2.0], "noise_var": 0.1}))
+    # flush_every=1: the line is on disk before close
+    first = json.loads(path.read_text().splitlines()[0])
+    sink.process(frame(8))
+    sink.finish()
+    sink.close()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert lines[0] == first
+    assert list(first) == ["seq", "t0", "targets", "faulty", "truth", "latency_s"]
+    assert first["seq"] == 7 and first["t0"] == pytest.approx(0.7)
+    assert first["targets"] == [{"theta": -0.2, "range": 18.0}, {"theta": 0.3, "range": 10.0}]
+    assert first["faulty"] == [12, 77]
+    assert first["truth"] == {"targets": [{"theta": 0.2618, "range": 10.0}], "faulty": [12, 78]}
+    assert 0.5 <= first["latency_s"] < 5.0
+    assert lines[1] == {"seq": 8, "t0": pytest.approx(0.8), "targets": [], "faulty": [], "latency_s": None}
+
+
+def test_non_finite_estimates_become_null(tmp_path):
+    path = tmp_path / "e.jsonl"
+    sink = JsonlSink(path=str(path))
+    sink.start()
+    sink.process(frame(0, targets=[{"theta": float("nan"), "range": 3.0}], t_emit=time.time()))
+    sink.close()
+    rec = json.loads(path.read_text())   # strict JSON parser accepts it
+    assert rec["targets"][0]["theta"] is None
+
+
+def test_unwritable_path_gives_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    sink = JsonlSink(name="out", path=str(blocker / "sub" / "e.jsonl"))
+    with pytest.raises(ParamError) as err:
+        sink.start()
+    assert "'out'" in str(err.value) and "'path'" in str(err.value) and "cannot write" in str(err.value)
+
+
+def test_path_is_required():
+    with pytest.raises(ParamError, match="missing required parameter 'path'"):
+        JsonlSink()
