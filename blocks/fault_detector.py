@@ -90,7 +90,7 @@ def partition_subarrays(n_antennas: int, faulty, n_sub: int, min_size: int) -> l
 
 
 # ----------------------------------------------------------------------------- angles
-def subarray_angles(Y: np.ndarray, array: ULA, subarrays, n_targets: int, grid_size: int = 512):
+def subarray_angles(Y: np.ndarray, array: ULA, subarrays, n_targets: int, grid_size: int = 256):
     """Far-field MUSIC angles of every subarray (eqs. (14)-(16)).
 
     The angle of each subarray is measured from its centre; the far-field steering
@@ -103,15 +103,12 @@ def subarray_angles(Y: np.ndarray, array: ULA, subarrays, n_targets: int, grid_s
         Ascending angles per subarray (rad); NaN where fewer than K peaks were found.
     centres : ndarray, shape (Q,)
         y-coordinate of each subarray centre (m).
-    eigvals : list of ndarray
-        Eigenvalues of each subarray covariance (for model-order selection).
     """
     T = Y.shape[1]
     u = np.linspace(-1.0, 1.0, grid_size + 2)[1:-1]
     theta_grid = np.arcsin(u)
     angles = np.full((len(subarrays), n_targets), np.nan)
     centres = np.empty(len(subarrays))
-    eigvals = []
     lam = array.wavelength
     cache = {}
     for q, idx in enumerate(subarrays):
@@ -120,7 +117,6 @@ def subarray_angles(Y: np.ndarray, array: ULA, subarrays, n_targets: int, grid_s
         rel = pos - centres[q]
         Yq = Y[idx]
         Rq = (Yq @ Yq.conj().T) / T
-        eigvals.append(np.linalg.eigvalsh(Rq))
         if idx.size <= n_targets:
             continue
         U_s, _ = signal_subspace(Rq, n_targets)
@@ -132,11 +128,11 @@ def subarray_angles(Y: np.ndarray, array: ULA, subarrays, n_targets: int, grid_s
             continue
 
         def cost(x, U_s=U_s, rel=rel):
-            return music_denominator(U_s, far_field_steering(rel, lam, np.arcsin(np.clip(x, -1, 1))))[0]
+            return music_denominator(U_s, far_field_steering(rel, lam, np.arcsin(np.clip(x, -1, 1))))
 
         us = [refine_peak(cost, u, i) for i in peaks]
         angles[q] = np.sort(np.arcsin(np.clip(us, -1.0, 1.0)))
-    return angles, centres, eigvals
+    return angles, centres
 
 
 # ----------------------------------------------------------------------------- triangulation
@@ -249,7 +245,7 @@ def estimate_order(Y: np.ndarray, array: ULA, faulty=(), min_subarray: int = 10,
 
 
 def coarse_localize(Y: np.ndarray, array: ULA, n_targets: int, faulty=(), min_subarray: int = 10,
-                    grid_size: int = 512):
+                    grid_size: int = 256):
     """Coarse positions by subarray MUSIC + robust triangulation (Sec. IV-A2).
 
     Returns theta (K,), r (K,) (ascending theta; NaN where triangulation failed) and Q.
@@ -257,7 +253,7 @@ def coarse_localize(Y: np.ndarray, array: ULA, n_targets: int, faulty=(), min_su
     subs = partition_subarrays(array.n_antennas, faulty, array.n_sub, max(min_subarray, n_targets + 2))
     if len(subs) < 2:
         raise ValueError(f"coarse localization: {len(subs)} usable fault-free subarray(s), need >= 2")
-    angles, centres, _ = subarray_angles(Y, array, subs, n_targets, grid_size)
+    angles, centres = subarray_angles(Y, array, subs, n_targets, grid_size)
     th, rr = np.empty(n_targets), np.empty(n_targets)
     for k in range(n_targets):
         th[k], rr[k], _ = triangulate(angles[:, k], centres)
@@ -266,7 +262,7 @@ def coarse_localize(Y: np.ndarray, array: ULA, n_targets: int, faulty=(), min_su
 
 def detect_faults(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targets=None, *,
                   prior_faulty=(), kappa: float = 3.0, tau: float = 0.05, max_iter: int = 5,
-                  min_subarray: int = 10, grid_size: int = 512, polish: bool = True) -> Phase1Result:
+                  min_subarray: int = 10, grid_size: int = 256, polish: bool = True) -> Phase1Result:
     """Phase 1 of the paper: alternate coarse localization and ISTA fault detection.
 
     Parameters
@@ -377,7 +373,7 @@ class FaultDetector(Block):
         Param("tau", float, 0.05, "detection threshold on |z_n| after shrinkage (eq. 12)", check=non_negative),
         Param("max_iter", int, 5, "alternation rounds per frame at most", check=positive),
         Param("min_subarray", int, 10, "smallest fault-free subarray used (antennas)", check=positive),
-        Param("grid_size", int, 512, "points of the subarray MUSIC scan in sin(theta)", check=positive),
+        Param("grid_size", int, 256, "points of the subarray MUSIC scan in sin(theta)", check=positive),
         Param("polish", bool, True, "refine coarse positions by the exact-model ML fit before ISTA"),
         Param("forget", float, 1.0, "weight kept by past evidence per frame (1 = keep all)",
               check=lambda v: None if 0.0 <= v <= 1.0 else "a value in [0, 1]"),

@@ -29,7 +29,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from nearfield.array import ULA
 from nearfield.block import BadFrame, Block, Param, positive
-from nearfield.ml import refine_ml
+from nearfield.ml import ml_cost, refine_ml
 from nearfield.music import music_denominator, refine_peak, signal_subspace, top_peaks
 from nearfield.steering import steering
 
@@ -73,7 +73,7 @@ def angle_music(R: np.ndarray, array: ULA, coarse_theta, n_targets: int, smoothi
     grids, specs = [], []
 
     def cost(u):
-        return music_denominator(U_s, virtual_steering(array, L, u))[0]
+        return music_denominator(U_s, virtual_steering(array, L, u))
 
     for k, th in enumerate(coarse_theta):
         u0 = np.sin(th)
@@ -117,7 +117,7 @@ def range_music(U_s: np.ndarray, array: ULA, theta, coarse_r, window: float = 2.
         i = int(np.argmax(spec))
 
         def cost(x, th=theta[k]):
-            return music_denominator(U_s, steering(array, th, 1.0 / x, model))[0]
+            return music_denominator(U_s, steering(array, th, 1.0 / x, model))
 
         r_out[k] = 1.0 / refine_peak(cost, inv, i)
         grids[k] = 1.0 / inv[::-1]
@@ -180,7 +180,7 @@ def fine_localize(R: np.ndarray, Y: np.ndarray, array: ULA, coarse_theta, coarse
     if not refine:
         return FineEstimate(mt, mr, None, mt, mr, spectra)
     fit = refine_ml(Y, array, mt, mr, pilots)
-    if fallback is not None:
+    if fallback is not None and ml_cost(Y, array, fallback[0], fallback[1], fit.pilots) < fit.cost:
         alt = refine_ml(Y, array, fallback[0], fallback[1], pilots)
         if alt.cost < fit.cost:
             fit = alt

@@ -83,6 +83,13 @@ def _cost(Y, A, gains, S, c, w):
     return float(np.sum(p if w is None else w * p)), E
 
 
+def ml_cost(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray, c=None, w=None, model: str = "exact") -> float:
+    """The LS cost J at (theta, r) with the gains concentrated out (LS gains for ``pilots``)."""
+    A = steering(array, theta, r, model)
+    gains = ls_gains(A, pilots, Y, c, w)
+    return _cost(Y, A, gains, np.asarray(pilots), c, None if w is None else np.asarray(w, float))[0]
+
+
 def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min):
     K = theta.size
     A = steering(array, theta, r, model)
