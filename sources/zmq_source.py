@@ -46,7 +46,9 @@ offsets and no drop can be seen (PUSH/PULL never drops; PUB/SUB may).
 A message whose payload is not a whole number of items (``N * 8`` bytes), or whose tag
 header is malformed, is logged with the endpoint and what was expected, counted
 (``counters["bad_messages"]``) and dropped; the stream goes on.  Every receive is a poll
-with a short timeout, so :meth:`ZMQSource.stop` and ``timeout_s`` always end the stream.
+with a short timeout, so :meth:`ZMQSource.stop` and ``timeout_s`` always end the stream;
+while idle, ``generate()`` yields ``None`` every poll period (``idle_none``) so that the
+runtime, which checks its stop flag between items, can stop it (Ctrl-C) at once.
 """
 from __future__ import annotations
 
@@ -480,6 +482,10 @@ class ZMQSource(Source):
 
     #: poll period, s: the longest the source takes to notice stop() or the timeout
     poll_s = 0.05
+    #: while no data arrives, ``generate()`` yields ``None`` once per poll period, so the
+    #: runtime (whose source loop checks its stop flag between items and ignores ``None``)
+    #: can stop a source that waits forever; iterate with ``if frame is None: continue``.
+    idle_none = True
 
     def validate(self) -> None:
         try:
@@ -583,6 +589,8 @@ class ZMQSource(Source):
             else:
                 wait = self.poll_s
             if not poller.poll(max(1, int(wait * 1000))):
+                if self.idle_none:
+                    yield None        # idle: lets the runtime check its stop flag
                 continue
             parts = self._sock.recv_multipart(copy=False)
             last = time.monotonic()

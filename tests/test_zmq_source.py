@@ -89,7 +89,7 @@ def bound(ctx, kind):
 
 def run(src: ZMQSource):
     try:
-        return list(src.generate())
+        return [f for f in src.generate() if f is not None]
     finally:
         src.close()
 
@@ -300,6 +300,17 @@ def test_timeout_ends_an_empty_stream_quickly():
     t = time.monotonic()
     assert run(src) == []
     assert 0.25 < time.monotonic() - t < 1.5
+
+
+def test_idle_source_yields_none_so_a_runtime_can_stop_it():
+    src = ZMQSource(address="tcp://127.0.0.1:1", n_antennas=4)   # timeout_s null: forever
+    src.start()
+    gen = src.generate()
+    t = time.monotonic()
+    assert next(gen) is None and next(gen) is None
+    assert time.monotonic() - t < 0.5
+    gen.close()
+    src.close()
 
 
 def test_stop_ends_a_stream_that_waits_forever():
