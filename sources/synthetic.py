@@ -114,11 +114,13 @@ def target_positions(theta0, r0, velocity, t: float):
     Returns
     -------
     theta, r : ndarray, shape (K,)
-        ``theta = atan2(y, x)``, ``r = hypot(x, y)`` of ``(r0 cos theta0, r0 sin theta0) + v t``.
+        ``theta = atan2(y, x)``, ``r = hypot(x, y)`` of ``(r0 cos theta0, r0 sin theta0) + v t``
+        (exactly ``theta0``, ``r0`` for a target with zero velocity).
     """
     x = r0 * np.cos(theta0) + velocity[:, 0] * t
     y = r0 * np.sin(theta0) + velocity[:, 1] * t
-    return np.arctan2(y, x), np.hypot(x, y)
+    moving = np.any(velocity != 0.0, axis=1)   # static targets keep their exact parameters
+    return np.where(moving, np.arctan2(y, x), theta0), np.where(moving, np.hypot(x, y), r0)
 
 
 class SyntheticSource(Source):

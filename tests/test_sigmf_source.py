@@ -1,0 +1,203 @@
+"""QA of the SigMF source: exact replay, foreign recordings, collections, and bad input."""
+import itertools
+import json
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from nearfield.array import SPEED_OF_LIGHT
+from nearfield.block import ParamError
+from nearfield.sources.sigmf_source import SigMFFormatError, SigMFSource, target_from_bearing
+
+from sigmf_helpers import foreign_recording, record, split_into_collection
+
+logging.getLogger("nearfield.sources.synthetic").setLevel(logging.ERROR)
+
+
+def replay(path, **params):
+    src = SigMFSource(path=str(path), **params)
+    try:
+        return list(src.generate())
+    finally:
+        src.close()
+
+
+def assert_same_frames(written, read):
+    assert len(written) == len(read)
+    for a, b in zip(written, read):
+        assert (a.seq, a.t0) == (b.seq, b.t0)
+        assert a.arrays["snapshots"].tobytes() == b.arrays["snapshots"].tobytes()   # bitwise
+        assert b.arrays["snapshots"].flags.c_contiguous and b.arrays["snapshots"].dtype == np.complex64
+        assert a.arrays["pilots"].tobytes() == b.arrays["pilots"].tobytes()
+        assert a.meta["truth"] == b.meta["truth"]
+        assert a.meta["array"] == b.meta["array"]
+
+
+def test_record_replay_is_exact(tmp_path):
+    written = record(tmp_path / "rec", frames=5, targets=[{"theta": 0.3, "range": 6.0, "velocity": [3.0, -40.0]},
+                                                          {"theta": -0.5, "range": 4.0}], wavelength_m=0.01)
+    assert_same_frames(written, replay(tmp_path / "rec.sigmf-meta"))
+    assert_same_frames(written, replay(tmp_path / "rec.sigmf-data", verify=True))
+    assert all("pilots" not in f.arrays for f in replay(tmp_path / "rec", pilots=False))
+
+
+def test_source_memory_maps_the_dataset(tmp_path):
+    record(tmp_path / "rec", frames=2)
+    src = SigMFSource(path=str(tmp_path / "rec"))
+    src.start()
+    assert isinstance(src._datasets[0].mm, np.memmap) and isinstance(src._pilot_ds.mm, np.memmap)
+    src.close()
+
+
+def test_recut_start_stop_and_loop(tmp_path):
+    written = record(tmp_path / "rec", frames=5)
+    flat = np.concatenate([f.arrays["snapshots"] for f in written], axis=1)   # (16, 50)
+    got = replay(tmp_path / "rec", snapshots=4)
+    assert len(got) == 12                                 # 48 of 50 samples, the partial frame dropped
+    for i, f in enumerate(got):
+        assert f.seq == i and f.t0 == pytest.approx(4 * i / 1000.0)
+        assert np.array_equal(f.arrays["snapshots"], flat[:, 4 * i:4 * i + 4])
+        assert f.meta["truth"] == written[(4 * i) // 10].meta["truth"]
+    got = replay(tmp_path / "rec", start_sample=10, stop_sample=35)
+    assert [f.seq for f in got] == [1, 2]
+    src = SigMFSource(path=str(tmp_path / "rec"), loop=True)
+    looped = list(itertools.islice(src.generate(), 12))
+    src.close()
+    assert [f.seq for f in looped] == list(range(12))
+    assert np.array_equal(looped[5].arrays["snapshots"], written[0].arrays["snapshots"])
+    assert looped[5].t0 == pytest.approx(written[0].t0 + 0.05)
+
+
+def test_rate_hz_paces_replay(tmp_path):
+    record(tmp_path / "rec", frames=5)
+    t = time.monotonic()
+    assert len(replay(tmp_path / "rec", rate_hz=40.0)) == 5
+    assert time.monotonic() - t >= 4 / 40.0 * 0.95
+
+
+def test_foreign_ci16_recording_with_emitter_bearing(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(-32768, 32767, size=(30, 4, 2), dtype=np.int16)     # (samples, channels, re/im)
+    base = foreign_recording(tmp_path / "ci16", raw, "ci16_le", n=4, carrier=3e9, d=0.05,
+                             capture_extra={"spatial:emitter_bearing": {"azimuth": 350.0, "range": 12.5}})
+    got = replay(base, snapshots=10)
+    assert len(got) == 3
+    expected = (raw[10:20, :, 0] + 1j * raw[10:20, :, 1]).T / 32768.0
+    assert np.array_equal(got[1].arrays["snapshots"], expected.astype(np.complex64))
+    assert "pilots" not in got[1].arrays
+    assert got[1].meta["array"] == {"n_antennas": 4, "carrier_hz": 3e9, "spacing": pytest.approx(0.05),
+                                    "wavelength_m": SPEED_OF_LIGHT / 3e9}
+    (tgt,) = got[0].meta["truth"]["targets"]
+    assert tgt["theta"] == pytest.approx(np.radians(10.0)) and tgt["range"] == 12.5   # azimuth -10 deg
+    assert got[2].t0 == pytest.approx(20 / 1e6)
+
+
+def test_bearing_convention():
+    assert target_from_bearing({"azimuth": 30.0, "range": 5.0})["theta"] == pytest.approx(-np.pi / 6)
+    assert target_from_bearing({"azimuth": 330.0, "range": 5.0})["theta"] == pytest.approx(np.pi / 6)
+    assert target_from_bearing({"azimuth": 30.0}) is None
+
+
+def test_foreign_cf64_recording_and_calibration(tmp_path):
+    rng = np.random.default_rng(1)
+    raw = (rng.standard_normal((20, 4)) + 1j * rng.standard_normal((20, 4))).astype("<c16")
+    cal = [[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, -1.0]]
+    base = foreign_recording(tmp_path / "c64", raw, "cf64_le", n=4,
+                             extra_global={"core:extensions": [{"name": "spatial", "version": "1.1.0",
+                                                                "optional": True},
+                                                               {"name": "nearfield", "version": "1.0.0",
+                                                                "optional": True}],
+                                           "nearfield:calibration": cal})
+    got = replay(base, snapshots=20)
+    w = np.array([complex(*c) for c in cal], np.complex64)[:, None]
+    assert np.array_equal(got[0].arrays["snapshots"], raw.T.astype(np.complex64) * w)
+    raw_only = replay(base, snapshots=20, apply_calibration=False)
+    assert np.array_equal(raw_only[0].arrays["snapshots"], raw.T.astype(np.complex64))
+
+
+def test_collection_of_single_channel_recordings(tmp_path):
+    written = record(tmp_path / "rec", frames=3)
+    coll = split_into_collection(tmp_path, tmp_path / "rec", order=[3, 1, 0, 2] + list(range(4, 16)))
+    got = replay(coll, verify=True)
+    assert_same_frames(written, got)
+
+
+# -- bad input: each names the file and the field ------------------------------------
+def expect_error(path, *words, **params):
+    with pytest.raises(ParamError) as err:
+        SigMFSource(name="src", path=str(path), **params)
+    msg = str(err.value)
+    assert "'src'" in msg
+    for w in words:
+        assert w in msg, msg
+    return msg
+
+
+def test_truncated_data_file(tmp_path):
+    raw = np.zeros((10, 4), "<c8")
+    base = foreign_recording(tmp_path / "t", raw)
+    with open(base + ".sigmf-data", "r+b") as fh:
+        fh.truncate(10 * 4 * 8 - 3)
+    expect_error(base, "t.sigmf-data", "core:num_channels", "not a multiple")
+
+
+def test_data_shorter_than_metadata_says(tmp_path):
+    record(tmp_path / "rec", frames=3)
+    with open(tmp_path / "rec.sigmf-data", "r+b") as fh:
+        fh.truncate(16 * 8 * 25)                      # 25 whole samples of 30
+    expect_error(tmp_path / "rec", "rec.sigmf-data", "nearfield:valid_samples", "truncated")
+    base = foreign_recording(tmp_path / "f", np.zeros((10, 4), "<c8"), annotations=[(5, 10, {})])
+    expect_error(base, "f.sigmf-data", "annotations", "truncated")
+
+
+def test_num_channels_not_matching_geometry(tmp_path):
+    base = foreign_recording(tmp_path / "n", np.zeros((10, 4), "<c8"))
+    meta = json.load(open(base + ".sigmf-meta"))
+    meta["captures"][0]["spatial:element_geometry"] = meta["captures"][0]["spatial:element_geometry"][:3]
+    json.dump(meta, open(base + ".sigmf-meta", "w"))
+    expect_error(base, "n.sigmf-meta", "spatial:element_geometry", "4 channels")
+    base = foreign_recording(tmp_path / "m", np.zeros((10, 4), "<c8"), extra_global={"spatial:num_elements": 5})
+    expect_error(base, "m.sigmf-meta", "spatial:num_elements")
+
+
+def test_unsupported_datatype(tmp_path):
+    base = foreign_recording(tmp_path / "u", np.zeros((10, 4), "<i2"), datatype="ri16_le")
+    expect_error(base, "u.sigmf-meta", "core:datatype", "ri16_le", "cf32_le")
+
+
+def test_missing_geometry_or_carrier(tmp_path):
+    base = foreign_recording(tmp_path / "g", np.zeros((10, 4), "<c8"), geometry=False)
+    expect_error(base, "g.sigmf-meta", "spatial:element_geometry", "missing")
+    base = foreign_recording(tmp_path / "c", np.zeros((10, 4), "<c8"), carrier=None)
+    expect_error(base, "c.sigmf-meta", "core:frequency", "missing carrier")
+
+
+def test_geometry_that_is_not_our_ula(tmp_path):
+    base = foreign_recording(tmp_path / "x", np.zeros((10, 4), "<c8"))
+    meta = json.load(open(base + ".sigmf-meta"))
+    meta["captures"][0]["spatial:element_geometry"][1]["point"][1] += 0.01
+    json.dump(meta, open(base + ".sigmf-meta", "w"))
+    expect_error(base, "spatial:element_geometry", "uniform linear array")
+
+
+def test_missing_files_and_checksum_mismatch(tmp_path):
+    expect_error(tmp_path / "nothing", "nothing.sigmf-meta", "no such file")
+    record(tmp_path / "rec", frames=2)
+    raw = bytearray((tmp_path / "rec.sigmf-data").read_bytes())
+    raw[100] ^= 1
+    (tmp_path / "rec.sigmf-data").write_bytes(bytes(raw))
+    replay(tmp_path / "rec")                              # verify off by default: no full read
+    src = SigMFSource(name="src", path=str(tmp_path / "rec"), verify=True)
+    with pytest.raises(SigMFFormatError, match="core:sha512.*checksum mismatch"):
+        src.start()
+    (tmp_path / "rec-pilots.sigmf-data").unlink()
+    expect_error(tmp_path / "rec", "rec-pilots.sigmf-data", "dataset file missing")
+
+
+def test_bad_sample_window(tmp_path):
+    record(tmp_path / "rec", frames=2)
+    expect_error(tmp_path / "rec", "no complete frame", start_sample=15)
+    with pytest.raises(ParamError, match="stop_sample"):
+        SigMFSource(path=str(tmp_path / "rec"), start_sample=10, stop_sample=5)
