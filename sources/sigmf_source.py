@@ -41,6 +41,7 @@ only the valid part is replayed (a warning is logged).
 """
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -370,6 +371,7 @@ class SigMFSource(Source):
         self._captures = [c for c in captures if isinstance(c, dict)]
         self._frame_anns = sorted((a for a in annotations if isinstance(a, dict) and "nearfield:seq" in a),
                                   key=lambda a: a.get("core:sample_start", 0))
+        self._ann_starts = [int(a.get("core:sample_start", 0)) for a in self._frame_anns]
         cal = g.get("nearfield:calibration")
         self._cal = None
         if cal is not None and self.apply_calibration:
@@ -400,9 +402,11 @@ class SigMFSource(Source):
             self._sha.append((pdata, pg.get("core:sha512"), pmeta))
 
     def _truth_at(self, s0: int):
-        for a in self._frame_anns:
-            start = a.get("core:sample_start", 0)
-            if start <= s0 < start + a.get("core:sample_count", 0) and "nearfield:truth" in a:
+        # frame annotations are sorted and do not overlap: the last one starting at or before s0
+        i = bisect.bisect_right(self._ann_starts, s0) - 1
+        if i >= 0:
+            a = self._frame_anns[i]
+            if s0 < self._ann_starts[i] + a.get("core:sample_count", 0) and "nearfield:truth" in a:
                 return a["nearfield:truth"]
         cap = None
         for c in self._captures:

@@ -26,6 +26,14 @@ frame it is held at the frame time ``t0 = seq * T / sample_rate_hz`` (quasi-stat
 over the T snapshots of a frame).  ``meta["truth"]["targets"]`` is that position,
 sorted by theta.
 
+Each frame (``seq`` = 0, 1, ..., ``t0`` = seq T / sample_rate_hz seconds) carries
+
+* ``arrays["snapshots"]`` (N, T) complex64 and, when ``pilots`` is true,
+  ``arrays["pilots"]`` (K, T) complex64;
+* ``meta["array"]`` (:meth:`nearfield.array.ULA.describe`), ``meta["truth"]`` =
+  ``{"targets": [{"theta", "range"}] sorted by theta, "faulty": [0-based indices],
+  "fault_phase": [rad], "noise_var": sigma^2}`` and ``meta["sample_rate_hz"]``.
+
 The pilots row k belongs to target k of the ``targets`` parameter (parameter order),
 not to the k-th truth entry (which is sorted by theta).
 """
