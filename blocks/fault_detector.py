@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import lru_cache
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,7 +49,7 @@ from nearfield.array import ULA
 from nearfield.block import BadFrame, Block, Param, non_negative, positive
 from nearfield.ista import ista_iterate, ista_stats, noise_rho
 from nearfield.ml import ls_gains, ls_waveforms, refine_ml
-from nearfield.music import mdl_order, music_denominator, refine_peak, signal_subspace, top_peaks
+from nearfield.music import mdl_order, music_denominator, refine_peaks, signal_subspace, top_peaks
 from nearfield.state import complex_from_json, complex_to_json, load_json, save_json_atomic
 from nearfield.steering import far_field_steering, steering
 
@@ -90,6 +91,20 @@ def partition_subarrays(n_antennas: int, faulty, n_sub: int, min_size: int) -> l
 
 
 # ----------------------------------------------------------------------------- angles
+def _scan_grid(grid_size: int) -> np.ndarray:
+    """Uniform sin(theta) grid on the open interval (-1, 1)."""
+    return np.linspace(-1.0, 1.0, grid_size + 2)[1:-1]
+
+
+@lru_cache(maxsize=64)
+def _scan_matrix(size: int, d: float, lam: float, grid_size: int) -> np.ndarray:
+    """Far-field steering of a centred ``size``-antenna subarray on the scan grid (cached across frames)."""
+    rel = (np.arange(size) - (size - 1) / 2.0) * d
+    B = far_field_steering(rel, lam, np.arcsin(_scan_grid(grid_size)))
+    B.setflags(write=False)
+    return B
+
+
 def subarray_angles(Y: np.ndarray, array: ULA, subarrays, n_targets: int, grid_size: int = 256):
     """Far-field MUSIC angles of every subarray (eqs. (14)-(16)).
 
@@ -105,12 +120,10 @@ def subarray_angles(Y: np.ndarray, array: ULA, subarrays, n_targets: int, grid_s
         y-coordinate of each subarray centre (m).
     """
     T = Y.shape[1]
-    u = np.linspace(-1.0, 1.0, grid_size + 2)[1:-1]
-    theta_grid = np.arcsin(u)
+    u = _scan_grid(grid_size)
     angles = np.full((len(subarrays), n_targets), np.nan)
     centres = np.empty(len(subarrays))
     lam = array.wavelength
-    cache = {}
     for q, idx in enumerate(subarrays):
         pos = array.positions[idx]
         centres[q] = pos.mean()
@@ -120,9 +133,7 @@ def subarray_angles(Y: np.ndarray, array: ULA, subarrays, n_targets: int, grid_s
         if idx.size <= n_targets:
             continue
         U_s, _ = signal_subspace(Rq, n_targets)
-        if idx.size not in cache:
-            cache[idx.size] = far_field_steering(rel, lam, theta_grid)
-        spec = 1.0 / music_denominator(U_s, cache[idx.size])
+        spec = 1.0 / music_denominator(U_s, _scan_matrix(idx.size, array.d, lam, grid_size))
         peaks = top_peaks(spec, n_targets)
         if peaks.size < n_targets:
             continue
@@ -130,7 +141,7 @@ def subarray_angles(Y: np.ndarray, array: ULA, subarrays, n_targets: int, grid_s
         def cost(x, U_s=U_s, rel=rel):
             return music_denominator(U_s, far_field_steering(rel, lam, np.arcsin(np.clip(x, -1, 1))))
 
-        us = [refine_peak(cost, u, i) for i in peaks]
+        us = refine_peaks(cost, u, peaks)
         angles[q] = np.sort(np.arcsin(np.clip(us, -1.0, 1.0)))
     return angles, centres
 
@@ -262,7 +273,8 @@ def coarse_localize(Y: np.ndarray, array: ULA, n_targets: int, faulty=(), min_su
 
 def detect_faults(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targets=None, *,
                   prior_faulty=(), kappa: float = 3.0, tau: float = 0.05, max_iter: int = 5,
-                  min_subarray: int = 10, grid_size: int = 256, polish: bool = True) -> Phase1Result:
+                  min_subarray: int = 10, grid_size: int = 256, polish: bool = True,
+                  start=None) -> Phase1Result:
     """Phase 1 of the paper: alternate coarse localization and ISTA fault detection.
 
     Parameters
@@ -284,6 +296,10 @@ def detect_faults(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n
         Smallest subarray kept; points of the sin(theta) MUSIC scan.
     polish : bool
         Refine the coarse positions by the exact-model ML fit before ISTA (see module doc).
+    start : (theta, r), optional
+        Tracking: skip the subarray search and start the ML fit from these positions (rows
+        following the pilots), e.g. the previous frame's; ``coarse_theta``/``coarse_r`` of
+        the result are then these positions.
 
     Returns
     -------
@@ -313,15 +329,22 @@ def detect_faults(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n
     faulty = np.unique(np.asarray(list(prior_faulty), dtype=int))
     seen = []
     res = None
+    if start is not None:
+        start = (np.asarray(start[0], float), np.asarray(start[1], float))
+        if start[0].size != K:
+            raise ValueError(f"start: expected {K} positions, got {start[0].size}")
     for it in range(1, max_iter + 1):
-        c_th, c_r, Q = coarse_localize(Yd, array, K, faulty, min_subarray, grid_size)
-        if not np.all(np.isfinite(c_th)):
-            raise ValueError("coarse localization: a target's bearing lines do not intersect")
         w = np.ones(N)
         w[faulty] = 0.0
-        if pilots is not None:
-            perm = match_to_pilots(Yd, array, c_th, c_r, pilots, w)
-            c_th, c_r = c_th[perm], c_r[perm]
+        if start is not None:
+            (c_th, c_r), Q = start, 0
+        else:
+            c_th, c_r, Q = coarse_localize(Yd, array, K, faulty, min_subarray, grid_size)
+            if not np.all(np.isfinite(c_th)):
+                raise ValueError("coarse localization: a target's bearing lines do not intersect")
+            if pilots is not None:
+                perm = match_to_pilots(Yd, array, c_th, c_r, pilots, w)
+                c_th, c_r = c_th[perm], c_r[perm]
         th, rr = c_th, c_r
         if polish:
             fit = refine_ml(Yd, array, c_th, c_r, pilots, w=w)
@@ -357,9 +380,12 @@ class FaultDetector(Block):
     """Phase 1: detect faulty antennas (ISTA) and localize coarsely (subarray MUSIC + triangulation).
 
     Accumulates the per-antenna ISTA statistics across frames, so the faulty set improves
-    with every frame; once it has not changed for ``settle_frames`` frames, each frame runs
-    a single alternation round (the full alternation again every ``recheck_every`` frames
-    or whenever the accumulated evidence changes the set). Adds meta ``faulty``, ``coarse``,
+    with every frame. Once it has not changed for ``settle_frames`` frames, each frame runs a
+    single round and, with ``track``, skips the subarray search: the ML fit starts from the
+    previous frame's positions (meta ``coarse_method`` says "track" instead of
+    "triangulation"). The full alternation runs again every ``recheck_every`` frames, when
+    the set changes, or when a tracked fit is poor (noise estimate above twice the running
+    one: a target jumped or appeared). Adds meta ``faulty``, ``coarse``,
     ``model_targets``, ``gains``, ``n_targets``, ``noise_var`` (entries follow pilot rows),
     and arrays ``waveforms`` when the frame carries no pilots.
     """
@@ -379,6 +405,8 @@ class FaultDetector(Block):
               check=lambda v: None if 0.0 <= v <= 1.0 else "a value in [0, 1]"),
         Param("settle_frames", int, 3, "frames without change before the set counts as settled", check=positive),
         Param("recheck_every", int, 10, "full alternation every this many frames once settled", check=positive),
+        Param("track", bool, True,
+              "once settled, start from the previous frame's positions instead of the subarray search"),
         Param("max_fault_fraction", float, 0.25,
               "a frame flagging more than this share of antennas is not accumulated (bad fit)",
               check=lambda v: None if 0.0 < v <= 1.0 else "a value in (0, 1]"),
@@ -393,6 +421,7 @@ class FaultDetector(Block):
         self.unchanged = 0
         self.frames_seen = 0
         self.sigma2 = None
+        self.last_model = None
         if self.state_path and os.path.exists(self.state_path):
             self.load_state(self.state_path)
 
@@ -435,12 +464,25 @@ class FaultDetector(Block):
             raise BadFrame(f"snapshots: N={array.n_antennas} differs from the accumulated state's {self.e_acc.size}")
         pilots = frame.arrays.get("pilots")
         settled = self.unchanged >= self.settle_frames and self.frames_seen % self.recheck_every != 0
-        try:
-            res = detect_faults(Y, array, pilots, self.n_targets, prior_faulty=self.faulty, kappa=self.kappa,
-                                tau=self.tau, max_iter=1 if settled else self.max_iter,
-                                min_subarray=self.min_subarray, grid_size=self.grid_size, polish=self.polish)
-        except ValueError as exc:
-            raise BadFrame(str(exc)) from None
+        kw = dict(prior_faulty=self.faulty, kappa=self.kappa, tau=self.tau, min_subarray=self.min_subarray,
+                  grid_size=self.grid_size, polish=self.polish)
+        res = None
+        k_now = pilots.shape[0] if pilots is not None and pilots.ndim == 2 else None
+        if (settled and self.track and self.last_model is not None and self.sigma2
+                and (k_now is None or k_now == self.last_model[0].size)):
+            try:
+                res = detect_faults(Y, array, pilots, self.last_model[0].size, max_iter=1,
+                                    start=self.last_model, **kw)
+            except ValueError:
+                res = None
+            if res is not None and res.sigma2 > 2.0 * self.sigma2:
+                res = None  # poor fit: search again
+        tracked = res is not None
+        if res is None:
+            try:
+                res = detect_faults(Y, array, pilots, self.n_targets, max_iter=1 if settled else self.max_iter, **kw)
+            except ValueError as exc:
+                raise BadFrame(str(exc)) from None
         e, b = res.stats
         healthy = res.faulty.size <= self.max_fault_fraction * array.n_antennas
         if healthy:
@@ -459,12 +501,14 @@ class FaultDetector(Block):
         self.unchanged = self.unchanged + 1 if np.array_equal(new, self.faulty) else 0
         self.faulty = new
         self.frames_seen += 1
+        self.last_model = (res.theta, res.r)
         frame.meta.update(
             faulty=[int(i) for i in self.faulty],
             coarse=_positions(res.coarse_theta, res.coarse_r),
             model_targets=_positions(res.theta, res.r),
             gains=[[float(g.real), float(g.imag)] for g in res.gains],
             n_targets=res.n_targets,
+            coarse_method="track" if tracked else "triangulation",
             noise_var=float(res.sigma2),
         )
         if pilots is None:

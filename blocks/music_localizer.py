@@ -30,7 +30,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from nearfield.array import ULA
 from nearfield.block import BadFrame, Block, Param, positive
 from nearfield.ml import ml_cost, refine_ml
-from nearfield.music import music_denominator, refine_peak, signal_subspace, top_peaks
+from nearfield.music import leading_subspace, music_denominator, refine_brackets, top_peaks
 from nearfield.steering import steering
 
 
@@ -55,8 +55,11 @@ def virtual_steering(array: ULA, length: int, u) -> np.ndarray:
 
 
 def angle_music(R: np.ndarray, array: ULA, coarse_theta, n_targets: int, smoothing: int | None = None,
-                window: float = 0.05, grid_size: int = 201):
+                window: float = 0.05, grid_size: int = 61, warm: dict | None = None):
     """Decoupled angle estimates, eqs. (29)-(33), one per coarse angle.
+
+    ``warm`` (optional, mutated) caches the subspace between calls to warm-start
+    :func:`nearfield.music.leading_subspace` on a stream.
 
     Returns
     -------
@@ -68,33 +71,36 @@ def angle_music(R: np.ndarray, array: ULA, coarse_theta, n_targets: int, smoothi
     m = N // 2 if smoothing is None else smoothing
     Rr = smoothed_covariance(antidiagonal(R), m)
     L = Rr.shape[0]
-    U_s, _ = signal_subspace(Rr, n_targets)
-    out = np.empty(len(coarse_theta))
-    grids, specs = [], []
+    warm = {} if warm is None else warm
+    U_s, _ = leading_subspace(Rr, n_targets, warm.get("virtual"))
+    warm["virtual"] = U_s
+    coarse_theta = np.asarray(coarse_theta, float)
+    u0 = np.sin(coarse_theta)
+    frac = np.linspace(-window, window, grid_size)
+    u = np.clip(u0[:, None] + frac[None, :], -1.0, 1.0)  # (K', G)
+    spec = (1.0 / music_denominator(U_s, virtual_steering(array, L, u.ravel()))).reshape(u.shape)
+    out = coarse_theta.copy()
+    rows, picks = [], []
+    for k in range(u.shape[0]):
+        peaks = top_peaks(spec[k], 4)
+        if peaks.size:
+            rows.append(k)
+            picks.append(peaks[np.argmin(np.abs(u[k, peaks] - u0[k]))])
+    if rows:
+        rows, picks = np.asarray(rows), np.asarray(picks)
 
-    def cost(u):
-        return music_denominator(U_s, virtual_steering(array, L, u))
+        def cost(x):
+            return music_denominator(U_s, virtual_steering(array, L, x))
 
-    for k, th in enumerate(coarse_theta):
-        u0 = np.sin(th)
-        u = np.linspace(max(u0 - window, -1.0), min(u0 + window, 1.0), grid_size)
-        spec = 1.0 / music_denominator(U_s, virtual_steering(array, L, u))
-        peaks = top_peaks(spec, 4)
-        if peaks.size == 0:
-            out[k] = th
-            continue
-        i = peaks[np.argmin(np.abs(u[peaks] - u0))]
-        out[k] = np.arcsin(np.clip(refine_peak(cost, u, i), -1.0, 1.0))
-        grids.append(u)
-        specs.append(spec)
-    grid = np.concatenate(grids) if grids else np.zeros(0)
-    spectrum = np.concatenate(specs) if specs else np.zeros(0)
+        last = u.shape[1] - 1
+        ref = refine_brackets(cost, u[rows, np.maximum(picks - 1, 0)], u[rows, np.minimum(picks + 1, last)])
+        out[rows] = np.arcsin(np.clip(ref, -1.0, 1.0))
+    grid, spectrum = u.ravel(), spec.ravel()
     order = np.argsort(grid)
-    spectrum = spectrum[order] / (spectrum.max() if spectrum.size else 1.0)
-    return out, grid[order], spectrum
+    return out, grid[order], spectrum[order] / spectrum.max()
 
 
-def range_music(U_s: np.ndarray, array: ULA, theta, coarse_r, window: float = 2.0, grid_size: int = 201,
+def range_music(U_s: np.ndarray, array: ULA, theta, coarse_r, window: float = 2.0, grid_size: int = 41,
                 model: str = "exact"):
     """Range estimates of eq. (34) for each angle, searched uniformly in 1/r.
 
@@ -103,37 +109,46 @@ def range_music(U_s: np.ndarray, array: ULA, theta, coarse_r, window: float = 2.
 
     Returns r (K,), grids (K, G) in metres and spectra (K, G) normalised to max 1.
     """
-    K = len(theta)
+    theta = np.asarray(theta, float)
+    coarse_r = np.asarray(coarse_r, float)
+    K = theta.size
+    lo = np.maximum(coarse_r / window, array.d)
+    hi = np.minimum(coarse_r * window, 2.0 * array.rayleigh_distance)
+    frac = np.linspace(0.0, 1.0, grid_size)
+    inv = (1.0 / hi)[:, None] + (1.0 / lo - 1.0 / hi)[:, None] * frac[None, :]  # (K, G), uniform in 1/r
+    th = np.repeat(theta, grid_size)
+    den = music_denominator(U_s, steering(array, th, 1.0 / inv.ravel(), model)).reshape(K, grid_size)
+    spec = 1.0 / den
+    best = np.argmax(spec, axis=1)
+    rows = np.arange(K)
+    lo_b, hi_b = inv[rows, np.maximum(best - 1, 0)], inv[rows, np.minimum(best + 1, grid_size - 1)]
     r_out = np.empty(K)
-    grids = np.empty((K, grid_size))
-    specs = np.empty((K, grid_size))
-    r_lo_lim, r_hi_lim = array.d, 2.0 * array.rayleigh_distance
+    points = 9
+    # one bracket per target, each with its own angle: evaluate target by target
     for k in range(K):
-        lo = max(coarse_r[k] / window, r_lo_lim)
-        hi = min(coarse_r[k] * window, r_hi_lim)
-        inv = np.linspace(1.0 / hi, 1.0 / lo, grid_size)
-        den = music_denominator(U_s, steering(array, theta[k], 1.0 / inv, model))
-        spec = 1.0 / den
-        i = int(np.argmax(spec))
+        def cost(x, t=theta[k]):
+            return music_denominator(U_s, steering(array, t, 1.0 / x, model))
 
-        def cost(x, th=theta[k]):
-            return music_denominator(U_s, steering(array, th, 1.0 / x, model))
-
-        r_out[k] = 1.0 / refine_peak(cost, inv, i)
-        grids[k] = 1.0 / inv[::-1]
-        specs[k] = spec[::-1] / spec.max()
+        r_out[k] = 1.0 / refine_brackets(cost, lo_b[k:k + 1], hi_b[k:k + 1], points=points)[0]
+    grids = 1.0 / inv[:, ::-1]
+    specs = spec[:, ::-1] / spec.max(axis=1, keepdims=True)
     return r_out, grids, specs
 
 
 def localize_fine(R: np.ndarray, array: ULA, coarse_theta, coarse_r, *, smoothing: int | None = None,
-                  angle_window: float = 0.05, range_window: float = 2.0, grid_size: int = 201,
-                  model: str = "exact"):
+                  angle_window: float = 0.05, range_window: float = 2.0, angle_grid: int = 61,
+                  range_grid: int = 41, model: str = "exact", warm: dict | None = None):
     """The paper's Phase 3 (decoupled angle MUSIC, then range MUSIC).
 
     Parameters
     ----------
     R : (N, N) calibrated sample covariance.  array : ULA.
     coarse_theta, coarse_r : (K,) coarse positions (windows' centres).
+    smoothing : M of eq. (31) (default N // 2).
+    angle_window : half-width in sin(theta); range_window : factor around the coarse range.
+    angle_grid, range_grid : grid points per window.
+    model : steering model of the range search.
+    warm : dict, optional -- subspace cache for streams (mutated).
 
     Returns
     -------
@@ -143,9 +158,11 @@ def localize_fine(R: np.ndarray, array: ULA, coarse_theta, coarse_r, *, smoothin
     """
     coarse_theta = np.asarray(coarse_theta, float)
     K = coarse_theta.size
-    theta, ugrid, aspec = angle_music(R, array, coarse_theta, K, smoothing, angle_window, grid_size)
-    U_s, _ = signal_subspace(R, K)
-    r, rgrid, rspec = range_music(U_s, array, theta, np.asarray(coarse_r, float), range_window, grid_size, model)
+    warm = {} if warm is None else warm
+    theta, ugrid, aspec = angle_music(R, array, coarse_theta, K, smoothing, angle_window, angle_grid, warm)
+    U_s, _ = leading_subspace(R, K, warm.get("full"))
+    warm["full"] = U_s
+    r, rgrid, rspec = range_music(U_s, array, theta, np.asarray(coarse_r, float), range_window, range_grid, model)
     spectra = {"angle_grid": np.arcsin(ugrid), "angle_spectrum": aspec, "range_grid": rgrid, "range_spectrum": rspec}
     return theta, r, spectra
 
@@ -172,18 +189,17 @@ def fine_localize(R: np.ndarray, Y: np.ndarray, array: ULA, coarse_theta, coarse
 
     ``Y`` are the calibrated snapshots; ``pilots`` rows follow the coarse positions
     (estimated waveforms are used when None).  ``fallback`` (theta, r), e.g. Phase 1's
-    model positions: when the refinement started from MUSIC ends at a higher cost than
-    one started from ``fallback``, the latter wins (guards against a MUSIC peak outside
-    the basin of the ML minimum).  ``kw`` go to :func:`localize_fine`.
+    model positions: the refinement starts from whichever of the MUSIC estimate and
+    ``fallback`` has the lower ML cost (guards against a MUSIC peak outside the basin of
+    the ML minimum, and saves iterations).  ``kw`` go to :func:`localize_fine`.
     """
     mt, mr, spectra = localize_fine(R, array, coarse_theta, coarse_r, **kw)
     if not refine:
         return FineEstimate(mt, mr, None, mt, mr, spectra)
-    fit = refine_ml(Y, array, mt, mr, pilots)
-    if fallback is not None and ml_cost(Y, array, fallback[0], fallback[1], fit.pilots) < fit.cost:
-        alt = refine_ml(Y, array, fallback[0], fallback[1], pilots)
-        if alt.cost < fit.cost:
-            fit = alt
+    start = (mt, mr)
+    if fallback is not None and ml_cost(Y, array, *fallback, pilots) < ml_cost(Y, array, mt, mr, pilots):
+        start = fallback
+    fit = refine_ml(Y, array, start[0], start[1], pilots)
     return FineEstimate(fit.theta, fit.r, fit.gains, mt, mr, spectra)
 
 
@@ -203,13 +219,17 @@ class MusicLocalizer(Block):
               check=lambda v: None if 0 < v < 0.5 else "a value in (0, 0.5)"),
         Param("range_window", float, 2.0, "range search from r/w to r*w around the coarse range",
               check=lambda v: None if v > 1 else "a factor > 1"),
-        Param("grid_size", int, 201, "grid points per angle window and per range window", check=positive),
+        Param("angle_grid", int, 61, "grid points per angle window (refined below the step)", check=positive),
+        Param("range_grid", int, 41, "grid points per range window, uniform in 1/r", check=positive),
         Param("refine", bool, True, "refine on the exact model (false = the paper's Phase 3 as written)"),
         Param("centre", str, "coarse", "window centres: coarse (triangulation) or model (Phase-1 polished)",
               choices=("coarse", "model")),
         Param("emit_spectra", bool, False, "add angle/range spectra arrays to the frame (for the plot sink)"),
     )
     requires = ("covariance", "snapshots")
+
+    def start(self):
+        self._warm = {}  # subspaces of the previous frame (warm start)
 
     def process(self, frame):
         meta = frame.meta
@@ -229,7 +249,8 @@ class MusicLocalizer(Block):
                         np.array([t["range"] for t in meta["model_targets"]]))
         est = fine_localize(R, frame.arrays["snapshots"], array, c_th, c_r, pilots, refine=self.refine,
                             fallback=fallback, smoothing=self.smoothing, angle_window=self.angle_window,
-                            range_window=self.range_window, grid_size=self.grid_size)
+                            range_window=self.range_window, angle_grid=self.angle_grid,
+                            range_grid=self.range_grid, warm=self._warm)
         th, r, mt, mr, spectra = est.theta, est.r, est.music_theta, est.music_r, est.spectra
         order = np.argsort(th)
         meta["targets"] = [{"theta": float(th[i]), "range": float(r[i])} for i in order]

@@ -83,11 +83,15 @@ def _cost(Y, A, gains, S, c, w):
     return float(np.sum(p if w is None else w * p)), E
 
 
-def ml_cost(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray, c=None, w=None, model: str = "exact") -> float:
-    """The LS cost J at (theta, r) with the gains concentrated out (LS gains for ``pilots``)."""
+def ml_cost(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None, c=None, w=None,
+            model: str = "exact") -> float:
+    """The LS cost J at (theta, r) with the gains (or, without pilots, the waveforms) concentrated out."""
     A = steering(array, theta, r, model)
-    gains = ls_gains(A, pilots, Y, c, w)
-    return _cost(Y, A, gains, np.asarray(pilots), c, None if w is None else np.asarray(w, float))[0]
+    w = None if w is None else np.asarray(w, float)
+    if pilots is None:
+        S = ls_waveforms(A, Y, c, w)
+        return _cost(Y, A, np.ones(A.shape[1], complex), S, c, w)[0]
+    return _cost(Y, A, ls_gains(A, pilots, Y, c, w), np.asarray(pilots), c, w)[0]
 
 
 def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min):

@@ -32,6 +32,32 @@ def signal_subspace(R: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return U[:, ::-1], w[::-1]
 
 
+def leading_subspace(R: np.ndarray, k: int, U0: np.ndarray | None = None, iters: int = 3,
+                     tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`signal_subspace`, warm-started from a previous estimate ``U0`` when given.
+
+    Streaming covariances change little from frame to frame, so a few steps of orthogonal
+    iteration from the previous subspace, followed by a Rayleigh-Ritz step, replace the
+    O(n^3) eigensolver by O(n^2 k) products.  The result is accepted only when the
+    eigen-residual ``||R U - U diag(w)||_F`` is below ``tol * |w_max| * sqrt(k)``; otherwise
+    (first frame, a target appeared, ...) ``scipy.linalg.eigh`` decides.
+    """
+    n = R.shape[0]
+    if U0 is None or U0.shape != (n, k):
+        return signal_subspace(R, k)
+    U = U0
+    for _ in range(iters):
+        U, _ = np.linalg.qr(R @ U)
+    RU = R @ U
+    w, V = np.linalg.eigh(U.conj().T @ RU)
+    w, V = w[::-1], V[:, ::-1]
+    U, RU = U @ V, RU @ V
+    resid = np.linalg.norm(RU - U * w[None, :])
+    if not resid <= tol * abs(w[0]) * np.sqrt(k):
+        return signal_subspace(R, k)
+    return U, w
+
+
 def music_denominator(U_s: np.ndarray, B: np.ndarray) -> np.ndarray:
     """b^H U_N U_N^H b for each column b of ``B`` (n, P) -> (P,), real, >= 0."""
     proj = U_s.conj().T @ B
@@ -64,32 +90,44 @@ def top_peaks(spectrum: np.ndarray, k: int) -> np.ndarray:
     return idx[order[:k]]
 
 
-def refine_peak(cost, grid: np.ndarray, i: int, rounds: int = 4, points: int = 9) -> float:
-    """Sub-grid refinement of a spectrum peak at ``grid[i]``.
+def refine_brackets(cost, lo, hi, rounds: int = 2, points: int = 9) -> np.ndarray:
+    """Minimise ``cost`` in each bracket [lo_p, hi_p], all brackets at once.
 
-    ``cost(xs)`` is the MUSIC denominator, vectorised over an array of the scalar grid
-    variable (minimised).  The bracket between the neighbouring grid points is zoomed
-    ``rounds`` times on ``points`` samples (each evaluation is one matrix product,
-    which is why this beats a scalar optimiser called point by point), then a parabola
-    through the best three samples gives the vertex.
+    ``cost(xs)`` is vectorised over a flat array of the scalar variable.  Each bracket is
+    zoomed ``rounds`` times on ``points`` samples -- one matrix product per round for
+    every bracket together, which is why this beats a scalar optimiser called point by
+    point -- then a parabola through the best three samples gives the vertex.
     """
-    lo = grid[max(i - 1, 0)]
-    hi = grid[min(i + 1, grid.size - 1)]
-    if not hi > lo:
-        return float(grid[i])
+    lo = np.atleast_1d(np.asarray(lo, dtype=float))
+    hi = np.atleast_1d(np.asarray(hi, dtype=float))
+    frac = np.linspace(0.0, 1.0, points)
+    rows = np.arange(lo.size)
     for _ in range(rounds):
-        xs = np.linspace(lo, hi, points)
-        f = np.asarray(cost(xs), dtype=float)
-        j = int(np.argmin(f))
-        step = xs[1] - xs[0]
-        lo, hi = xs[max(j - 1, 0)], xs[min(j + 1, points - 1)]
-    x0 = xs[j]
-    if 0 < j < points - 1:
-        f0, fm, fp = f[j], f[j - 1], f[j + 1]
-        den = fm - 2.0 * f0 + fp
-        if den > 0:
-            x0 = x0 + 0.5 * step * (fm - fp) / den
-    return float(x0)
+        xs = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
+        f = np.asarray(cost(xs.ravel()), dtype=float).reshape(xs.shape)
+        j = np.argmin(f, axis=1)
+        step = (hi - lo) / (points - 1)
+        lo, hi = xs[rows, np.maximum(j - 1, 0)], xs[rows, np.minimum(j + 1, points - 1)]
+    x0 = xs[rows, j]
+    jm, jp = np.maximum(j - 1, 0), np.minimum(j + 1, points - 1)
+    fm, f0, fp = f[rows, jm], f[rows, j], f[rows, jp]
+    den = fm - 2.0 * f0 + fp
+    ok = (j > 0) & (j < points - 1) & (den > 0)
+    return np.where(ok, x0 + 0.5 * step * (fm - fp) / np.where(ok, den, 1.0), x0)
+
+
+def refine_peaks(cost, grid: np.ndarray, idx, **kw) -> np.ndarray:
+    """Sub-grid refinement of spectrum peaks at ``grid[idx]`` (brackets: the neighbouring
+    grid points), see :func:`refine_brackets`. Returns (len(idx),)."""
+    idx = np.atleast_1d(np.asarray(idx, dtype=int))
+    if idx.size == 0:
+        return np.zeros(0)
+    return refine_brackets(cost, grid[np.maximum(idx - 1, 0)], grid[np.minimum(idx + 1, grid.size - 1)], **kw)
+
+
+def refine_peak(cost, grid: np.ndarray, i: int, **kw) -> float:
+    """:func:`refine_peaks` for one peak."""
+    return float(refine_peaks(cost, grid, [i], **kw)[0])
 
 
 def mdl_order(eigvals: np.ndarray, n_snapshots: int, k_max: int | None = None) -> int:

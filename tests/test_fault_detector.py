@@ -134,3 +134,17 @@ def test_corrupt_state_file_is_a_clear_error(tmp_path):
     blk = FaultDetector(name="detect", state_path=str(p))
     with pytest.raises(ValueError, match="detect.*state_path"):
         blk.start()
+
+
+def test_settled_detector_tracks_and_searches_again_when_a_target_jumps():
+    rng = np.random.default_rng(12)
+    sc = paper_scenario(rng, snr_db=10, p_fault=0.02)
+    blk = FaultDetector(name="detect", settle_frames=2, recheck_every=100)
+    blk.start()
+    methods = [blk.process(f).meta["coarse_method"] for f in _frames(sc, rng, 6)]
+    assert methods[:3] == ["triangulation"] * 3 and methods[-1] == "track"
+    sc.theta = sc.theta + np.array([0.1, 0.0, 0.0])  # target 0 jumps by 0.1 rad
+    out = blk.process(next(_frames(sc, rng, 1)))
+    assert out.meta["coarse_method"] == "triangulation"
+    got = np.array([t["theta"] for t in out.meta["model_targets"]])
+    assert np.allclose(got, sc.theta, atol=1e-3)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nearfield.music import mdl_order, music_denominator, music_spectrum, refine_peak, signal_subspace, top_peaks
+from nearfield.music import leading_subspace, mdl_order, music_denominator, music_spectrum, refine_peak, signal_subspace, top_peaks
 from nearfield.steering import far_field_steering
 
 
@@ -61,3 +61,15 @@ def test_mdl_finds_the_number_of_sources(k):
 def test_signal_subspace_rejects_bad_order():
     with pytest.raises(ValueError, match="n_targets"):
         signal_subspace(np.eye(4), 4)
+
+
+def test_warm_started_subspace_equals_eigh():
+    rng = np.random.default_rng(3)
+    R, _ = _ff_cov(np.array([-0.3, 0.1, 0.4]), n=64, sigma2=0.5)
+    U_ref, w_ref = signal_subspace(R, 3)
+    U0 = np.linalg.qr(U_ref + 0.05 * (rng.standard_normal(U_ref.shape) + 1j * rng.standard_normal(U_ref.shape)))[0]
+    U, w = leading_subspace(R, 3, U0)
+    assert np.allclose(w, w_ref, rtol=1e-6)
+    assert np.allclose(U @ U.conj().T, U_ref @ U_ref.conj().T, atol=1e-4)  # same projector
+    U_bad, w_bad = leading_subspace(R, 3, np.eye(64, 3, dtype=complex) * 0 + np.eye(64, 3))  # poor start: falls back
+    assert np.allclose(w_bad, w_ref)

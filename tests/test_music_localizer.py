@@ -34,7 +34,7 @@ def test_noise_free_fresnel_covariance_gives_exact_angles_and_ranges():
     assert np.allclose(th, TH, atol=1e-6)            # eqs. (29)-(33) are exact under eq. (2)
     assert np.allclose(r, R_, rtol=1e-4)
     assert spec["angle_spectrum"].max() == pytest.approx(1.0)
-    assert spec["range_grid"].shape == spec["range_spectrum"].shape == (3, 201)
+    assert spec["range_grid"].shape == spec["range_spectrum"].shape == (3, 41)
 
 
 def test_exact_model_data_biases_the_decoupled_angle():
@@ -69,9 +69,10 @@ def test_block_sorts_targets_and_emits_spectra():
     meta = {"array": sc.array.describe(),
             "coarse": [{"theta": float(t + 1e-3), "range": float(r * 1.1)} for t, r in zip(sc.theta, sc.r)]}
     blk = MusicLocalizer(name="locate", emit_spectra=True)
+    blk.start()
     out = blk.process(Frame(0, 0.0, {"snapshots": Y, "pilots": sc.pilots.astype(np.complex64),
                                      "covariance": (Y @ Y.conj().T / 100).astype(np.complex64)}, meta))
     th = [t["theta"] for t in out.meta["targets"]]
     assert th == sorted(th)
     assert np.allclose(th, np.sort(sc.theta), atol=1e-4)
-    assert out.arrays["range_spectrum"].shape == (3, 201) and "angle_grid" in out.arrays
+    assert out.arrays["range_spectrum"].shape == (3, 41) and "angle_grid" in out.arrays
