@@ -61,3 +61,19 @@ def test_unwritable_path_gives_clear_error(tmp_path):
 def test_path_is_required():
     with pytest.raises(ParamError, match="missing required parameter 'path'"):
         JsonlSink()
+
+
+def test_default_flowgraph_writes_one_line_per_frame(tmp_path):
+    from pathlib import Path
+    flowgraph = pytest.importorskip("nearfield.flowgraph")
+    runtime = pytest.importorskip("nearfield.runtime")
+    fg = Path(__file__).resolve().parent.parent / "flowgraphs" / "synthetic.yaml"
+    out = tmp_path / "estimates.jsonl"
+    g = flowgraph.load_flowgraph(fg, overrides={"source.n_antennas": 32, "source.frames": 4,
+                                                "out.path": str(out)})
+    res = runtime.run_flowgraph(g, inproc=True, quiet=True)
+    assert res.ok, res.error
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["seq"] for r in recs] == [0, 1, 2, 3]
+    assert all(r["latency_s"] is not None and 0 <= r["latency_s"] < 60 for r in recs)
+    assert [t["theta"] for t in recs[0]["truth"]["targets"]] == [-0.5236, -0.2618, 0.2618]
