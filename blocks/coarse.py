@@ -1,0 +1,53 @@
+"""Baseline: the coarse localization of Phase 1 alone (paper Sec. IV-A2, Fig. 6 "Coarse").
+
+Runs :func:`nearfield.blocks.fault_detector.coarse_localize` (fault-free subarrays,
+far-field MUSIC per subarray, robust triangulation) on the raw snapshots, excluding the
+antennas an upstream ``fault_detector`` flagged (meta ``faulty``) when there is one,
+and reports its positions as the frame's ``targets``.  It recomputes the triangulation
+itself, so a detector in tracking mode does not leak its ML positions into this baseline.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nearfield.array import ULA
+from nearfield.block import BadFrame, Block, Param, positive
+from nearfield.blocks.fault_detector import coarse_localize, estimate_order
+
+
+class CoarseLocalizer(Block):
+    """Baseline: Phase-1 coarse localization alone (subarray MUSIC + triangulation)."""
+
+    params = (
+        Param("n_targets", (int, str, type(None)), None,
+              "K; null = pilots' rows or the detector's n_targets, else 'auto' (MDL)",
+              check=lambda v: None if v is None or v == "auto" or (isinstance(v, int) and v >= 1)
+              else "an integer >= 1, 'auto' or null"),
+        Param("min_subarray", int, 10, "smallest fault-free subarray used (antennas)", check=positive),
+        Param("grid_size", int, 256, "points of the subarray MUSIC scan in sin(theta)", check=positive),
+    )
+    requires = ("snapshots",)
+
+    def process(self, frame):
+        try:
+            array = ULA.from_meta(frame.meta["array"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise BadFrame(f"meta.array: {exc}") from None
+        Y = np.asarray(frame.arrays["snapshots"], dtype=np.complex128)
+        if Y.ndim != 2 or Y.shape[0] != array.n_antennas:
+            raise BadFrame(f"snapshots: expected ({array.n_antennas}, T), got {Y.shape}")
+        faulty = frame.meta.get("faulty", [])
+        k = self.n_targets
+        if k is None:
+            pilots = frame.arrays.get("pilots")
+            k = pilots.shape[0] if pilots is not None else frame.meta.get("n_targets", "auto")
+        if k == "auto":
+            k = estimate_order(Y, array, faulty, self.min_subarray)
+        try:
+            th, r, _ = coarse_localize(Y, array, int(k), faulty, self.min_subarray, self.grid_size)
+        except ValueError as exc:
+            raise BadFrame(str(exc)) from None
+        ok = np.isfinite(th) & np.isfinite(r)
+        order = np.argsort(th[ok])
+        frame.meta["targets"] = [{"theta": float(a), "range": float(b)} for a, b in zip(th[ok][order], r[ok][order])]
+        return frame
