@@ -1,0 +1,325 @@
+"""The ZeroMQ encoding of a :class:`~nearfield.frame.Frame` (DESIGN.md, "Frames and the wire").
+
+A frame is one multipart message:
+
+* part 0 -- a UTF-8 JSON header
+  ``{"v": 1, "seq": int, "t0": float, "meta": {...}, "arrays": {name: {"dtype": str, "shape": [int, ...]}}}``;
+* parts 1..n -- one part per array, in the order of ``header["arrays"]``, holding the raw
+  C-order, little-endian bytes of the array.
+
+End of stream is a one-part message with the header ``{"v": 1, "eos": true}``.
+
+Both directions are zero-copy: :func:`encode` hands the arrays' own buffers to pyzmq
+(send with ``copy=False``), and :func:`decode` returns read-only ``np.frombuffer`` views on
+the received :class:`zmq.Frame` buffers (receive with ``copy=False``).  A copy happens only
+when the caller passes an array that is not C-contiguous or not little-endian.
+
+The receiver validates the whole header -- version, JSON object shape, dtype whitelist,
+shapes against part lengths, number of parts, size limits -- *before* it touches any data,
+and raises :class:`WireError` naming the offending field.
+
+Contract: an array handed to :func:`encode` / :func:`send_frame` must not be modified
+afterwards (the message may still reference its memory after ``send`` returns).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .frame import Frame
+
+__all__ = [
+    "WIRE_VERSION", "DTYPES", "Limits", "DEFAULT_LIMITS", "WireError", "EOS", "EndOfStream",
+    "encode", "encode_eos", "decode", "send_frame", "send_eos", "recv_frame", "is_eos",
+]
+
+#: Version number carried in every header (``"v"``).
+WIRE_VERSION = 1
+
+#: dtype names accepted on the wire (always little-endian).
+DTYPES = frozenset({
+    "complex64", "complex128", "float32", "float64",
+    "int8", "int16", "int32", "int64", "uint8", "bool",
+})
+
+_WIRE_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}
+_FRAME_KEYS = frozenset({"v", "seq", "t0", "meta", "arrays"})
+_EOS_KEYS = frozenset({"v", "eos"})
+
+
+class WireError(ValueError):
+    """A message that is not a valid frame; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits a receiver enforces before it touches any data.
+
+    Attributes
+    ----------
+    max_header_bytes : int
+        Largest accepted part 0 (the JSON header), bytes.
+    max_total_bytes : int
+        Largest accepted sum of the array parts, bytes.
+    max_ndim : int
+        Largest number of dimensions of one array.
+    max_arrays : int
+        Largest number of arrays in one frame.
+    """
+
+    max_header_bytes: int = 1 << 20
+    max_total_bytes: int = 1 << 31
+    max_ndim: int = 8
+    max_arrays: int = 64
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class EndOfStream:
+    """The end-of-stream marker returned by :func:`decode` (use the singleton :data:`EOS`)."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "EOS"
+
+
+#: The end-of-stream marker.
+EOS = EndOfStream()
+
+_EOS_HEADER = json.dumps({"v": WIRE_VERSION, "eos": True}).encode()
+
+
+def _json_default(obj):
+    """Make numpy scalars/arrays in ``meta`` JSON-serialisable."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"meta value of type {type(obj).__name__} is not JSON-serialisable")
+
+
+def _wire_array(name: str, arr) -> np.ndarray:
+    """The array as a C-contiguous little-endian array of a whitelisted dtype (no copy if it already is)."""
+    a = np.asarray(arr)
+    dname = a.dtype.name
+    if dname not in DTYPES:
+        raise WireError(f"array {name!r}: dtype {a.dtype} is not sendable "
+                        f"(expected one of {sorted(DTYPES)})")
+    want = _WIRE_DTYPES[dname]
+    if a.dtype != want:           # big-endian input: convert once
+        a = a.astype(want)
+    if not a.flags.c_contiguous:  # e.g. a transposed or strided view: one unavoidable copy
+        a = np.ascontiguousarray(a)
+    return a
+
+
+def encode(frame: Frame) -> list:
+    """Encode a frame as the parts of one multipart message.
+
+    Parameters
+    ----------
+    frame : Frame
+        ``seq`` (int), ``t0`` (s), ``meta`` (JSON-serialisable dict) and named arrays of a
+        whitelisted dtype (:data:`DTYPES`).
+
+    Returns
+    -------
+    list
+        ``[header_bytes, buf_1, ..., buf_n]``; each ``buf_i`` is a flat ``uint8`` view of the
+        array's own memory (no copy for C-contiguous little-endian input).  Send with
+        ``socket.send_multipart(parts, copy=False)``.
+
+    Raises
+    ------
+    WireError
+        For an unsendable dtype or a meta dict that is not JSON-serialisable.
+    """
+    descr = {}
+    bufs = []
+    for name, arr in frame.arrays.items():
+        if not isinstance(name, str) or not name:
+            raise WireError(f"array name {name!r}: expected a non-empty string")
+        a = _wire_array(name, arr)
+        descr[name] = {"dtype": a.dtype.name, "shape": list(a.shape)}
+        bufs.append(a.reshape(-1).view(np.uint8))
+    seq = frame.seq
+    if isinstance(seq, np.integer):
+        seq = int(seq)
+    t0 = frame.t0
+    if isinstance(t0, np.generic):
+        t0 = t0.item()
+    header = {"v": WIRE_VERSION, "seq": seq, "t0": t0, "meta": frame.meta, "arrays": descr}
+    try:
+        head = json.dumps(header, default=_json_default, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"frame seq={frame.seq}: meta is not JSON-serialisable: {exc}") from None
+    return [head, *bufs]
+
+
+def encode_eos() -> list:
+    """The parts of an end-of-stream message."""
+    return [_EOS_HEADER]
+
+
+def _part_bytes(part):
+    """A buffer (memoryview/bytes) of a received part: zmq.Frame, bytes or buffer object."""
+    buf = getattr(part, "buffer", None)
+    if buf is not None:
+        return buf
+    return memoryview(part)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def decode(parts, limits: Limits = DEFAULT_LIMITS):
+    """Decode one multipart message into a :class:`Frame`, or :data:`EOS`.
+
+    Parameters
+    ----------
+    parts : sequence of zmq.Frame, bytes or buffer objects
+        As returned by ``socket.recv_multipart(copy=False)``.
+    limits : Limits
+        Size limits checked before any data is touched.
+
+    Returns
+    -------
+    Frame or EndOfStream
+        The frame's arrays are read-only ``np.frombuffer`` views on the parts (no copy).
+
+    Raises
+    ------
+    WireError
+        For any malformed, inconsistent or oversized message; the message names the field.
+    """
+    if not isinstance(parts, (list, tuple)) or len(parts) == 0:
+        raise WireError("message: expected at least one part (the JSON header)")
+    head = _part_bytes(parts[0])
+    if head.nbytes > limits.max_header_bytes:
+        raise WireError(f"header: {head.nbytes} bytes exceeds the limit of "
+                        f"{limits.max_header_bytes} bytes")
+    try:
+        text = bytes(head).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WireError(f"header: not valid UTF-8 ({exc})") from None
+    try:
+        header = json.loads(text)
+    except ValueError as exc:
+        raise WireError(f"header: not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise WireError(f"header: expected a JSON object, got {type(header).__name__}")
+    v = header.get("v")
+    if "v" not in header:
+        raise WireError("header field 'v': missing (expected the wire version 1)")
+    if not _is_int(v) or v != WIRE_VERSION:
+        raise WireError(f"header field 'v': unsupported wire version {v!r} (expected {WIRE_VERSION})")
+
+    if "eos" in header:
+        extra = set(header) - _EOS_KEYS
+        if extra:
+            raise WireError(f"end-of-stream header: unexpected field(s) {sorted(extra)}")
+        if header["eos"] is not True:
+            raise WireError(f"header field 'eos': expected true, got {header['eos']!r}")
+        if len(parts) != 1:
+            raise WireError(f"end-of-stream message: expected 1 part, got {len(parts)}")
+        return EOS
+
+    missing = _FRAME_KEYS - set(header)
+    if missing:
+        raise WireError(f"header: missing field(s) {sorted(missing)} "
+                        f"(expected {sorted(_FRAME_KEYS)})")
+    extra = set(header) - _FRAME_KEYS
+    if extra:
+        raise WireError(f"header: unexpected field(s) {sorted(extra)} "
+                        f"(expected {sorted(_FRAME_KEYS)})")
+    seq = header["seq"]
+    if not _is_int(seq) or seq < 0:
+        raise WireError(f"header field 'seq': expected a non-negative integer, got {seq!r}")
+    t0 = header["t0"]
+    if isinstance(t0, bool) or not isinstance(t0, (int, float)):
+        raise WireError(f"header field 't0': expected a number (seconds), got {t0!r}")
+    meta = header["meta"]
+    if not isinstance(meta, dict):
+        raise WireError(f"header field 'meta': expected a JSON object, got {type(meta).__name__}")
+    arrays = header["arrays"]
+    if not isinstance(arrays, dict):
+        raise WireError(f"header field 'arrays': expected a JSON object, got {type(arrays).__name__}")
+    if len(arrays) > limits.max_arrays:
+        raise WireError(f"header field 'arrays': {len(arrays)} arrays exceeds the limit of "
+                        f"{limits.max_arrays}")
+    if len(parts) != len(arrays) + 1:
+        raise WireError(f"message: header declares {len(arrays)} array(s), so expected "
+                        f"{len(arrays) + 1} parts, got {len(parts)}")
+
+    # Pass 1: validate every descriptor and the byte counts, touching no data.
+    plan = []
+    total = 0
+    for i, (name, d) in enumerate(arrays.items()):
+        where = f"header field 'arrays.{name}'"
+        if not name:
+            raise WireError(f"header field 'arrays': empty array name")
+        if not isinstance(d, dict) or set(d) != {"dtype", "shape"}:
+            raise WireError(f"{where}: expected an object {{\"dtype\": ..., \"shape\": [...]}}, got {d!r}")
+        dname = d["dtype"]
+        if not isinstance(dname, str) or dname not in DTYPES:
+            raise WireError(f"{where}.dtype: {dname!r} is not allowed (expected one of {sorted(DTYPES)})")
+        shape = d["shape"]
+        if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+            raise WireError(f"{where}.shape: expected a list of non-negative integers, got {shape!r}")
+        if len(shape) > limits.max_ndim:
+            raise WireError(f"{where}.shape: {len(shape)} dimensions exceeds the limit of {limits.max_ndim}")
+        dt = _WIRE_DTYPES[dname]
+        nbytes = math.prod(shape) * dt.itemsize  # Python ints: no overflow
+        total += nbytes
+        if total > limits.max_total_bytes:
+            raise WireError(f"{where}: arrays total {total} bytes, exceeding the limit of "
+                            f"{limits.max_total_bytes} bytes")
+        buf = _part_bytes(parts[i + 1])
+        if buf.nbytes != nbytes:
+            raise WireError(f"{where}: shape {shape} of {dname} needs {nbytes} bytes, "
+                            f"but part {i + 1} holds {buf.nbytes}")
+        plan.append((name, dt, shape, buf))
+
+    # Pass 2: zero-copy views.
+    out = {}
+    for name, dt, shape, buf in plan:
+        if buf.nbytes == 0:
+            a = np.empty(shape, dtype=dt)
+        else:
+            a = np.frombuffer(buf, dtype=dt).reshape(shape)
+        a.flags.writeable = False
+        out[name] = a
+    return Frame(seq=seq, t0=t0, arrays=out, meta=meta)
+
+
+def is_eos(obj) -> bool:
+    """True for the end-of-stream marker."""
+    return obj is EOS
+
+
+def send_frame(socket, frame: Frame, flags: int = 0) -> None:
+    """Send one frame on a ZeroMQ socket, zero-copy."""
+    socket.send_multipart(encode(frame), flags=flags, copy=False)
+
+
+def send_eos(socket, flags: int = 0) -> None:
+    """Send the end-of-stream message."""
+    socket.send_multipart(encode_eos(), flags=flags)
+
+
+def recv_frame(socket, flags: int = 0, limits: Limits = DEFAULT_LIMITS):
+    """Receive and validate one message: a :class:`Frame` (zero-copy views) or :data:`EOS`."""
+    return decode(socket.recv_multipart(flags=flags, copy=False), limits)
