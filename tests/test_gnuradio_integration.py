@@ -8,6 +8,7 @@ the reason; the check of the example's signal model runs anyway (numpy only).
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -162,3 +163,36 @@ def test_raw_stream_without_tags():
     for f in frames:
         np.testing.assert_array_equal(f.snapshots, stream[f.seq * T:(f.seq + 1) * T].T)
         assert t <= f.t0 <= time.time() and "tags" not in f.meta   # t0 = arrival time
+
+
+@needs_gnuradio
+@pytest.mark.skipif(shutil.which("grcc") is None, reason="grcc (GNU Radio Companion compiler) not found")
+def test_grc_flowgraph_compiles_and_streams(tmp_path):
+    """nearfield_tx.grc -> grcc -> a Python flowgraph whose stream is make_test_signal's."""
+    env = {**os.environ, "PYTHONPATH": str(TX.parent)}
+    out = subprocess.run(["grcc", "-o", str(tmp_path), str(TX.with_suffix(".grc"))],
+                         capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    script = tmp_path / "nearfield_tx_grc.py"
+    assert out.returncode == 0 and script.exists(), out.stdout + out.stderr
+    items, _ = tx.make_test_signal(N, 1000, 30e9, tx.PAPER_TARGETS, 20.0, 0.02, 1)
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    src = ZMQSource(address=addr, pass_tags=True, n_antennas=N, snapshots=T, frames=5,
+                    timeout_s=30.0)
+    src.start()
+    proc = subprocess.Popen([gnuradio_python(), str(script), "--address", addr, "--n-antennas",
+                             str(N), "--rate", "20000"], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        frames = [f for f in src.generate() if f is not None]
+    finally:
+        src.close()
+        proc.terminate()          # the generated flowgraph runs until stopped
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert [f.seq for f in frames] == list(range(5))
+    for f in frames:
+        np.testing.assert_array_equal(f.snapshots, items[f.seq * T:(f.seq + 1) * T].T)
+    assert frames[0].meta["tags"][0] == {"offset": 0, "key": "nearfield_cycle", "value": 1000}
