@@ -155,3 +155,21 @@ def test_parameter_and_dependency_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(plot_mod.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ParamError, match=r"block 'p'.*needs matplotlib.*nearfield\[plot\]"):
         PlotSink(name="p", directory=str(tmp_path))
+
+
+def test_plot_flowgraph_runs(tmp_path):
+    """flowgraphs/plot.yaml (small overrides), in-process: one PNG every `every` frames."""
+    from pathlib import Path
+
+    from nearfield.flowgraph import load_flowgraph
+    from nearfield.runtime import run_flowgraph
+
+    path = Path(__file__).resolve().parents[1] / "flowgraphs" / "plot.yaml"
+    graph = load_flowgraph(path, overrides=[
+        "source.n_antennas=32", "source.frames=4", "source.snapshots=20", "plot.every=2",
+        "plot.dpi=30", f"plot.directory={tmp_path}"])
+    res = run_flowgraph(graph, inproc=True, quiet=True)
+    assert res.ok, res.error
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["frame_000000.png", "frame_000002.png"]
+    assert png_size(tmp_path / files[0]) == (360, 202)    # 12 x 6.75 in at 30 dpi

@@ -334,3 +334,32 @@ def test_parameter_errors_name_the_parameter(params, match):
     base = {"address": "tcp://127.0.0.1:5555", "n_antennas": 4}
     with pytest.raises(ParamError, match=match):
         ZMQSource(name="src", **{**base, **params})
+
+
+def test_gnuradio_zmq_flowgraph_end_to_end(ctx, tmp_path):
+    """flowgraphs/gnuradio_zmq.yaml, in-process, fed by pyzmq as GNU Radio's PUSH sink."""
+    import json
+    from pathlib import Path
+
+    from nearfield.flowgraph import load_flowgraph
+    from nearfield.runtime import run_flowgraph
+
+    n, t, frames = 8, 10, 4
+    x = stream(n, frames * t, seed=11)
+    push, addr = bound(ctx, zmq.PUSH)
+    path = Path(__file__).resolve().parents[1] / "flowgraphs" / "gnuradio_zmq.yaml"
+    out = tmp_path / "est.jsonl"
+    graph = load_flowgraph(path, overrides=[
+        f"source.address={addr}", f"source.n_antennas={n}", f"source.snapshots={t}",
+        "source.timeout_s=1.0", f"out.path={out}", "publish.address=tcp://127.0.0.1:*"])
+    sender = threading.Timer(0.2, lambda: [push.send(gr_message(x[a:a + 15], offset=a))
+                                           for a in range(0, frames * t, 15)])
+    sender.start()
+    res = run_flowgraph(graph, inproc=True, quiet=True)
+    sender.join()
+    assert res.ok, res.error
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["seq"] for r in recs] == list(range(frames))
+    assert [r["t0"] for r in recs] == pytest.approx([k * t / 10000.0 for k in range(frames)])
+    assert res.block("source")["frames_out"] == frames
+    assert res.block("publish")["frames_in"] == frames
