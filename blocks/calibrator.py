@@ -24,7 +24,8 @@ import os
 import numpy as np
 
 from nearfield.array import ULA
-from nearfield.block import BadFrame, Block, Param
+from nearfield.block import BadFrame, Block, Param, optional_finite
+from nearfield.frame import meta_gains, meta_positions
 from nearfield.state import complex_from_json, complex_to_json, load_json, save_json_atomic
 from nearfield.steering import steering
 
@@ -117,23 +118,27 @@ class Calibrator(Block):
         missing = [k for k in ("array", "faulty", "model_targets", "gains") if k not in meta]
         if missing:
             raise BadFrame(f"meta: missing {missing} (is a fault_detector upstream?)")
-        array = ULA.from_meta(meta["array"])
+        try:
+            array = ULA.from_meta(meta["array"])
+            theta, r = meta_positions(meta, "model_targets")
+            gains = meta_gains(meta)
+            faulty = np.asarray(meta["faulty"], dtype=int).reshape(-1)
+        except (ValueError, TypeError) as exc:
+            raise BadFrame(str(exc)) from None
         Y = frame.arrays["snapshots"]
         if Y.ndim != 2 or Y.shape[0] != array.n_antennas:
             raise BadFrame(f"snapshots: expected ({array.n_antennas}, T), got {Y.shape}")
-        S = frame.arrays.get("pilots")
-        if S is None:
-            S = frame.arrays.get("waveforms")
+        if faulty.size and (faulty.min() < 0 or faulty.max() >= array.n_antennas):
+            raise BadFrame(f"meta.faulty: indices outside 0..{array.n_antennas - 1}")
+        pilots, waveforms = optional_finite(frame, "pilots", "waveforms")
+        S = pilots if pilots is not None else waveforms
         if S is None:
             raise BadFrame("arrays: neither 'pilots' nor 'waveforms' present")
         if self.evidence is not None and self.evidence.size != array.n_antennas:
             raise BadFrame(f"snapshots: N={array.n_antennas} differs from the calibrator state's {self.evidence.size}")
-        theta = np.array([t["theta"] for t in meta["model_targets"]])
-        r = np.array([t["range"] for t in meta["model_targets"]])
-        gains = np.array([complex(a, b) for a, b in meta["gains"]])
-        faulty = np.asarray(meta["faulty"], dtype=int)
-        if S.shape != (theta.size, Y.shape[1]):
-            raise BadFrame(f"waveforms: expected ({theta.size}, {Y.shape[1]}), got {S.shape}")
+        if S.shape != (theta.size, Y.shape[1]) or gains.size != theta.size:
+            raise BadFrame(f"waveforms: expected ({theta.size}, {Y.shape[1]}) and {theta.size} gains, "
+                           f"got {S.shape} and {gains.size}")
         if self.evidence is None:
             self.evidence = np.zeros(array.n_antennas, np.complex128)
         if faulty.size:

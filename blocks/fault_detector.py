@@ -16,8 +16,9 @@ every frame and survives restarts through ``state_path``.
 Choices the paper leaves open (PAPER-NOTES 7, 13, 14), all parameters:
 
 * Subarrays: every run of intact antennas is cut into ``ceil(len / N_sub)`` near-equal
-  pieces; pieces shorter than ``min_subarray`` (default 10, at least K + 2) are dropped,
-  since MUSIC on a handful of antennas gives wild angles.
+  pieces; pieces shorter than ``min_subarray`` (default 10; capped at N_sub for small
+  arrays; at least K + 2) are dropped, since MUSIC on a handful of antennas gives wild
+  angles.
 * Triangulation: the LS point of Lemma 1, then lines farther than ``3 x`` the median
   line distance (and more than 1 mm) are dropped and the point recomputed (3 rounds).
 * Angles of the K targets are associated across subarrays by sorting (the paper's
@@ -46,7 +47,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from nearfield.array import ULA
-from nearfield.block import BadFrame, Block, Param, non_negative, positive
+from nearfield.block import BadFrame, Block, Param, non_negative, optional_finite, positive
 from nearfield.ista import ista_iterate, ista_stats, noise_rho
 from nearfield.ml import ls_gains, ls_waveforms, refine_ml
 from nearfield.music import mdl_order, music_denominator, refine_peaks, signal_subspace, top_peaks
@@ -241,9 +242,14 @@ def model_signal(array: ULA, theta, r, gains, waveforms) -> np.ndarray:
     return steering(array, theta, r) @ (np.asarray(gains)[:, None] * waveforms)
 
 
+def _min_size(array: ULA, min_subarray: int, n_targets: int) -> int:
+    """Smallest subarray kept: ``min_subarray``, capped at N_sub for small arrays, and > K + 1."""
+    return max(min(min_subarray, array.n_sub), n_targets + 2)
+
+
 def estimate_order(Y: np.ndarray, array: ULA, faulty=(), min_subarray: int = 10, k_max: int = 8) -> int:
     """K by MDL: the median of the MDL orders of the fault-free subarray covariances."""
-    subs = partition_subarrays(array.n_antennas, faulty, array.n_sub, min_subarray)
+    subs = partition_subarrays(array.n_antennas, faulty, array.n_sub, _min_size(array, min_subarray, 1))
     if not subs:
         raise ValueError("n_targets=auto: no fault-free subarray to estimate the order from")
     T = Y.shape[1]
@@ -261,7 +267,7 @@ def coarse_localize(Y: np.ndarray, array: ULA, n_targets: int, faulty=(), min_su
 
     Returns theta (K,), r (K,) (ascending theta; NaN where triangulation failed) and Q.
     """
-    subs = partition_subarrays(array.n_antennas, faulty, array.n_sub, max(min_subarray, n_targets + 2))
+    subs = partition_subarrays(array.n_antennas, faulty, array.n_sub, _min_size(array, min_subarray, n_targets))
     if len(subs) < 2:
         raise ValueError(f"coarse localization: {len(subs)} usable fault-free subarray(s), need >= 2")
     angles, centres = subarray_angles(Y, array, subs, n_targets, grid_size)
@@ -462,7 +468,7 @@ class FaultDetector(Block):
             raise BadFrame(f"snapshots: expected ({array.n_antennas}, T), got {Y.shape}")
         if self.e_acc is not None and self.e_acc.size != array.n_antennas:
             raise BadFrame(f"snapshots: N={array.n_antennas} differs from the accumulated state's {self.e_acc.size}")
-        pilots = frame.arrays.get("pilots")
+        (pilots,) = optional_finite(frame, "pilots")
         settled = self.unchanged >= self.settle_frames and self.frames_seen % self.recheck_every != 0
         kw = dict(prior_faulty=self.faulty, kappa=self.kappa, tau=self.tau, min_subarray=self.min_subarray,
                   grid_size=self.grid_size, polish=self.polish)
@@ -484,6 +490,8 @@ class FaultDetector(Block):
             except ValueError as exc:
                 raise BadFrame(str(exc)) from None
         e, b = res.stats
+        if not (np.all(np.isfinite(e)) and np.all(np.isfinite(b)) and np.isfinite(res.sigma2)):
+            raise BadFrame("fault detection gave non-finite statistics; frame not accumulated")
         healthy = res.faulty.size <= self.max_fault_fraction * array.n_antennas
         if healthy:
             if self.e_acc is None:

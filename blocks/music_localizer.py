@@ -28,7 +28,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from nearfield.array import ULA
-from nearfield.block import BadFrame, Block, Param, positive
+from nearfield.block import BadFrame, Block, Param, optional_finite, positive
+from nearfield.frame import meta_positions
 from nearfield.ml import ml_cost, refine_ml
 from nearfield.music import leading_subspace, music_denominator, refine_brackets, top_peaks
 from nearfield.steering import steering
@@ -236,21 +237,25 @@ class MusicLocalizer(Block):
         key = "coarse" if self.centre == "coarse" else "model_targets"
         if key not in meta or "array" not in meta:
             raise BadFrame(f"meta: missing {key!r} or 'array' (is a fault_detector upstream?)")
-        array = ULA.from_meta(meta["array"])
+        try:
+            array = ULA.from_meta(meta["array"])
+            c_th, c_r = meta_positions(meta, key)
+            fallback = meta_positions(meta, "model_targets") if "model_targets" in meta else None
+        except (ValueError, TypeError) as exc:
+            raise BadFrame(str(exc)) from None
         R = frame.arrays["covariance"]
         if R.shape != (array.n_antennas, array.n_antennas):
             raise BadFrame(f"covariance: expected ({array.n_antennas}, {array.n_antennas}), got {R.shape}")
-        c_th = np.array([t["theta"] for t in meta[key]])
-        c_r = np.array([t["range"] for t in meta[key]])
-        pilots = frame.arrays.get("pilots")
-        fallback = None
-        if "model_targets" in meta:
-            fallback = (np.array([t["theta"] for t in meta["model_targets"]]),
-                        np.array([t["range"] for t in meta["model_targets"]]))
-        est = fine_localize(R, frame.arrays["snapshots"], array, c_th, c_r, pilots, refine=self.refine,
-                            fallback=fallback, smoothing=self.smoothing, angle_window=self.angle_window,
-                            range_window=self.range_window, angle_grid=self.angle_grid,
-                            range_grid=self.range_grid, warm=self._warm)
+        (pilots,) = optional_finite(frame, "pilots")
+        if pilots is not None and pilots.shape[0] != c_th.size:
+            raise BadFrame(f"pilots: {pilots.shape[0]} rows for {c_th.size} coarse positions")
+        try:
+            est = fine_localize(R, frame.arrays["snapshots"], array, c_th, c_r, pilots, refine=self.refine,
+                                fallback=fallback, smoothing=self.smoothing, angle_window=self.angle_window,
+                                range_window=self.range_window, angle_grid=self.angle_grid,
+                                range_grid=self.range_grid, warm=self._warm)
+        except ValueError as exc:  # LinAlgError included: unusable data, not a code fault
+            raise BadFrame(f"localization failed: {exc}") from None
         th, r, mt, mr, spectra = est.theta, est.r, est.music_theta, est.music_r, est.spectra
         order = np.argsort(th)
         meta["targets"] = [{"theta": float(th[i]), "range": float(r[i])} for i in order]

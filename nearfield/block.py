@@ -38,6 +38,24 @@ class ParamError(ValueError):
 
 _REQUIRED = object()
 
+
+def optional_finite(frame, *names):
+    """Arrays ``names`` of ``frame`` that are present, after checking they hold no NaN/Inf.
+
+    The runtime checks a block's ``requires``; optional inputs (pilots, waveforms) are the
+    block's to check.  Returns a list with ``None`` for absent arrays; raises
+    :class:`BadFrame` naming the array otherwise.
+    """
+    import numpy as np
+
+    out = []
+    for name in names:
+        arr = frame.arrays.get(name)
+        if arr is not None and not np.all(np.isfinite(arr)):
+            raise BadFrame(f"arrays.{name}: NaN or Inf values")
+        out.append(arr)
+    return out
+
 _TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool", list: "list", dict: "dict",
                type(None): "null"}
 

@@ -35,3 +35,32 @@ class Frame:
     def snapshots(self) -> np.ndarray:
         """The (N, T) snapshot array (``KeyError`` if absent)."""
         return self.arrays["snapshots"]
+
+
+def meta_positions(meta: dict, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Parse ``meta[key]``, a list of ``{"theta": rad, "range": m}``, into two (K,) arrays.
+
+    Raises ``ValueError`` naming the field when it is missing or malformed.
+    """
+    try:
+        items = meta[key]
+        theta = np.array([float(t["theta"]) for t in items])
+        r = np.array([float(t["range"]) for t in items])
+    except KeyError as exc:
+        raise ValueError(f"meta.{key}: missing {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"meta.{key}: expected a list of {{theta, range}} numbers ({exc})") from None
+    if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(r))):
+        raise ValueError(f"meta.{key}: NaN or Inf positions")
+    return theta, r
+
+
+def meta_gains(meta: dict, key: str = "gains") -> np.ndarray:
+    """Parse ``meta[key]``, a list of ``[re, im]``, into a (K,) complex array (``ValueError`` if malformed)."""
+    try:
+        g = np.asarray(meta[key], dtype=float).reshape(-1, 2)
+    except KeyError:
+        raise ValueError(f"meta.{key}: missing") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"meta.{key}: expected a list of [re, im] pairs ({exc})") from None
+    return g[:, 0] + 1j * g[:, 1]

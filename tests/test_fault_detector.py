@@ -148,3 +148,18 @@ def test_settled_detector_tracks_and_searches_again_when_a_target_jumps():
     assert out.meta["coarse_method"] == "triangulation"
     got = np.array([t["theta"] for t in out.meta["model_targets"]])
     assert np.allclose(got, sc.theta, atol=1e-3)
+
+
+def test_nan_pilots_are_a_bad_frame_and_state_is_untouched():
+    rng = np.random.default_rng(13)
+    sc = paper_scenario(rng, snr_db=10)
+    blk = FaultDetector(name="detect")
+    blk.start()
+    blk.process(next(_frames(sc, rng, 1)))
+    e0 = blk.e_acc.copy()
+    bad = next(_frames(sc, rng, 1))
+    bad.arrays["pilots"] = bad.arrays["pilots"].copy()
+    bad.arrays["pilots"][0, 3] = np.nan
+    with pytest.raises(BadFrame, match="pilots"):
+        blk.process(bad)
+    assert np.array_equal(e0, blk.e_acc) and blk.frames_seen == 1

@@ -76,3 +76,18 @@ def test_block_sorts_targets_and_emits_spectra():
     assert th == sorted(th)
     assert np.allclose(th, np.sort(sc.theta), atol=1e-4)
     assert out.arrays["range_spectrum"].shape == (3, 41) and "angle_grid" in out.arrays
+
+
+def test_block_reports_malformed_meta_as_bad_frame():
+    from nearfield.block import BadFrame
+    rng = np.random.default_rng(10)
+    sc = paper_scenario(rng, n_antennas=64, snr_db=20, p_fault=0.0)
+    Y = sc.sample(rng)
+    arrays = {"snapshots": Y, "covariance": (Y @ Y.conj().T / 100).astype(np.complex64)}
+    blk = MusicLocalizer(name="locate")
+    blk.start()
+    for meta, msg in [({"array": sc.array.describe()}, "coarse"),
+                      ({"array": sc.array.describe(), "coarse": [{"theta": 0.1}]}, "range"),
+                      ({"array": sc.array.describe(), "coarse": [{"theta": "x", "range": 3}]}, "coarse")]:
+        with pytest.raises(BadFrame, match=msg):
+            blk.process(Frame(0, 0.0, dict(arrays), meta))
