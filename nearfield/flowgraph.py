@@ -1,6 +1,7 @@
 """Flowgraph files: load, override, validate (DESIGN.md, "Flowgraph files").
 
-A flowgraph is a YAML file loaded with ``yaml.safe_load``::
+A flowgraph is a YAML file loaded with a ``yaml.SafeLoader`` (plain data only; floats such as
+``1e-3`` are read as floats, as in YAML 1.2)::
 
     name: synthetic-default            # optional
     description: ...                   # optional
@@ -38,6 +39,26 @@ __all__ = ["FlowgraphError", "BlockSpec", "Edge", "Flowgraph", "load_flowgraph",
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _TOP_KEYS = ("name", "description", "blocks", "connections")
 _EDGE_KEYS = ("from", "to", "lossy")
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads YAML 1.2 floats such as ``1e-3`` (YAML 1.1 makes
+    them strings).  Same safety: only plain data types are constructed."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class FlowgraphError(ValueError):
@@ -162,7 +183,7 @@ def parse_override(text: str) -> tuple[str, str, object]:
     if not dot or not block or not param or "." in param:
         _fail(f"--set {text!r}: expected block.param=value (e.g. source.snr_db=10)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         _fail(f"--set {text!r}: value {raw!r} is not valid YAML ({str(exc).splitlines()[0]})")
     if raw.strip() == "":
@@ -279,8 +300,8 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=()) -> Flowgrap
     root = None
     if isinstance(source, str):
         try:
-            data = yaml.safe_load(source)
-            root = yaml.compose(source, Loader=yaml.SafeLoader)
+            data = _yaml_load(source)
+            root = yaml.compose(source, Loader=_Loader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             loc = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
