@@ -312,8 +312,12 @@ class BCDLocalizer(Block):
             raise BadFrame(f"pilots: {S.shape[0]} rows but parameter n_targets={self.n_targets}")
         if Y.shape[1] <= S.shape[0]:
             raise BadFrame(f"snapshots: need T > K to estimate the noise, got T={Y.shape[1]}, K={S.shape[0]}")
-        res = bcd_localize(Y, array, S, n_iter=self.n_iter, theta_points=self.theta_points,
-                           range_points=self.range_points, r_init=self.r_init, kappa=self.kappa, tau=self.tau)
+        try:
+            res = bcd_localize(Y, array, S, n_iter=self.n_iter, theta_points=self.theta_points,
+                               range_points=self.range_points, r_init=self.r_init, kappa=self.kappa,
+                               tau=self.tau)
+        except (ValueError, np.linalg.LinAlgError) as exc:  # data the scheme cannot use
+            raise BadFrame(f"bcd_localize: {exc}") from None
         order = res.order()
         meta["targets"] = [{"theta": float(res.theta[i]), "range": float(res.r[i])} for i in order]
         meta["gains"] = [[float(res.gains[i].real), float(res.gains[i].imag)] for i in order]

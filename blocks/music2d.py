@@ -266,7 +266,10 @@ class Music2DLocalizer(Block):
             tg, rg = default_grids(array, self.theta_points, self.range_points, self.range_min, self.range_max)
         except ValueError as exc:
             raise BadFrame(str(exc)) from None
-        res = music2d_localize(data, array, k, tg, rg, model=self.model, refine=self.refine, kind=kind)
+        try:
+            res = music2d_localize(data, array, k, tg, rg, model=self.model, refine=self.refine, kind=kind)
+        except (ValueError, np.linalg.LinAlgError) as exc:  # data the estimator cannot use
+            raise BadFrame(f"music2d_localize: {exc}") from None
         meta["targets"] = [{"theta": float(t), "range": float(r)} for t, r in zip(res.theta, res.r)]
         meta["n_targets"] = int(k)
         if self.emit_spectra:
