@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nearfield.array import ULA
-from nearfield.block import BadFrame, Block, Param, positive
+from nearfield.block import BadFrame, Block, Param, frame_array, n_targets_check, positive
 from nearfield.blocks.fault_detector import coarse_localize, estimate_order
 
 
@@ -21,18 +20,14 @@ class CoarseLocalizer(Block):
     params = (
         Param("n_targets", (int, str, type(None)), None,
               "K; null = pilots' rows or the detector's n_targets, else 'auto' (MDL)",
-              check=lambda v: None if v is None or v == "auto" or (isinstance(v, int) and v >= 1)
-              else "an integer >= 1, 'auto' or null"),
+              check=n_targets_check),
         Param("min_subarray", int, 10, "smallest fault-free subarray used (antennas)", check=positive),
         Param("grid_size", int, 256, "points of the subarray MUSIC scan in sin(theta)", check=positive),
     )
     requires = ("snapshots",)
 
     def process(self, frame):
-        try:
-            array = ULA.from_meta(frame.meta["array"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise BadFrame(f"meta.array: {exc}") from None
+        array = frame_array(frame)
         Y = np.asarray(frame.arrays["snapshots"], dtype=np.complex128)
         if Y.ndim != 2 or Y.shape[0] != array.n_antennas:
             raise BadFrame(f"snapshots: expected ({array.n_antennas}, T), got {Y.shape}")

@@ -47,7 +47,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from nearfield.array import ULA
-from nearfield.block import BadFrame, Block, Param, non_negative, optional_finite, positive
+from nearfield.block import (BadFrame, Block, Param, frame_array, n_targets_check, non_negative, optional_finite,
+                             positive)
 from nearfield.ista import ista_iterate, ista_stats, noise_rho
 from nearfield.ml import ls_gains, ls_waveforms, refine_ml
 from nearfield.music import mdl_order, music_denominator, refine_peaks, signal_subspace, top_peaks
@@ -399,8 +400,7 @@ class FaultDetector(Block):
     params = (
         Param("n_targets", (int, str, type(None)), None,
               "K; null = rows of the pilots, or 'auto' (MDL) when the frame has none",
-              check=lambda v: None if v is None or v == "auto" or (isinstance(v, int) and v >= 1)
-              else "an integer >= 1, 'auto' or null"),
+              check=n_targets_check),
         Param("kappa", float, 3.0, "ISTA shrinkage rho in noise standard deviations", check=positive),
         Param("tau", float, 0.05, "detection threshold on |z_n| after shrinkage (eq. 12)", check=non_negative),
         Param("max_iter", int, 5, "alternation rounds per frame at most", check=positive),
@@ -460,10 +460,7 @@ class FaultDetector(Block):
     # -- processing ----------------------------------------------------------------
     def process(self, frame):
         Y = frame.arrays["snapshots"]
-        try:
-            array = ULA.from_meta(frame.meta["array"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise BadFrame(f"meta.array: {exc}") from None
+        array = frame_array(frame)
         if Y.ndim != 2 or Y.shape[0] != array.n_antennas:
             raise BadFrame(f"snapshots: expected ({array.n_antennas}, T), got {Y.shape}")
         if self.e_acc is not None and self.e_acc.size != array.n_antennas:

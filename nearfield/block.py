@@ -120,6 +120,25 @@ class Param:
         return value
 
 
+def frame_array(frame):
+    """The frame's array geometry (:class:`nearfield.array.ULA` from ``meta['array']``).
+
+    Raises :class:`BadFrame` naming the field when it is missing or malformed.
+    """
+    from .array import ULA
+
+    try:
+        return ULA.from_meta(frame.meta["array"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BadFrame(f"meta.array: {exc}") from None
+
+
+def n_targets_check(value) -> str | None:
+    """``Param.check`` for K parameters: null, 'auto' or an integer >= 1."""
+    ok = value is None or value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    return None if ok else "an integer >= 1, 'auto' or null"
+
+
 def positive(value) -> str | None:
     """``Param.check`` helper: value > 0."""
     return None if value is None or value > 0 else "a positive value"

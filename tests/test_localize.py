@@ -1,6 +1,5 @@
 """The library entry point end to end, against the CRB with perfect HI knowledge."""
 import numpy as np
-import pytest
 
 import nearfield as nf
 from nearfield.bounds import crb

@@ -6,7 +6,7 @@ from nearfield.array import paper_array
 from nearfield.blocks.music_localizer import (MusicLocalizer, antidiagonal, angle_music, fine_localize,
                                               localize_fine, smoothed_covariance)
 from nearfield.frame import Frame
-from nearfield.scenario import make_pilots, paper_scenario
+from nearfield.scenario import paper_scenario
 from nearfield.steering import steering
 
 TH = np.array([np.pi / 12, -np.pi / 12, -np.pi / 6])
