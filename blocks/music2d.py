@@ -31,18 +31,9 @@ from scipy.optimize import minimize
 from nearfield.array import ULA
 from nearfield.block import BadFrame, Block, Param, positive
 from nearfield.music import signal_subspace
-from nearfield.steering import MODELS, phase
+from nearfield.steering import MODELS, steering
 
 __all__ = ["Music2DResult", "music2d_localize", "music2d_spectrum", "Music2DLocalizer"]
-
-
-def _steer(array: ULA, theta, r, model: str, dtype=np.complex128) -> np.ndarray:
-    """exp(j psi) (N, P) via cos/sin into one buffer; the phase is always computed in float64."""
-    psi = phase(array, theta, r, model)
-    out = np.empty(psi.shape, dtype)
-    np.cos(psi, out=out.real)
-    np.sin(psi, out=out.imag)
-    return out
 
 
 @dataclass
@@ -108,7 +99,7 @@ def music2d_spectrum(U_s: np.ndarray, array: ULA, theta_grid, range_grid, model:
     Uh = np.ascontiguousarray(U_s.conj().T, dtype=np.complex64)
     n = array.n_antennas
     for i, r in enumerate(range_grid):
-        B = _steer(array, theta_grid, r, model, np.complex64)
+        B = steering(array, theta_grid, r, model, np.complex64)
         proj = Uh @ B
         out[i] = np.maximum(n - np.sum(proj.real ** 2 + proj.imag ** 2, axis=0), 1e-12 * n)
     return out
@@ -191,7 +182,7 @@ def music2d_localize(data, array: ULA, n_targets: int, theta_grid=None, range_gr
         def cost(x):
             s = np.clip(s0 + x[0] * ds, s_lo, s_hi)
             q = np.clip(q0 + x[1] * dq, q_lo, q_hi)
-            a = _steer(array, np.arcsin(s), 1.0 / q, model)[:, 0]
+            a = steering(array, np.arcsin(s), 1.0 / q, model)[:, 0]
             resid = a - U_s @ (U_s.conj().T @ a)  # ||P_N a||^2 without the cancellation of N - ||U_s^H a||^2
             return float(np.real(np.vdot(resid, resid)))
 

@@ -32,7 +32,7 @@ from nearfield.block import BadFrame, Block, Param, optional_finite, positive
 from nearfield.frame import meta_positions
 from nearfield.ml import ml_cost, refine_ml
 from nearfield.music import leading_subspace, music_denominator, refine_brackets, top_peaks
-from nearfield.steering import steering
+from nearfield.steering import cis, steering
 
 
 def antidiagonal(R: np.ndarray) -> np.ndarray:
@@ -52,7 +52,7 @@ def smoothed_covariance(rvec: np.ndarray, m: int) -> np.ndarray:
 def virtual_steering(array: ULA, length: int, u) -> np.ndarray:
     """b(theta) of eq. (31) for the anti-diagonal virtual array (spacing 2d), (L, P); u = sin(theta)."""
     pos = 2.0 * array.d * np.arange(length)
-    return np.exp(1j * array.wavenumber * np.outer(pos, np.atleast_1d(u)))
+    return cis(array.wavenumber * np.outer(pos, np.atleast_1d(u)))
 
 
 def angle_music(R: np.ndarray, array: ULA, coarse_theta, n_targets: int, smoothing: int | None = None,

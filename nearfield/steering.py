@@ -69,12 +69,22 @@ def phase(array: ULA, theta, r, model: str = "exact") -> np.ndarray:
     return k * (l * np.sin(th) - l**2 * c**2 / (2.0 * rr))
 
 
-def steering(array: ULA, theta, r, model: str = "exact") -> np.ndarray:
-    """Near-field steering matrix A = [a(theta_1, r_1), ...], shape (N, P), complex128.
+def cis(psi: np.ndarray, dtype=np.complex128) -> np.ndarray:
+    """exp(j psi) computed as cos + j sin into one buffer (about 2x faster than
+    ``np.exp(1j * psi)``, which forms a complex argument first)."""
+    out = np.empty(np.shape(psi), dtype)
+    np.cos(psi, out=out.real)
+    np.sin(psi, out=out.imag)
+    return out
 
-    Eq. (1) for ``model="exact"``, eq. (2) for ``model="fresnel"``.
+
+def steering(array: ULA, theta, r, model: str = "exact", dtype=np.complex128) -> np.ndarray:
+    """Near-field steering matrix A = [a(theta_1, r_1), ...], shape (N, P).
+
+    Eq. (1) for ``model="exact"``, eq. (2) for ``model="fresnel"``; the phase is always
+    computed in float64, ``dtype`` (complex128 or complex64) is the output's.
     """
-    return np.exp(1j * phase(array, theta, r, model))
+    return cis(phase(array, theta, r, model), dtype)
 
 
 class PhaseDerivatives(NamedTuple):
@@ -127,7 +137,7 @@ class SteeringDerivatives(NamedTuple):
 def steering_derivatives(array: ULA, theta, r, model: str = "exact") -> SteeringDerivatives:
     """a(theta, r) with its first and second derivatives (see module docstring)."""
     p = phase_derivatives(array, theta, r, model)
-    a = np.exp(1j * p.psi)
+    a = cis(p.psi)
     return SteeringDerivatives(
         a,
         1j * p.t * a,
@@ -147,4 +157,4 @@ def far_field_steering(positions: np.ndarray, wavelength: float, theta) -> np.nd
     """
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     k = 2.0 * np.pi / wavelength
-    return np.exp(1j * k * np.outer(np.asarray(positions, float), np.sin(theta)))
+    return cis(k * np.outer(np.asarray(positions, float), np.sin(theta)))
