@@ -110,19 +110,25 @@ def _json_default(obj):
     raise TypeError(f"meta value of type {type(obj).__name__} is not JSON-serialisable")
 
 
-def _wire_array(name: str, arr) -> np.ndarray:
-    """The array as a C-contiguous little-endian array of a whitelisted dtype (no copy if it already is)."""
-    a = np.asarray(arr)
-    dname = a.dtype.name
-    if dname not in DTYPES:
-        raise WireError(f"array {name!r}: dtype {a.dtype} is not sendable "
-                        f"(expected one of {sorted(DTYPES)})")
-    want = _WIRE_DTYPES[dname]
-    if a.dtype != want:           # big-endian input: convert once
-        a = a.astype(want)
+_NAME_OF = {dt: name for name, dt in _WIRE_DTYPES.items()}
+
+
+def _wire_array(name: str, arr):
+    """(array, dtype name): C-contiguous little-endian, whitelisted dtype (no copy if it already is)."""
+    a = arr if type(arr) is np.ndarray else np.asarray(arr)
+    dname = _NAME_OF.get(a.dtype)
+    if dname is None:
+        dname = a.dtype.name
+        if dname not in DTYPES:
+            raise WireError(f"array {name!r}: dtype {a.dtype} is not sendable "
+                            f"(expected one of {sorted(DTYPES)})")
+        a = a.astype(_WIRE_DTYPES[dname])  # big-endian input: convert once
     if not a.flags.c_contiguous:  # e.g. a transposed or strided view: one unavoidable copy
         a = np.ascontiguousarray(a)
-    return a
+    return a, dname
+
+
+_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"))
 
 
 def encode(frame: Frame) -> list:
@@ -151,8 +157,8 @@ def encode(frame: Frame) -> list:
     for name, arr in frame.arrays.items():
         if not isinstance(name, str) or not name:
             raise WireError(f"array name {name!r}: expected a non-empty string")
-        a = _wire_array(name, arr)
-        descr[name] = {"dtype": a.dtype.name, "shape": list(a.shape)}
+        a, dname = _wire_array(name, arr)
+        descr[name] = {"dtype": dname, "shape": list(a.shape)}
         bufs.append(a.reshape(-1).view(np.uint8))
     seq = frame.seq
     if isinstance(seq, np.integer):
@@ -162,7 +168,7 @@ def encode(frame: Frame) -> list:
         t0 = t0.item()
     header = {"v": WIRE_VERSION, "seq": seq, "t0": t0, "meta": frame.meta, "arrays": descr}
     try:
-        head = json.dumps(header, default=_json_default, separators=(",", ":")).encode("utf-8")
+        head = _ENCODER.encode(header).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise WireError(f"frame seq={frame.seq}: meta is not JSON-serialisable: {exc}") from None
     return [head, *bufs]
