@@ -1,0 +1,177 @@
+"""Experiment runner: CSV/PNG outputs, resume, errors, and summaries equal summarize() on the cache."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from nearfield import experiments as ex
+from nearfield.montecarlo import summarize
+
+SMALL = ["--antennas", "64", "--trials", "2", "--workers", "1", "--bound-realisations", "1"]
+
+
+def _rows(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def _count_trials(monkeypatch):
+    calls = []
+    real = ex.trial_unit
+
+    def counting(pt, seed, schemes):
+        calls.append((ex.point_key(pt), seed))
+        return real(pt, seed, schemes)
+
+    monkeypatch.setattr(ex, "trial_unit", counting)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def snr_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("snr")
+    rc = ex.main(["snr", *SMALL, "--points", "10", "30", "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+def test_csv_columns_and_png(snr_run):
+    rows = _rows(snr_run / "snr.csv")
+    want = {"experiment", "snr_db", "n_antennas", "p_fault", "scheme", "trials", "seed", "rmse_theta",
+            "rmse_range", "rmse_cart", "ratio_theta", "ratio_range", "nmse_mean", "time_s",
+            "bound_realisations"} | {f"r_{b}_{c}" for b in ("crb", "lb", "mcrb", "bias")
+                                     for c in ("angle", "range", "cart")}
+    assert want <= set(rows[0])
+    assert len(rows) == 2 * 5  # two SNR points x five schemes
+    assert {r["scheme"] for r in rows} == {"proposed", "paper", "coarse", "bcd", "music2d"}
+    assert {float(r["snr_db"]) for r in rows} == {10.0, 30.0}
+    assert all(r["trials"] == "2" and r["seed"] == "1" and r["n_antennas"] == "64" for r in rows)
+    for r in rows:
+        for k in want - {"experiment", "scheme", "nmse_mean"}:
+            assert np.isfinite(float(r[k])), (r["scheme"], k)
+        # LB = MCRB + bias^2 (eq. 42), per realisation and so for the averages of squares
+        assert float(r["r_lb_angle"]) ** 2 == pytest.approx(
+            float(r["r_mcrb_angle"]) ** 2 + float(r["r_bias_angle"]) ** 2, rel=1e-4)
+    png = (snr_run / "snr.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 200_000
+
+
+def test_bounds_unit_crb_matches_the_trials_crb(snr_run):
+    """The bounds path (bounds.misspecified_bounds) and the trial path (bounds.crb in run_trial)
+    give the same R-CRB for the same realisation (trial 0 is the single bound realisation)."""
+    cache = ex.load_cache(ex.cache_path(snr_run, "snr"))
+    for snr in (10.0, 30.0):
+        pt = ex._pt(snr, 64)
+        t0 = cache[("trial", ex.point_key(pt), ex.trial_seed(1, 0))]["result"]
+        b = cache[("bounds", ex._group_key(pt), ex.trial_seed(1, 0))]["result"]["%g" % snr]
+        assert b["crb_angle"] == pytest.approx(np.sqrt(np.mean(t0["crb_theta"])), rel=1e-6)
+        assert b["crb_range"] == pytest.approx(np.sqrt(np.mean(t0["crb_range"])), rel=1e-6)
+    # the CRB falls 10 dB per decade of SNR: 20 dB -> a factor 10 in the root bound
+    rows = {(float(r["snr_db"]), r["scheme"]): r for r in _rows(snr_run / "snr.csv")}
+    ratio = float(rows[(10.0, "proposed")]["r_crb_angle"]) / float(rows[(30.0, "proposed")]["r_crb_angle"])
+    assert ratio == pytest.approx(10.0, rel=1e-3)
+
+
+def test_summary_equals_summarize_on_cached_trials(snr_run):
+    cache = ex.load_cache(ex.cache_path(snr_run, "snr"))
+    rows = _rows(snr_run / "snr.csv")
+    for r in rows:
+        pt = ex._pt(float(r["snr_db"]), 64)
+        trials = []
+        for i in range(2):
+            rec = cache[("trial", ex.point_key(pt), ex.trial_seed(1, i))]["result"]
+            t = {"crb_theta": np.array(rec["crb_theta"]), "crb_range": np.array(rec["crb_range"])}
+            s = dict(rec[r["scheme"]])
+            s["d_theta"], s["d_range"] = np.array(s["d_theta"]), np.array(s["d_range"])
+            t[r["scheme"]] = s
+            trials.append(t)
+        sm = summarize(trials, r["scheme"])
+        for k in ("rmse_theta", "rmse_range", "ratio_theta", "ratio_range", "gross", "time_s"):
+            assert float(r[k]) == pytest.approx(sm[k], rel=1e-5), (r["scheme"], k)
+
+
+def test_cartesian_rmse_by_hand():
+    pt = ex._pt(20, 64, 0.02, ((0.3, 10.0), (-0.2, 20.0)))
+    trials = [{"s": {"d_theta": np.array([0.0, 0.0]), "d_range": np.array([0.5, -1.0])}},
+              {"s": {"d_theta": np.array([0.01, 0.0]), "d_range": np.array([0.0, 0.0])}}]
+    # errors: 0.5, 1.0 (radial), 2*10*sin(0.005) (chord), 0
+    chord = 2 * 10.0 * np.sin(0.005)
+    want = np.sqrt((0.25 + 1.0 + chord**2) / 4)
+    assert ex.cartesian_rmse(trials, "s", pt) == pytest.approx(want, rel=1e-12)
+
+
+def test_resume_skips_finished_trials(tmp_path, monkeypatch, capsys):
+    args = ["range", "--antennas", "64", "--workers", "1", "--bound-realisations", "1", "--points", "12",
+            "--out", str(tmp_path), "--no-plot"]
+    calls = _count_trials(monkeypatch)
+    assert ex.main([*args, "--trials", "2"]) == 0
+    assert len(calls) == 2
+    first = _rows(tmp_path / "range.csv")
+    calls.clear()
+    assert ex.main([*args, "--trials", "2", "--resume"]) == 0
+    assert calls == []  # nothing new to run
+    assert _rows(tmp_path / "range.csv") == first
+    # more trials: only the missing one runs
+    assert ex.main([*args, "--trials", "3", "--resume"]) == 0
+    assert [s for _, s in calls] == [ex.trial_seed(1, 2)]
+    # an interrupted sweep: drop the last record and tear the line before it
+    path = ex.cache_path(tmp_path, "range")
+    lines = path.read_text().splitlines()
+    trial_lines = [i for i, line in enumerate(lines) if json.loads(line)["kind"] == "trial"]
+    lost = json.loads(lines[trial_lines[-1]])["seed"]
+    lines[trial_lines[-1]] = lines[trial_lines[-1]][:40]
+    path.write_text("\n".join(lines) + "\n")
+    calls.clear()
+    assert ex.main([*args, "--trials", "3", "--resume"]) == 0
+    assert [s for _, s in calls] == [lost]
+    # without --resume the cache starts afresh
+    calls.clear()
+    assert ex.main([*args, "--trials", "2"]) == 0
+    assert len(calls) == 2
+
+
+def test_process_pool_gives_the_same_numbers(tmp_path):
+    common = ["range", "--antennas", "64", "--trials", "2", "--bound-realisations", "1", "--points", "20",
+              "--no-plot"]
+    assert ex.main([*common, "--workers", "1", "--out", str(tmp_path / "a")]) == 0
+    assert ex.main([*common, "--workers", "2", "--out", str(tmp_path / "b")]) == 0
+    a, b = _rows(tmp_path / "a" / "range.csv"), _rows(tmp_path / "b" / "range.csv")
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("rmse_theta", "rmse_range", "rmse_cart", "r_crb_cart", "r_lb_cart"):
+            assert ra[k] == rb[k]
+
+
+def test_bad_name_lists_experiments(capsys):
+    assert ex.main(["fig11"]) == 2
+    err = capsys.readouterr().err
+    assert "fig11" in err
+    for name in ("snr", "antennas", "range", "fault-probability", "hi-nmse"):
+        assert name in err
+
+
+def test_bad_options(tmp_path, capsys):
+    assert ex.main(["snr", "--trials", "0", "--out", str(tmp_path)]) == 2
+    assert "--trials" in capsys.readouterr().err
+    assert ex.main(["snr", "--points", "7", "--out", str(tmp_path)]) == 2
+    assert "--points" in capsys.readouterr().err
+    assert ex.main(["snr", "--cap", "oops", "--out", str(tmp_path)]) == 2
+    assert "--cap" in capsys.readouterr().err
+
+
+def test_scheduler_without_dask_is_a_clear_error(tmp_path, capsys):
+    try:
+        import dask.distributed  # noqa: F401
+        pytest.skip("dask.distributed is installed")
+    except ImportError:
+        pass
+    rc = ex.main(["range", *SMALL, "--points", "8", "--out", str(tmp_path), "--scheduler", "tcp://127.0.0.1:1"])
+    assert rc == 1
+    assert "dask" in capsys.readouterr().err
+
+
+def test_cli_delegates(tmp_path, capsys):
+    from nearfield.cli import main as cli_main
+
+    assert cli_main(["experiment", "nope"]) == 2
+    assert "hi-nmse" in capsys.readouterr().err
