@@ -329,3 +329,32 @@ def test_end_to_end_synthetic_covariance_jsonl(tmp_path, inproc):
     assert [r["seq"] for r in recs] == list(range(6))
     assert all("truth" in r and r["latency_s"] >= 0 for r in recs)
     assert res.block("cov")["frames_in"] == 6 and res.block("out")["frames_in"] == 6
+
+
+def test_a_message_that_fails_validation_is_dropped_and_counted(tmp_path, monkeypatch, caplog):
+    """In-process mode shares the module, so a corrupt message can be injected at decode."""
+    import nearfield.runtime as rt
+    from nearfield.wire import WireError, decode
+
+    def corrupt_seq_4(parts, limits):
+        f = decode(parts, limits)
+        if getattr(f, "seq", None) == 4 and "path" in f.meta:   # only on the mid -> out link
+            raise WireError("header field 'arrays.snapshots': shape [4, 4] of complex64 needs 128 bytes, "
+                            "but part 1 holds 100")
+        return f
+
+    monkeypatch.setattr(rt, "decode", corrupt_seq_4)
+    out = tmp_path / "out"
+    g = _graph("""
+        blocks:
+          src: {{type: t_count, frames: 8}}
+          mid: {{type: t_pass}}
+          out: {{type: t_collect, path: "{out}"}}
+        connections: [[src, mid], [mid, out]]
+        """, out=out)
+    res, _ = _run(g, True)
+    assert res.ok, res.error
+    assert [r[0] for r in read_collect(out)[0]] == [0, 1, 2, 3, 5, 6, 7]
+    assert res.block("out")["dropped_detail"] == {"wire": 1, "invalid": 0, "bad": 0}
+    assert res.block("out")["frames_in"] == 7
+    assert "block 'out' dropped a message: invalid message: header field 'arrays.snapshots'" in caplog.text
