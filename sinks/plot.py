@@ -20,7 +20,7 @@ Each picture (``figsize`` inches at ``dpi``, so ``figsize * dpi`` pixels) has fo
 A panel whose data the frame lacks says so, so the picture keeps its layout and size.
 Colours follow the estimates sorted by theta, the same in every panel.
 
-``every = k`` plots frames 0, k, 2k, ... of the stream (counted on arrival); ``every = 0``
+``every = k`` plots the 1st, (k+1)-th, (2k+1)-th, ... valid frame received; ``every = 0``
 plots only the last frame, at the end of the stream.  Files are
 ``{directory}/{prefix}{seq:06d}.png``.
 
@@ -431,12 +431,13 @@ class PlotSink(Sink):
     def process(self, frame: Frame) -> None:
         if not hasattr(self, "_dir"):
             self.start()
+        data = PlotData(frame)                    # every frame is checked: a bad one is dropped
         k = self._count
         self._count += 1
         if self.every == 0:
-            self._last = PlotData(frame)          # validated now: a bad frame is dropped here
+            self._last = data
         elif k % self.every == 0:
-            self._write(PlotData(frame))
+            self._write(data)
         return None
 
     def finish(self):
