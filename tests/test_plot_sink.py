@@ -173,3 +173,14 @@ def test_plot_flowgraph_runs(tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["frame_000000.png", "frame_000002.png"]
     assert png_size(tmp_path / files[0]) == (360, 202)    # 12 x 6.75 in at 30 dpi
+
+
+def test_frames_between_pictures_are_checked_too(tmp_path):
+    sink = PlotSink(directory=str(tmp_path), every=5, dpi=20)
+    sink.start()
+    sink.process(bare_frame(0))                     # plotted
+    bad = full_frame(1)
+    bad.meta["targets"][0]["range"] = -1.0
+    with pytest.raises(BadFrame, match=r"meta\['targets'\]\[0\]"):
+        sink.process(bad)                           # would not be plotted, still refused
+    assert len(sink.written) == 1
