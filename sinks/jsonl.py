@@ -58,14 +58,14 @@ def estimates_record(frame: Frame, now: float | None = None) -> dict:
     return rec
 
 
-def _finite_or_none(obj):
+def finite_or_none(obj):
     """JSON has no NaN/Inf: map them to null (strict JSON for outside tools)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
+        return {k: finite_or_none(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_finite_or_none(v) for v in obj]
+        return [finite_or_none(v) for v in obj]
     return obj
 
 
@@ -97,7 +97,7 @@ class JsonlSink(Sink):
     def process(self, frame: Frame) -> None:
         if getattr(self, "_fh", None) is None:
             self.start()
-        rec = _finite_or_none(estimates_record(frame))
+        rec = finite_or_none(estimates_record(frame))
         self._fh.write(json.dumps(rec, allow_nan=False, separators=(", ", ": ")) + "\n")
         self.count += 1
         self._pending += 1

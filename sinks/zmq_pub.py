@@ -25,7 +25,7 @@ import zmq
 from nearfield.block import Param, ParamError, Sink, positive
 from nearfield.frame import Frame
 
-from .jsonl import _finite_or_none, estimates_record
+from .jsonl import finite_or_none, estimates_record
 
 __all__ = ["ZMQPubSink", "encode_record"]
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def encode_record(frame: Frame, topic: str = "", now: float | None = None) -> bytes:
     """The message published for ``frame``: ``topic`` bytes + the record's UTF-8 JSON."""
-    rec = _finite_or_none(estimates_record(frame, now))
+    rec = finite_or_none(estimates_record(frame, now))
     body = json.dumps(rec, allow_nan=False, separators=(", ", ": "))
     return topic.encode("utf-8") + body.encode("utf-8")
 

@@ -250,7 +250,7 @@ def test_shipped_record_and_replay_flowgraphs(tmp_path):
     fg = Path(__file__).resolve().parent.parent / "flowgraphs"
     rec = tmp_path / "rec"
     g = flowgraph.load_flowgraph(fg / "record_sigmf.yaml", overrides={
-        "source.n_antennas": 16, "source.frames": 3, "source.snapshots": 8, "record.path": str(rec)})
+        "source.n_antennas": 64, "source.frames": 3, "source.snapshots": 20, "record.path": str(rec)})
     res = runtime.run_flowgraph(g, inproc=True, quiet=True)
     assert res.ok, res.error
     g = flowgraph.load_flowgraph(fg / "replay_sigmf.yaml", overrides={

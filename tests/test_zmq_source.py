@@ -344,8 +344,15 @@ def test_gnuradio_zmq_flowgraph_end_to_end(ctx, tmp_path):
     from nearfield.flowgraph import load_flowgraph
     from nearfield.runtime import run_flowgraph
 
-    n, t, frames = 8, 10, 4
-    x = stream(n, frames * t, seed=11)
+    from nearfield.array import ULA
+    from nearfield.scenario import Scenario, make_pilots
+
+    # a near-field scene as GNU Radio would stream it: 2 targets, no pilots on the wire
+    n, t, frames = 64, 20, 4
+    rng = np.random.default_rng(11)
+    sc = Scenario(ULA(n, 30e9, wavelength_m=0.01), [0.3, -0.2], [2.0, 3.0], np.ones(2, complex),
+                  make_pilots(2, frames * t, rng), np.ones(n, complex), 20.0)
+    x = np.ascontiguousarray(sc.sample(rng).T)  # (items, N), item-major as on the wire
     push, addr = bound(ctx, zmq.PUSH)
     path = Path(__file__).resolve().parents[1] / "flowgraphs" / "gnuradio_zmq.yaml"
     out = tmp_path / "est.jsonl"
@@ -363,3 +370,7 @@ def test_gnuradio_zmq_flowgraph_end_to_end(ctx, tmp_path):
     assert [r["t0"] for r in recs] == pytest.approx([k * t / 10000.0 for k in range(frames)])
     assert res.block("source")["frames_out"] == frames
     assert res.block("publish")["frames_in"] == frames
+    # the full chain localized both targets without pilots (K by MDL)
+    est = np.array([[p["theta"], p["range"]] for p in recs[-1]["targets"]])
+    assert est.shape == (2, 2)
+    assert np.allclose(est[:, 0], [-0.2, 0.3], atol=1e-3) and np.allclose(est[:, 1], [3.0, 2.0], rtol=0.02)
