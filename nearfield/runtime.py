@@ -736,6 +736,8 @@ def run_flowgraph(graph: Flowgraph, inproc: bool = False, transport: str | None 
                 t_stop = time.perf_counter()
     finally:
         # no worker outlives the run
+        if stop is not None:
+            stop.set()       # also when leaving early (e.g. Ctrl-C while starting the workers)
         deadline = time.perf_counter() + (0.5 if (t_stop is not None) else grace_s)
         for name, w in workers.items():
             w.join(max(0.0, deadline - time.perf_counter()))

@@ -358,3 +358,61 @@ def test_a_message_that_fails_validation_is_dropped_and_counted(tmp_path, monkey
     assert res.block("out")["dropped_detail"] == {"wire": 1, "invalid": 0, "bad": 0}
     assert res.block("out")["frames_in"] == 7
     assert "block 'out' dropped a message: invalid message: header field 'arrays.snapshots'" in caplog.text
+
+
+def _children_of(pid):
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                kids.append(int(d.name))
+    return kids
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_block_processes_die_with_a_killed_runner(tmp_path):
+    """Even a SIGKILLed runner leaves no block process behind (PR_SET_PDEATHSIG)."""
+    import subprocess
+    import sys
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import conftest
+        from nearfield.flowgraph import parse_flowgraph
+        from nearfield.runtime import run_flowgraph
+        g = parse_flowgraph({{"blocks": {{"src": {{"type": "t_count", "frames": 0, "sleep": 0.01}},
+                                         "out": {{"type": "t_collect", "path": {str(tmp_path / 'o')!r}}}}},
+                             "connections": [["src", "out"]]}})
+        run_flowgraph(g, quiet=True)
+        """)
+    env = dict(os.environ, TMPDIR=str(tmp_path))   # the killed runner cannot remove its ipc dir
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.time() + 20
+        kids = []
+        while time.time() < deadline and len(kids) < 2:
+            time.sleep(0.2)
+            kids = _children_of(proc.pid)
+        assert len(kids) == 2, "block processes did not start"
+        while time.time() < deadline and not (tmp_path / "o").exists():
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.1)
+    assert not any(_alive(k) for k in kids)
