@@ -40,7 +40,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inproc", action="store_true",
                      help="run all blocks as threads of one process (inproc:// sockets)")
     run.add_argument("--transport", choices=("ipc", "tcp"), default=None,
-                     help="socket transport between block processes (default ipc)")
+                     help="socket transport between blocks (default: ipc for processes, inproc:// "
+                          "for --inproc threads)")
     run.add_argument("--hwm", type=int, default=4, metavar="N",
                      help="high-water mark of every link, frames (default 4)")
     run.add_argument("--quiet", action="store_true", help="do not print the per-block summary")
@@ -131,9 +132,6 @@ def main(argv=None) -> int:
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         if args.hwm <= 0:
             print(f"nearfield run: --hwm: expected a positive integer, got {args.hwm}", file=sys.stderr)
-            return 2
-        if args.inproc and args.transport == "ipc":
-            print("nearfield run: --transport ipc cannot be used with --inproc", file=sys.stderr)
             return 2
         try:
             graph = load_flowgraph(args.file, args.overrides)

@@ -27,7 +27,9 @@ How a run works
   ``process(frame)`` (a Frame, ``None`` or ``{port: Frame}``); :class:`~nearfield.block.BadFrame`
   -> drop, count, log, go on.  End of stream is counted per incoming edge; when every edge
   has delivered it: ``finish()`` (its frames are emitted), EOS on every outgoing edge,
-  ``close()``.
+  ``close()``, report the counters; the sockets stay open until the runner releases every
+  worker (all done, or stop), because libzmq can lose data still queued for a receiver
+  whose sender hangs up while the receiver's high-water mark throttles it.
 * **Errors.**  Any other exception is reported to the runner over a control socket (block,
   frame ``seq``, error, traceback); the runner prints
   ``block 'X' failed on frame seq=N: <Error>: <msg>``, stops every worker and the run
