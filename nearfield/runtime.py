@@ -633,7 +633,12 @@ def run_flowgraph(graph: Flowgraph, inproc: bool = False, transport: str | None 
         raise ValueError(f"hwm: expected a positive integer, got {hwm!r}")
 
     runid = f"{os.getpid()}-{next(_run_ids)}"
-    tmpdir = tempfile.mkdtemp(prefix="nf-") if transport == "ipc" else None
+    tmpdir = None
+    if transport == "ipc":
+        tmpdir = tempfile.mkdtemp(prefix="nf-")
+        if len(tmpdir) > 80 and os.path.isdir("/tmp"):  # ipc paths are limited to ~107 bytes
+            os.rmdir(tmpdir)
+            tmpdir = tempfile.mkdtemp(prefix="nf-", dir="/tmp")
     control, plans = _make_plans(graph, transport, tmpdir, runid, hwm)
     names = list(plans)
     t_start = time.perf_counter()
