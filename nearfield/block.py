@@ -5,9 +5,11 @@ A block declares its parameters once, as a class attribute ``params`` of
 before anything starts, and ``nearfield blocks`` lists them.  A block has one
 processing method:
 
-* :class:`Source` -- ``generate()`` yields frames;
+* :class:`Source` -- ``generate()`` yields frames, or ``None`` while idle (at least every
+  ~50 ms while waiting for data), so the runtime can check its stop flag;
 * :class:`Block` (a stage) -- ``process(frame)`` returns a frame, ``None`` (nothing to
-  emit) or a dict ``{output_port: frame}``;
+  emit) or a dict ``{output_port: frame}``; a block with several input ports is called
+  as ``process(frame, port)``;
 * :class:`Sink` -- ``process(frame)`` returns ``None``.
 
 ``start()`` runs in the worker (process or thread) before the first frame: open files

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
+from threadpoolctl import threadpool_limits
 
 from .block import BadFrame
 from .flowgraph import Flowgraph
@@ -346,6 +347,9 @@ class _Worker:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             _set_pdeathsig()
+            # One BLAS thread per block: the blocks already run in parallel, and on a few
+            # cores a multi-threaded BLAS in every process oversubscribes them (5x slower).
+            threadpool_limits(limits=1)
             self.ctx = zmq.Context()
         ctx = self.ctx
         ctl = ctx.socket(zmq.PUSH)
@@ -455,6 +459,8 @@ class _Worker:
                 item = next(gen)
             except StopIteration:
                 break
+            if item is None:  # an idle source (no data yet) lets the stop flag be checked
+                continue
             self.proc.add(time.perf_counter() - t)
             now = time.time()
             for fr in (item.values() if isinstance(item, dict) else (item,)):
@@ -660,6 +666,7 @@ def run_flowgraph(graph: Flowgraph, inproc: bool = False, transport: str | None 
             raise _Interrupted()
         old_term = signal.signal(signal.SIGTERM, _on_term)
 
+    blas = threadpool_limits(limits=1) if inproc else None  # see _Worker.run; restored below
     try:
         if inproc:
             stop, go = threading.Event(), threading.Event()
@@ -742,6 +749,8 @@ def run_flowgraph(graph: Flowgraph, inproc: bool = False, transport: str | None 
                 stop.set()
                 t_stop = time.perf_counter()
     finally:
+        if blas is not None:
+            blas.restore_original_limits()
         # no worker outlives the run
         if stop is not None:
             stop.set()       # also when leaving early (e.g. Ctrl-C while starting the workers)
