@@ -4,14 +4,15 @@ Per frame (paper eq. (28) for the snapshot matrix Y of eq. (5)):
 
     R_new = Y Y^H / T,        Y: (N, T) complex64  ->  R: (N, N) complex64 (Hermitian),
 
-computed with one BLAS product in complex64 (``cgemm``).  With ``forget = a`` in (0, 1]
-the block keeps an exponentially weighted average across frames,
+computed with one BLAS product in complex64 (``cgemm``).  With a forgetting factor
+``forget = f`` in [0, 1) -- the weight kept by the past, as in the fault detector and the
+calibrator -- the block keeps an exponentially weighted average across frames,
 
-    R <- (1 - a) R_prev + a R_new,       R <- R_new on the first frame (or after a reset),
+    R <- f R_prev + (1 - f) R_new,       R <- R_new on the first frame (or after a reset),
 
-so ``a = 1`` (or ``a = 0``, the default, meaning "no averaging") emits each frame's own
-covariance, and a small ``a`` averages over about 1/a frames.  The effective weight of a
-frame j frames back is a (1 - a)^j.  A frame whose antenna count N differs from the
+so ``f = 0`` (the default) emits each frame's own covariance and ``f`` close to 1 averages
+over about 1 / (1 - f) frames: a frame j frames back weighs (1 - f) f^j.  Averaging suits
+static targets only.  A frame whose antenna count N differs from the
 running average's restarts the average (logged), it does not stop the graph.
 """
 from __future__ import annotations
@@ -53,7 +54,7 @@ def sample_covariance(Y: np.ndarray) -> np.ndarray:
 
 
 def _check_forget(value) -> str | None:
-    return None if 0.0 <= value <= 1.0 else "a weight in [0, 1] (0 = no averaging)"
+    return None if 0.0 <= value < 1.0 else "a forgetting factor in [0, 1) (0 = no averaging)"
 
 
 class Covariance(Block):
@@ -61,7 +62,7 @@ class Covariance(Block):
 
     params = (
         Param("forget", float, 0.0,
-              "weight a of the newest frame in R <- (1-a) R_prev + a R_new; 0 = per-frame only",
+              "weight f kept by the past in R <- f R_prev + (1-f) R_new; 0 = per-frame only",
               check=_check_forget),
     )
     requires = ("snapshots",)
@@ -78,8 +79,8 @@ class Covariance(Block):
             raise BadFrame(f"block {self.name!r}: snapshots: expected an (N, T) complex array with T >= 1, "
                            f"got shape {Y.shape} dtype {Y.dtype}")
         R = sample_covariance(Y)
-        a = self.forget
-        if 0.0 < a < 1.0:
+        f = self.forget
+        if f > 0.0:
             if self._avg is not None and self._avg.shape != R.shape:
                 log.warning("block %r: frame %d has N = %d antennas, the running average N = %d; "
                             "restarting the average", self.name, frame.seq, R.shape[0], self._avg.shape[0])
@@ -88,8 +89,8 @@ class Covariance(Block):
             if self._avg is None:
                 self._avg = R
             else:
-                avg = self._avg * np.float32(1.0 - a)
-                avg += np.float32(a) * R
+                avg = self._avg * np.float32(f)
+                avg += np.float32(1.0 - f) * R
                 self._avg = avg
             R = self._avg.copy()
         frame.arrays["covariance"] = R

@@ -35,20 +35,20 @@ def test_per_frame_covariance_matches_independent_sum():
 
 
 def test_exponential_average_follows_documented_recursion():
-    a = 0.25
-    blk = Covariance(forget=a)
+    ff = 0.75
+    blk = Covariance(forget=ff)
     blk.start()
     acc = None
-    for f in frames(np.random.default_rng(1), count=6):
-        ref = reference(f.arrays["snapshots"])
-        acc = ref if acc is None else (1 - a) * acc + a * ref
-        R = blk.process(f).arrays["covariance"]
+    for fr in frames(np.random.default_rng(1), count=6):
+        ref = reference(fr.arrays["snapshots"])
+        acc = ref if acc is None else ff * acc + (1 - ff) * ref
+        R = blk.process(fr).arrays["covariance"]
         assert np.max(np.abs(R - acc)) < 1e-5 * np.max(np.abs(acc))
 
 
 def test_average_converges_to_true_covariance():
     # white unit-variance noise: E[R] = 2 I (re and im each variance 1)
-    blk = Covariance(forget=0.05)
+    blk = Covariance(forget=0.95)
     blk.start()
     for f in frames(np.random.default_rng(2), n=4, t=50, count=200):
         R = blk.process(f).arrays["covariance"]
@@ -75,7 +75,7 @@ def test_bad_snapshots_raise_badframe_and_bad_forget_is_refused():
     with pytest.raises(BadFrame):
         blk.process(Frame(0, 0.0, {"snapshots": np.zeros(8, np.complex64)}))
     with pytest.raises(ParamError, match="forget"):
-        Covariance(forget=1.5)
+        Covariance(forget=1.0)
     assert Covariance.requires == ("snapshots",)
 
 
