@@ -110,7 +110,7 @@ def _make_experiments(n_override: int | None = None) -> dict:
     exps = [
         Experiment("snr", "Fig. 6", "angle and range RMSE vs SNR (N=%d, p_fault=2 %%)" % n,
                    ("proposed", "paper", "coarse", "bcd", "music2d"),
-                   [_pt(s, n) for s in (-10, 0, 10, 15, 20, 30)], "snr_db", None, 20),
+                   [_pt(s, n) for s in range(-10, 31, 5)], "snr_db", None, 20),
         Experiment("antennas", "Fig. 7", "angle and range RMSE vs N (SNR 20 dB, p_fault 1 and 2 %)",
                    ("proposed", "paper", "coarse", "bcd"),
                    [_pt(20, m, p) for p in (0.01, 0.02) for m in ns], "n_antennas", "p_fault", 10),
@@ -122,7 +122,7 @@ def _make_experiments(n_override: int | None = None) -> dict:
         Experiment("fault-probability", "Fig. 9",
                    "Cartesian RMSE vs p_fault (N=%d, SNR 15 and 30 dB)" % n,
                    ("proposed", "paper", "coarse", "bcd"),
-                   [_pt(s, n, p) for s in (15, 30) for p in (0.0, 0.04, 0.08, 0.14)],
+                   [_pt(s, n, p / 100) for s in (15, 30) for p in range(0, 15, 2)],
                    "p_fault", "snr_db", 10, ("cart",)),
         Experiment("hi-nmse", "Fig. 10", "HI-vector NMSE vs SNR (N=%d, p_fault 1, 2, 4 %%)" % n,
                    ("proposed", "bcd"),
@@ -281,7 +281,8 @@ def _units(exp: Experiment, trials: int, seed: int, bound_realisations: int, cap
     for gkey, pts in groups.items():
         snrs = sorted({p["snr_db"] for p in pts})
         for i in range(min(bound_realisations, trials)):
-            units.append({"experiment": exp.name, "kind": "bounds", "point": pts[0], "key": gkey,
+            units.append({"experiment": exp.name, "kind": "bounds", "point": pts[0],
+                          "key": gkey + "|snrs=" + ",".join("%g" % x for x in snrs),
                           "seed": trial_seed(seed, i), "snrs": snrs})
     return units
 
@@ -408,9 +409,23 @@ def cartesian_rmse(trials: list, scheme: str, pt: dict) -> float:
     return float(np.sqrt(np.mean(err2)))
 
 
+def _bounds_index(cache: dict) -> dict:
+    """{(group key, seed): {"%g" % snr: root bounds}} merged over the cached bounds units.
+
+    A bounds unit's key is the group key (all point parameters but the SNR) followed by
+    ``|snrs=`` and the SNRs it covers, so adding SNR points later runs only what is missing.
+    """
+    idx: dict = {}
+    for (kind, key, sd), rec in cache.items():
+        if kind == "bounds":
+            idx.setdefault((key.split("|snrs=")[0], sd), {}).update(rec["result"])
+    return idx
+
+
 def summarize_experiment(exp: Experiment, cache: dict, trials: int, seed: int, caps=None) -> list:
     """One row per (point, scheme) from the cached units (the CSV rows)."""
     rows = []
+    bidx = _bounds_index(cache)
     for pt in exp.points:
         key = point_key(pt)
         recs = [cache.get(("trial", key, trial_seed(seed, i))) for i in range(_n_trials(exp, pt, trials, caps))]
@@ -419,9 +434,11 @@ def summarize_experiment(exp: Experiment, cache: dict, trials: int, seed: int, c
             continue
         tr = [_trial_from_json(r, exp.schemes) for r in recs]
         gkey = _group_key(pt)
-        bl = [cache[("bounds", gkey, trial_seed(seed, i))]["result"] for i in range(trials)
-              if ("bounds", gkey, trial_seed(seed, i)) in cache]
-        bl = [b["%g" % pt["snr_db"]] for b in bl if "%g" % pt["snr_db"] in b]
+        bl = []
+        for i in range(trials):
+            b = bidx.get((gkey, trial_seed(seed, i)), {})
+            if "%g" % pt["snr_db"] in b:
+                bl.append(b["%g" % pt["snr_db"]])
         bounds = {}
         for k in _BOUND_KEYS:
             for c in ("angle", "range", "cart"):
@@ -504,8 +521,9 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int) -> Non
                     if not np.all(np.isfinite(y)):
                         continue
                     c, ls, lab = _BSTYLE[k]
-                    ax.plot([_xval(r, exp.x) for r in rs], y, color=c, ls=ls if si == 0 else dashes[si % 3],
-                            lw=1.2, label=lab + tag)
+                    if exp.series is not None:  # one grey level per series, line style per bound
+                        c = ("k", "0.45", "0.7")[si % 3]
+                    ax.plot([_xval(r, exp.x) for r in rs], y, color=c, ls=ls, lw=1.2, label=lab + tag)
         ax.set_yscale("log")
         if exp.x == "n_antennas":
             ax.set_xscale("log", base=2)
@@ -552,7 +570,15 @@ def run_experiment(name: str, trials: int | None = None, seed: int = 1, workers:
         cpath.unlink()
     cache = load_cache(cpath)
     units = _units(exp, trials, seed, bound_realisations, caps)
-    todo = [u for u in units if (u["kind"], u["key"], u["seed"]) not in cache]
+    have = _bounds_index(cache)
+
+    def finished(u):
+        if u["kind"] == "bounds":  # any cached units of this realisation covering every SNR
+            got = have.get((u["key"].split("|snrs=")[0], u["seed"]), {})
+            return all("%g" % x in got for x in u["snrs"])
+        return (u["kind"], u["key"], u["seed"]) in cache
+
+    todo = [u for u in units if not finished(u)]
     progress = _Progress(exp.name, len(units), len(units) - len(todo), progress_stream)
     with cpath.open("a") as fh:
         def sink(rec):

@@ -64,7 +64,7 @@ def test_bounds_unit_crb_matches_the_trials_crb(snr_run):
     for snr in (10.0, 30.0):
         pt = ex._pt(snr, 64)
         t0 = cache[("trial", ex.point_key(pt), ex.trial_seed(1, 0))]["result"]
-        b = cache[("bounds", ex._group_key(pt), ex.trial_seed(1, 0))]["result"]["%g" % snr]
+        b = ex._bounds_index(cache)[(ex._group_key(pt), ex.trial_seed(1, 0))]["%g" % snr]
         assert b["crb_angle"] == pytest.approx(np.sqrt(np.mean(t0["crb_theta"])), rel=1e-6)
         assert b["crb_range"] == pytest.approx(np.sqrt(np.mean(t0["crb_range"])), rel=1e-6)
     # the CRB falls 10 dB per decade of SNR: 20 dB -> a factor 10 in the root bound
