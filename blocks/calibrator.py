@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from nearfield.array import ULA
-from nearfield.block import BadFrame, Block, Param, optional_finite
+from nearfield.block import BadFrame, Block, Param, frame_array, optional_finite, unit_interval
 from nearfield.frame import meta_gains, meta_positions
 from nearfield.state import complex_from_json, complex_to_json, load_json, save_json_atomic
 from nearfield.steering import steering
@@ -98,8 +98,7 @@ class Calibrator(Block):
     params = (
         Param("method", str, "circular", "phase estimator: circular (ML) or unwrap (paper eqs. 23-25)",
               choices=("circular", "unwrap")),
-        Param("forget", float, 1.0, "weight kept by past evidence per frame (1 = keep all)",
-              check=lambda v: None if 0.0 <= v <= 1.0 else "a value in [0, 1]"),
+        Param("forget", float, 1.0, "weight kept by past evidence per frame (1 = keep all)", check=unit_interval),
         Param("state_path", (str, type(None)), None, "JSON file to load the evidence from and save it to"),
     )
     requires = ("snapshots",)
@@ -110,6 +109,8 @@ class Calibrator(Block):
             st = load_json(self.state_path, f"block {self.name!r}")
             try:
                 self.evidence = complex_from_json(st["evidence"])
+                if not np.all(np.isfinite(self.evidence)):
+                    raise ValueError("non-finite values")
             except (KeyError, ValueError, TypeError) as exc:
                 raise ValueError(f"block {self.name!r}, state_path {self.state_path!r}: bad 'evidence' ({exc})") from None
 
@@ -118,8 +119,8 @@ class Calibrator(Block):
         missing = [k for k in ("array", "faulty", "model_targets", "gains") if k not in meta]
         if missing:
             raise BadFrame(f"meta: missing {missing} (is a fault_detector upstream?)")
+        array = frame_array(frame)
         try:
-            array = ULA.from_meta(meta["array"])
             theta, r = meta_positions(meta, "model_targets")
             gains = meta_gains(meta)
             faulty = np.asarray(meta["faulty"], dtype=int).reshape(-1)
@@ -135,27 +136,28 @@ class Calibrator(Block):
         if S is None:
             raise BadFrame("arrays: neither 'pilots' nor 'waveforms' present")
         if self.evidence is not None and self.evidence.size != array.n_antennas:
+            if self.state_path:  # a state file for another array: a configuration error, say so and stop
+                raise ValueError(f"block {self.name!r}, state_path {self.state_path!r}: the state holds "
+                                 f"{self.evidence.size} antennas, the frames {array.n_antennas}")
             raise BadFrame(f"snapshots: N={array.n_antennas} differs from the calibrator state's {self.evidence.size}")
         if S.shape != (theta.size, Y.shape[1]) or gains.size != theta.size:
             raise BadFrame(f"waveforms: expected ({theta.size}, {Y.shape[1]}) and {theta.size} gains, "
                            f"got {S.shape} and {gains.size}")
-        if self.evidence is None:
-            self.evidence = np.zeros(array.n_antennas, np.complex128)
+        evidence = np.zeros(array.n_antennas, np.complex128) if self.evidence is None else self.forget * self.evidence
         if faulty.size:
             X = ideal_signal(array, theta, r, gains, S, faulty)
             Yf = Y[faulty].astype(np.complex128)
-            if self.method == "circular":
-                new = phase_sums(Yf, X)
-            else:
-                new = np.exp(1j * unwrap_phase(Yf, X))
-            self.evidence *= self.forget
-            self.evidence[faulty] += new
+            new = phase_sums(Yf, X) if self.method == "circular" else np.exp(1j * unwrap_phase(Yf, X))
+            if not np.all(np.isfinite(new)):
+                raise BadFrame("calibration gave non-finite phases; frame not accumulated")
+            evidence[faulty] += new
+        self.evidence = evidence
         c_hat = hi_vector(array.n_antennas, faulty, np.angle(self.evidence[faulty]))
         frame.arrays["snapshots"] = (c_hat.conj()[:, None] * Y).astype(np.complex64)
         frame.arrays["c_hat"] = c_hat.astype(np.complex64)
         return frame
 
-    def finish(self):
-        if self.state_path and self.evidence is not None:
+    def close(self):
+        # close() runs also after Ctrl-C or another block's failure: the evidence is never lost
+        if self.state_path and getattr(self, "evidence", None) is not None:
             save_json_atomic(self.state_path, {"version": 1, "evidence": complex_to_json(self.evidence)})
-        return None

@@ -12,6 +12,7 @@ import numpy as np
 
 from nearfield.block import BadFrame, Block, Param, frame_array, n_targets_check, positive
 from nearfield.blocks.fault_detector import coarse_localize, estimate_order
+from nearfield.frame import positions_meta
 
 
 class CoarseLocalizer(Block):
@@ -31,18 +32,22 @@ class CoarseLocalizer(Block):
         Y = np.asarray(frame.arrays["snapshots"], dtype=np.complex128)
         if Y.ndim != 2 or Y.shape[0] != array.n_antennas:
             raise BadFrame(f"snapshots: expected ({array.n_antennas}, T), got {Y.shape}")
-        faulty = frame.meta.get("faulty", [])
+        try:
+            faulty = np.asarray(frame.meta.get("faulty", []), dtype=int).reshape(-1)
+        except (TypeError, ValueError):
+            raise BadFrame("meta.faulty: expected a list of antenna indices") from None
+        if faulty.size and (faulty.min() < 0 or faulty.max() >= array.n_antennas):
+            raise BadFrame(f"meta.faulty: indices outside 0..{array.n_antennas - 1}")
         k = self.n_targets
         if k is None:
             pilots = frame.arrays.get("pilots")
             k = pilots.shape[0] if pilots is not None else frame.meta.get("n_targets", "auto")
-        if k == "auto":
-            k = estimate_order(Y, array, faulty, self.min_subarray)
         try:
+            if k == "auto":
+                k = estimate_order(Y, array, faulty, self.min_subarray)
             th, r, _ = coarse_localize(Y, array, int(k), faulty, self.min_subarray, self.grid_size)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise BadFrame(str(exc)) from None
         ok = np.isfinite(th) & np.isfinite(r)
-        order = np.argsort(th[ok])
-        frame.meta["targets"] = [{"theta": float(a), "range": float(b)} for a, b in zip(th[ok][order], r[ok][order])]
+        frame.meta["targets"] = positions_meta(th[ok], r[ok])
         return frame

@@ -48,10 +48,11 @@ from scipy.optimize import linear_sum_assignment
 
 from nearfield.array import ULA
 from nearfield.block import (BadFrame, Block, Param, frame_array, n_targets_check, non_negative, optional_finite,
-                             positive)
+                             positive, unit_interval)
 from nearfield.ista import ista_iterate, ista_stats, noise_rho
 from nearfield.ml import ls_gains, ls_waveforms, refine_ml
 from nearfield.music import mdl_order, music_denominator, refine_peaks, signal_subspace, top_peaks
+from nearfield.frame import positions_meta
 from nearfield.state import complex_from_json, complex_to_json, load_json, save_json_atomic
 from nearfield.steering import far_field_steering, steering
 
@@ -379,10 +380,6 @@ def detect_faults(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n
 
 
 # ----------------------------------------------------------------------------- block
-def _positions(theta, r):
-    return [{"theta": float(t), "range": float(x)} for t, x in zip(theta, r)]
-
-
 class FaultDetector(Block):
     """Phase 1: detect faulty antennas (ISTA) and localize coarsely (subarray MUSIC + triangulation).
 
@@ -407,8 +404,7 @@ class FaultDetector(Block):
         Param("min_subarray", int, 10, "smallest fault-free subarray used (antennas)", check=positive),
         Param("grid_size", int, 256, "points of the subarray MUSIC scan in sin(theta)", check=positive),
         Param("polish", bool, True, "refine coarse positions by the exact-model ML fit before ISTA"),
-        Param("forget", float, 1.0, "weight kept by past evidence per frame (1 = keep all)",
-              check=lambda v: None if 0.0 <= v <= 1.0 else "a value in [0, 1]"),
+        Param("forget", float, 1.0, "weight kept by past evidence per frame (1 = keep all)", check=unit_interval),
         Param("settle_frames", int, 3, "frames without change before the set counts as settled", check=positive),
         Param("recheck_every", int, 10, "full alternation every this many frames once settled", check=positive),
         Param("track", bool, True,
@@ -446,71 +442,95 @@ class FaultDetector(Block):
     def load_state(self, path: str) -> None:
         st = load_json(path, f"block {self.name!r}")
         try:
-            self.faulty = np.asarray(st["faulty"], dtype=int)
+            faulty = np.asarray(st["faulty"], dtype=int).reshape(-1)
+            e = b = None
             if st.get("e") is not None:
-                self.e_acc = np.asarray(st["e"], dtype=float)
-                self.b_acc = complex_from_json(st["b"])
-            self.frames_seen = int(st.get("frames", 0))
-            self.sigma2 = st.get("noise_var")
+                e = np.asarray(st["e"], dtype=float).reshape(-1)
+                b = complex_from_json(st["b"])
+                if e.size != b.size or not (np.all(np.isfinite(e)) and np.all(np.isfinite(b))):
+                    raise ValueError("'e' and 'b' must be finite vectors of one length")
+                if faulty.size and (faulty.min() < 0 or faulty.max() >= e.size):
+                    raise ValueError(f"'faulty' indices outside 0..{e.size - 1}")
+            frames = int(st.get("frames", 0))
+            sigma2 = st.get("noise_var")
+            sigma2 = None if sigma2 is None else float(sigma2)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"block {self.name!r}, state_path {path!r}: bad state field ({exc})") from None
+        self.faulty, self.e_acc, self.b_acc, self.frames_seen, self.sigma2 = faulty, e, b, frames, sigma2
         self.unchanged = self.settle_frames  # a saved set counts as settled
         log.info("%s: resumed %d faulty antennas from %s", self.name, self.faulty.size, path)
 
     # -- processing ----------------------------------------------------------------
-    def process(self, frame):
-        Y = frame.arrays["snapshots"]
-        array = frame_array(frame)
-        if Y.ndim != 2 or Y.shape[0] != array.n_antennas:
-            raise BadFrame(f"snapshots: expected ({array.n_antennas}, T), got {Y.shape}")
-        if self.e_acc is not None and self.e_acc.size != array.n_antennas:
-            raise BadFrame(f"snapshots: N={array.n_antennas} differs from the accumulated state's {self.e_acc.size}")
-        (pilots,) = optional_finite(frame, "pilots")
+    def _phase1(self, Y, array, pilots):
+        """One frame of Phase 1: tracked when settled, else the search; (result, tracked)."""
         settled = self.unchanged >= self.settle_frames and self.frames_seen % self.recheck_every != 0
         kw = dict(prior_faulty=self.faulty, kappa=self.kappa, tau=self.tau, min_subarray=self.min_subarray,
                   grid_size=self.grid_size, polish=self.polish)
-        res = None
-        k_now = pilots.shape[0] if pilots is not None and pilots.ndim == 2 else None
+        k_now = pilots.shape[0] if pilots is not None else None
         if (settled and self.track and self.last_model is not None and self.sigma2
                 and (k_now is None or k_now == self.last_model[0].size)):
             try:
                 res = detect_faults(Y, array, pilots, self.last_model[0].size, max_iter=1,
                                     start=self.last_model, **kw)
+                if res.sigma2 <= 2.0 * self.sigma2:
+                    return res, True
             except ValueError:
-                res = None
-            if res is not None and res.sigma2 > 2.0 * self.sigma2:
-                res = None  # poor fit: search again
-        tracked = res is not None
-        if res is None:
-            try:
-                res = detect_faults(Y, array, pilots, self.n_targets, max_iter=1 if settled else self.max_iter, **kw)
-            except ValueError as exc:
-                raise BadFrame(str(exc)) from None
+                pass  # poor or failed fit: search again
+        try:
+            return detect_faults(Y, array, pilots, self.n_targets, max_iter=1 if settled else self.max_iter,
+                                 **kw), False
+        except ValueError as exc:
+            raise BadFrame(str(exc)) from None
+
+    def process(self, frame):
+        Y = frame.arrays["snapshots"]
+        array = frame_array(frame)
+        N = array.n_antennas
+        if Y.ndim != 2 or Y.shape[0] != N:
+            raise BadFrame(f"snapshots: expected ({N}, T), got {Y.shape}")
+        if self.e_acc is not None and self.e_acc.size != N:
+            if self.state_path:  # a state file for another array: a configuration error, say so and stop
+                raise ValueError(f"block {self.name!r}, state_path {self.state_path!r}: the state holds "
+                                 f"{self.e_acc.size} antennas, the frames {N}")
+            raise BadFrame(f"snapshots: N={N} differs from the accumulated state's {self.e_acc.size}")
+        (pilots,) = optional_finite(frame, "pilots")
+        if pilots is not None and (pilots.ndim != 2 or pilots.shape[1] != Y.shape[1]):
+            raise BadFrame(f"pilots: expected (K, {Y.shape[1]}), got {pilots.shape}")
+        k_min = (pilots.shape[0] if pilots is not None else 1) + 2
+        if Y.shape[1] < k_min:
+            raise BadFrame(f"snapshots: T={Y.shape[1]} snapshots, need at least {k_min}")
+        if not np.any(Y):
+            raise BadFrame("snapshots: all zero")
+        res, tracked = self._phase1(Y, array, pilots)
         e, b = res.stats
-        if not (np.all(np.isfinite(e)) and np.all(np.isfinite(b)) and np.isfinite(res.sigma2)):
-            raise BadFrame("fault detection gave non-finite statistics; frame not accumulated")
-        healthy = res.faulty.size <= self.max_fault_fraction * array.n_antennas
-        if healthy:
-            if self.e_acc is None:
-                self.e_acc, self.b_acc = e.copy(), b.copy()
-            else:
-                self.e_acc = self.forget * self.e_acc + e
-                self.b_acc = self.forget * self.b_acc + b
-            self.sigma2 = res.sigma2 if self.sigma2 is None else 0.9 * self.sigma2 + 0.1 * res.sigma2
-            rho = self.kappa * np.sqrt(self.sigma2 * np.mean(self.e_acc))
-            z, _ = ista_iterate(self.e_acc, self.b_acc, rho)
-            new = np.flatnonzero(np.abs(z) > self.tau)
-        else:
-            log.warning("%s: frame seq=%s flagged %d antennas; not accumulated", self.name, frame.seq, res.faulty.size)
-            new = self.faulty
-        self.unchanged = self.unchanged + 1 if np.array_equal(new, self.faulty) else 0
-        self.faulty = new
-        self.frames_seen += 1
-        self.last_model = (res.theta, res.r)
+        if not (np.all(np.isfinite(e)) and np.all(np.isfinite(b)) and np.isfinite(res.sigma2)
+                and res.sigma2 > 0):
+            raise BadFrame("fault detection gave degenerate statistics; frame not accumulated")
+        # Commit only a healthy frame: one whose own faulty set, and the set it would leave
+        # in the accumulated evidence, are both plausible (a bad fit reads as many faults).
+        limit = self.max_fault_fraction * N
+        committed = False
+        if res.faulty.size <= limit:
+            e_acc = e.copy() if self.e_acc is None else self.forget * self.e_acc + e
+            b_acc = b.copy() if self.b_acc is None else self.forget * self.b_acc + b
+            # one outlying frame moves the running noise level by a factor 2 at most
+            s2 = res.sigma2 if self.sigma2 is None else \
+                0.9 * self.sigma2 + 0.1 * float(np.clip(res.sigma2, self.sigma2 / 2, self.sigma2 * 2))
+            z, _ = ista_iterate(e_acc, b_acc, self.kappa * np.sqrt(s2 * np.mean(e_acc)))
+            cand = np.flatnonzero(np.abs(z) > self.tau)
+            if cand.size <= limit:
+                self.unchanged = self.unchanged + 1 if np.array_equal(cand, self.faulty) else 0
+                self.e_acc, self.b_acc, self.sigma2, self.faulty = e_acc, b_acc, s2, cand
+                self.frames_seen += 1
+                self.last_model = (res.theta, res.r)
+                committed = True
+        if not committed:
+            log.warning("%s: frame seq=%s is a poor fit (%d antennas flagged); not accumulated",
+                        self.name, frame.seq, res.faulty.size)
         frame.meta.update(
             faulty=[int(i) for i in self.faulty],
-            coarse=_positions(res.coarse_theta, res.coarse_r),
-            model_targets=_positions(res.theta, res.r),
+            coarse=positions_meta(res.coarse_theta, res.coarse_r, sort=False),
+            model_targets=positions_meta(res.theta, res.r, sort=False),
             gains=[[float(g.real), float(g.imag)] for g in res.gains],
             n_targets=res.n_targets,
             coarse_method="track" if tracked else "triangulation",
@@ -520,7 +540,7 @@ class FaultDetector(Block):
             frame.arrays["waveforms"] = res.waveforms.astype(np.complex64)
         return frame
 
-    def finish(self):
-        if self.state_path:
+    def close(self):
+        # close() runs also after Ctrl-C or another block's failure: the state is never lost
+        if self.state_path and getattr(self, "e_acc", None) is not None:
             save_json_atomic(self.state_path, self.state())
-        return None

@@ -28,8 +28,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from nearfield.array import ULA
-from nearfield.block import BadFrame, Block, Param, optional_finite, positive
-from nearfield.frame import meta_positions
+from nearfield.block import BadFrame, Block, Param, frame_array, optional_finite, positive
+from nearfield.frame import meta_positions, positions_meta
 from nearfield.ml import ml_cost, refine_ml
 from nearfield.music import leading_subspace, music_denominator, refine_brackets, top_peaks
 from nearfield.steering import cis, steering
@@ -237,12 +237,14 @@ class MusicLocalizer(Block):
         key = "coarse" if self.centre == "coarse" else "model_targets"
         if key not in meta or "array" not in meta:
             raise BadFrame(f"meta: missing {key!r} or 'array' (is a fault_detector upstream?)")
+        array = frame_array(frame)
         try:
-            array = ULA.from_meta(meta["array"])
             c_th, c_r = meta_positions(meta, key)
             fallback = meta_positions(meta, "model_targets") if "model_targets" in meta else None
         except (ValueError, TypeError) as exc:
             raise BadFrame(str(exc)) from None
+        if np.any(c_r <= 0) or np.any(np.abs(c_th) >= np.pi / 2):
+            raise BadFrame(f"meta.{key}: expected ranges > 0 m and |theta| < pi/2")
         R = frame.arrays["covariance"]
         if R.shape != (array.n_antennas, array.n_antennas):
             raise BadFrame(f"covariance: expected ({array.n_antennas}, {array.n_antennas}), got {R.shape}")
@@ -257,9 +259,8 @@ class MusicLocalizer(Block):
         except ValueError as exc:  # LinAlgError included: unusable data, not a code fault
             raise BadFrame(f"localization failed: {exc}") from None
         th, r, mt, mr, spectra = est.theta, est.r, est.music_theta, est.music_r, est.spectra
-        order = np.argsort(th)
-        meta["targets"] = [{"theta": float(th[i]), "range": float(r[i])} for i in order]
-        meta["music_targets"] = [{"theta": float(mt[i]), "range": float(mr[i])} for i in np.argsort(mt)]
+        meta["targets"] = positions_meta(th, r)
+        meta["music_targets"] = positions_meta(mt, mr)
         if self.emit_spectra:
             for name, arr in spectra.items():
                 frame.arrays[name] = np.asarray(arr, dtype=np.float32)

@@ -141,6 +141,11 @@ def n_targets_check(value) -> str | None:
     return None if ok else "an integer >= 1, 'auto' or null"
 
 
+def unit_interval(value) -> str | None:
+    """``Param.check`` helper: 0 <= value <= 1."""
+    return None if value is None or 0.0 <= value <= 1.0 else "a value in [0, 1]"
+
+
 def positive(value) -> str | None:
     """``Param.check`` helper: value > 0."""
     return None if value is None or value > 0 else "a positive value"

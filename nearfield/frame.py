@@ -1,6 +1,7 @@
 """The unit that flows between blocks (DESIGN.md, "Frames and the wire")."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,3 +65,23 @@ def meta_gains(meta: dict, key: str = "gains") -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"meta.{key}: expected a list of [re, im] pairs ({exc})") from None
     return g[:, 0] + 1j * g[:, 1]
+
+
+def positions_meta(theta, r, sort: bool = True) -> list[dict]:
+    """Positions as meta entries ``[{"theta": rad, "range": m}, ...]``, sorted by theta when ``sort``
+    (the order of ``targets`` in the estimates record); inverse of :func:`meta_positions`."""
+    theta = np.asarray(theta, float).reshape(-1)
+    r = np.asarray(r, float).reshape(-1)
+    order = np.argsort(theta, kind="stable") if sort else np.arange(theta.size)
+    return [{"theta": float(theta[i]), "range": float(r[i])} for i in order]
+
+
+def finite_or_none(obj):
+    """JSON has no NaN/Inf: map them to null, recursively (strict JSON for outside tools)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj

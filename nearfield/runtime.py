@@ -45,7 +45,6 @@ from __future__ import annotations
 import ctypes
 import itertools
 import logging
-import math
 import multiprocessing
 import os
 import shutil
@@ -56,7 +55,7 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import zmq

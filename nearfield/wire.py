@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .frame import Frame
+from .frame import Frame, finite_or_none
 
 __all__ = [
     "WIRE_VERSION", "DTYPES", "Limits", "DEFAULT_LIMITS", "WireError", "EOS", "EndOfStream",
@@ -128,7 +128,7 @@ def _wire_array(name: str, arr):
     return a, dname
 
 
-_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"))
+_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"), allow_nan=False)
 
 
 def encode(frame: Frame) -> list:
@@ -166,11 +166,20 @@ def encode(frame: Frame) -> list:
     t0 = frame.t0
     if isinstance(t0, np.generic):
         t0 = t0.item()
+    if not (isinstance(t0, (int, float)) and math.isfinite(t0)):
+        raise WireError(f"frame seq={frame.seq}: t0 must be a finite number of seconds, got {t0!r}")
     header = {"v": WIRE_VERSION, "seq": seq, "t0": t0, "meta": frame.meta, "arrays": descr}
     try:
-        head = _ENCODER.encode(header).encode("utf-8")
-    except (TypeError, ValueError) as exc:
+        head = _ENCODER.encode(header)
+    except ValueError:  # NaN/Inf somewhere in meta: strict JSON has none, send null instead
+        header["meta"] = finite_or_none(frame.meta)
+        try:
+            head = _ENCODER.encode(header)
+        except (TypeError, ValueError) as exc:
+            raise WireError(f"frame seq={frame.seq}: meta is not JSON-serialisable: {exc}") from None
+    except TypeError as exc:
         raise WireError(f"frame seq={frame.seq}: meta is not JSON-serialisable: {exc}") from None
+    head = head.encode("utf-8")
     return [head, *bufs]
 
 
@@ -255,8 +264,8 @@ def decode(parts, limits: Limits = DEFAULT_LIMITS):
     if not _is_int(seq) or seq < 0:
         raise WireError(f"header field 'seq': expected a non-negative integer, got {seq!r}")
     t0 = header["t0"]
-    if isinstance(t0, bool) or not isinstance(t0, (int, float)):
-        raise WireError(f"header field 't0': expected a number (seconds), got {t0!r}")
+    if isinstance(t0, bool) or not isinstance(t0, (int, float)) or not math.isfinite(t0):
+        raise WireError(f"header field 't0': expected a finite number (seconds), got {t0!r}")
     meta = header["meta"]
     if not isinstance(meta, dict):
         raise WireError(f"header field 'meta': expected a JSON object, got {type(meta).__name__}")
@@ -276,7 +285,7 @@ def decode(parts, limits: Limits = DEFAULT_LIMITS):
     for i, (name, d) in enumerate(arrays.items()):
         where = f"header field 'arrays.{name}'"
         if not name:
-            raise WireError(f"header field 'arrays': empty array name")
+            raise WireError("header field 'arrays': empty array name")
         if not isinstance(d, dict) or set(d) != {"dtype", "shape"}:
             raise WireError(f"{where}: expected an object {{\"dtype\": ..., \"shape\": [...]}}, got {d!r}")
         dname = d["dtype"]

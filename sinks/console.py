@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 
-from ..block import Param, Sink, positive
+from ..block import BadFrame, Param, Sink, positive
 from ..frame import Frame
 
 
@@ -51,6 +51,10 @@ class ConsoleSink(Sink):
             self.start()
         if self._n % self.every == 0:
             out = sys.stdout if self.stream == "stdout" else sys.stderr
-            print(format_line(frame), file=out, flush=True)
+            try:
+                line = format_line(frame)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise BadFrame(f"console: malformed meta ({type(exc).__name__}: {exc})") from None
+            print(line, file=out, flush=True)
         self._n += 1
         return None

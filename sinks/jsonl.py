@@ -15,13 +15,12 @@ every ``flush_every`` frames (default every frame, so a crash loses nothing writ
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
 
-from ..block import Param, ParamError, Sink, positive
-from ..frame import Frame
+from ..block import BadFrame, Param, ParamError, Sink, positive
+from ..frame import Frame, finite_or_none
 
 
 def _targets(items) -> list:
@@ -36,8 +35,16 @@ def estimates_record(frame: Frame, now: float | None = None) -> dict:
     """The DESIGN.md estimates record of one frame (a dict ready for ``json.dumps``).
 
     ``latency_s`` is ``now - meta["t_emit"]`` (``now`` defaults to ``time.time()``), or
-    ``None`` when the frame was never stamped by a runtime.
+    ``None`` when the frame was never stamped by a runtime.  Malformed meta fields raise
+    :class:`~nearfield.block.BadFrame` naming the field (the frame is dropped, not the graph).
     """
+    try:
+        return _record(frame, now)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadFrame(f"estimates record: malformed meta ({type(exc).__name__}: {exc})") from None
+
+
+def _record(frame: Frame, now: float | None) -> dict:
     meta = frame.meta or {}
     rec = {
         "seq": int(frame.seq),
@@ -56,17 +63,6 @@ def estimates_record(frame: Frame, now: float | None = None) -> dict:
         now = time.time() if now is None else now
         rec["latency_s"] = float(now - float(t_emit))
     return rec
-
-
-def finite_or_none(obj):
-    """JSON has no NaN/Inf: map them to null (strict JSON for outside tools)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [finite_or_none(v) for v in obj]
-    return obj
 
 
 class JsonlSink(Sink):

@@ -23,9 +23,9 @@ import logging
 import zmq
 
 from nearfield.block import Param, ParamError, Sink, positive
-from nearfield.frame import Frame
+from nearfield.frame import Frame, finite_or_none
 
-from .jsonl import finite_or_none, estimates_record
+from .jsonl import estimates_record
 
 __all__ = ["ZMQPubSink", "encode_record"]
 

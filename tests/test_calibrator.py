@@ -57,7 +57,7 @@ def test_block_improves_with_frames_and_persists(tmp_path):
         errs.append(np.sum(np.abs(out.arrays["c_hat"] - sc.c) ** 2))
     assert np.mean(errs[-5:]) < np.mean(errs[:2]) / 4  # evidence accumulates (~1/frames)
     assert out.arrays["snapshots"].dtype == np.complex64 and out.arrays["c_hat"].shape == (256,)
-    blk.finish()
+    blk.close()
     again = Calibrator(name="cal", state_path=str(tmp_path / "cal.json"))
     again.start()
     assert np.allclose(again.evidence, blk.evidence)

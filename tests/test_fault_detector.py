@@ -106,7 +106,7 @@ def test_block_accumulates_evidence_and_saves_state(tmp_path):
     missed = set(np.flatnonzero(np.abs(sc.c - 1) > 0.3)) - set(out.meta["faulty"])
     assert not missed
     assert {"coarse", "model_targets", "gains", "n_targets", "noise_var"} <= set(out.meta)
-    blk.finish()
+    blk.close()  # runs at end of stream, and also after Ctrl-C or a failure elsewhere
     saved = json.loads(state.read_text())
     assert saved["faulty"] == out.meta["faulty"] and saved["frames"] == 6
     again = FaultDetector(name="detect", state_path=str(state))
@@ -163,3 +163,34 @@ def test_nan_pilots_are_a_bad_frame_and_state_is_untouched():
     with pytest.raises(BadFrame, match="pilots"):
         blk.process(bad)
     assert np.array_equal(e0, blk.e_acc) and blk.frames_seen == 1
+
+
+def test_degenerate_frames_are_dropped_and_leave_the_state_alone():
+    rng = np.random.default_rng(14)
+    sc = paper_scenario(rng, snr_db=10)
+    blk = FaultDetector(name="detect")
+    blk.start()
+    blk.process(next(_frames(sc, rng, 1)))
+    before = (blk.e_acc.copy(), blk.faulty.copy(), blk.frames_seen, blk.sigma2, blk.unchanged)
+    zero = Frame(1, 0.0, {"snapshots": np.zeros((256, 100), np.complex64), "pilots": sc.pilots.astype(np.complex64)},
+                 {"array": sc.array.describe()})
+    with pytest.raises(BadFrame, match="all zero"):
+        blk.process(zero)
+    short = Frame(2, 0.0, {"snapshots": sc.sample(rng)[:, :1], "pilots": sc.pilots[:, :1].astype(np.complex64)},
+                  {"array": sc.array.describe()})
+    with pytest.raises(BadFrame, match="T=1"):
+        blk.process(short)
+    # a frame where half the array is scrambled flags far too many antennas: passed on, not accumulated
+    bad = next(_frames(sc, rng, 1))
+    scramble = np.ones(256, complex)
+    scramble[::2] = np.exp(2j * np.pi * rng.random(128))
+    bad.arrays["snapshots"] = (scramble[:, None] * bad.arrays["snapshots"]).astype(np.complex64)
+    try:
+        blk.process(bad)
+    except BadFrame:
+        pass
+    after = (blk.e_acc, blk.faulty, blk.frames_seen, blk.sigma2, blk.unchanged)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+    assert before[2:] == after[2:]
+    good = blk.process(next(_frames(sc, rng, 1)))  # and it goes on
+    assert set(np.flatnonzero(np.abs(sc.c - 1) > 0.3)) <= set(good.meta["faulty"])

@@ -77,3 +77,19 @@ def test_default_flowgraph_writes_one_line_per_frame(tmp_path):
     assert [r["seq"] for r in recs] == [0, 1, 2, 3]
     assert all(r["latency_s"] is not None and 0 <= r["latency_s"] < 60 for r in recs)
     assert [t["theta"] for t in recs[0]["truth"]["targets"]] == [-0.5236, -0.2618, 0.2618]
+
+
+@pytest.mark.parametrize("meta", [{"targets": [{"theta": 0.1}]}, {"faulty": ["x"]}, {"truth": [1, 2]}])
+def test_malformed_meta_is_a_bad_frame_not_a_crash(tmp_path, meta):
+    from nearfield.block import BadFrame
+    from nearfield.frame import Frame
+    from nearfield.sinks.jsonl import JsonlSink
+
+    sink = JsonlSink(path=str(tmp_path / "e.jsonl"))
+    sink.start()
+    with pytest.raises(BadFrame, match="malformed meta"):
+        sink.process(Frame(0, 0.0, {}, meta))
+    sink.process(Frame(1, 0.0, {}, {"targets": [{"theta": 0.2, "range": 3.0}]}))
+    sink.finish()
+    sink.close()
+    assert (tmp_path / "e.jsonl").read_text().count("\n") == 1

@@ -121,7 +121,7 @@ _DEL = object()
     (_with_header(_h(seq=-1), DATA), "'seq': expected a non-negative integer"),
     (_with_header(_h(seq=1.5), DATA), "'seq': expected a non-negative integer"),
     (_with_header(_h(seq=True), DATA), "'seq': expected a non-negative integer"),
-    (_with_header(_h(t0="now"), DATA), "'t0': expected a number"),
+    (_with_header(_h(t0="now"), DATA), "'t0': expected a finite number"),
     (_with_header(_h(meta=[1]), DATA), "'meta': expected a JSON object"),
     (_with_header(_h(arrays=[]), DATA), "'arrays': expected a JSON object"),
     (_with_header(_h(arrays={"x": {"dtype": "object", "shape": [2, 3]}}), DATA),
@@ -172,3 +172,18 @@ def test_eos_round_trip_and_unsendable_input():
         encode(Frame(0, 0.0, {"x": np.array([object()])}, {}))
     with pytest.raises(WireError, match="meta is not JSON-serialisable"):
         encode(Frame(0, 0.0, {}, {"f": object()}))
+
+
+def test_nan_in_meta_is_sent_as_null_and_nan_t0_refused():
+    import json as _json
+
+    from nearfield.frame import Frame as _Frame
+    from nearfield.wire import WireError as _WireError, decode as _decode, encode as _encode
+
+    parts = _encode(_Frame(3, 0.5, {}, {"noise_var": float("nan"), "x": [1.0, float("inf")]}))
+    head = bytes(parts[0])
+    assert b"NaN" not in head and b"Infinity" not in head
+    assert _json.loads(head)["meta"] == {"noise_var": None, "x": [1.0, None]}
+    assert _decode(parts).meta["noise_var"] is None
+    with pytest.raises(_WireError, match="t0"):
+        _encode(_Frame(4, float("nan"), {}, {}))
