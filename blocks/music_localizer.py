@@ -8,8 +8,8 @@ then a refinement on the exact model.
    (default M = N // 2, the usual compromise between aperture and rank restoration).
 3. Angle MUSIC (33) on R_r, searched in sin(theta) within ``angle_window`` of each coarse
    angle: the virtual array's spectrum repeats with period 1 in sin(theta) (PAPER-NOTES 6),
-   so any window narrower than 0.5 excludes every alias; the peak nearest the coarse angle
-   wins, refined below the grid step.
+   so any window narrower than 0.5 excludes every alias; the highest peak nearer this
+   target's coarse angle than any other's wins, refined below the grid step.
 4. Range MUSIC (34) with the K-dimensional signal subspace of R only
    (``||a||^2 - ||U_S^H a||^2``; no N x (N - K) noise subspace), searched uniformly in 1/r
    within a factor ``range_window`` of the coarse range, refined below the grid step.
@@ -83,10 +83,13 @@ def angle_music(R: np.ndarray, array: ULA, coarse_theta, n_targets: int, smoothi
     out = coarse_theta.copy()
     rows, picks = [], []
     for k in range(u.shape[0]):
-        peaks = top_peaks(spec[k], 4)
+        peaks = top_peaks(spec[k], 4)  # highest first
         if peaks.size:
+            # the highest peak that is nearer this target's coarse angle than any other's
+            # (overlapping windows must not steal a neighbour's peak)
+            own = [i for i in peaks if np.argmin(np.abs(u[k, i] - u0)) == k]
             rows.append(k)
-            picks.append(peaks[np.argmin(np.abs(u[k, peaks] - u0[k]))])
+            picks.append(own[0] if own else peaks[0])
     if rows:
         rows, picks = np.asarray(rows), np.asarray(picks)
 

@@ -122,6 +122,23 @@ class Param:
         return value
 
 
+def idle_until(deadline: float, slice_s: float = 0.05):
+    """Wait until ``time.monotonic() >= deadline``, yielding ``None`` every ``slice_s`` seconds.
+
+    For paced sources (``rate_hz``): ``yield from idle_until(t_next)`` keeps the Source
+    contract of yielding at least every ~50 ms, so the runtime can stop them promptly.
+    """
+    import time
+
+    while True:
+        delay = deadline - time.monotonic()
+        if delay <= 0:
+            return
+        time.sleep(min(delay, slice_s))
+        if deadline > time.monotonic():
+            yield None
+
+
 def frame_array(frame):
     """The frame's array geometry (:class:`nearfield.array.ULA` from ``meta['array']``).
 

@@ -108,7 +108,15 @@ def _experiment(argv) -> int:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``nearfield`` console script; returns the exit code."""
+    """Entry point of the ``nearfield`` console script; returns the exit code (130 on Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while loading or starting, before the runner takes over
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "experiment":
         return _experiment(argv[1:])

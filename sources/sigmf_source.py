@@ -55,7 +55,7 @@ from sigmf import hashing
 from sigmf.sigmffile import dtype_info, get_sigmf_filenames
 
 from ..array import ULA
-from ..block import Param, ParamError, Source, non_negative, positive
+from ..block import Param, ParamError, Source, idle_until, non_negative, positive
 from ..frame import Frame
 
 log = logging.getLogger(__name__)
@@ -497,9 +497,7 @@ class SigMFSource(Source):
                 frame = Frame(seq=seq + rep * self._seq_span, t0=t0 + rep * self._duration,
                               arrays=self.read_frame(s0, s1), meta=meta)
                 if period:
-                    delay = t_next - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
+                    yield from idle_until(t_next)
                     t_next = max(t_next + period, time.monotonic())
                 yield frame
             if not self.loop:

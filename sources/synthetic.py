@@ -46,7 +46,7 @@ from typing import Iterator
 import numpy as np
 
 from ..array import ULA
-from ..block import Param, Source, non_negative, positive
+from ..block import Param, Source, idle_until, non_negative, positive
 from ..frame import Frame
 from ..impairments import draw_impairments
 from ..scenario import PAPER_TARGETS, complex_noise, make_pilots, noise_variance, noiseless_signal
@@ -234,9 +234,7 @@ class SyntheticSource(Source):
         while self.frames == 0 or seq < self.frames:
             frame = self.make_frame(seq)
             if period:
-                delay = t_next - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                yield from idle_until(t_next)
                 t_next = max(t_next + period, time.monotonic())  # no catch-up bursts after a stall
             yield frame
             seq += 1

@@ -46,10 +46,19 @@ def test_exact_model_data_biases_the_decoupled_angle():
 
 
 def test_aliases_are_excluded_by_the_window():
+    from nearfield.blocks.music_localizer import virtual_steering
+    from nearfield.music import music_spectrum, signal_subspace
+
     a, R = _cov("fresnel", sigma2=1e-3)
-    # the virtual array repeats with period 1 in sin(theta): sin = -0.5 and +0.5 coincide
-    th, _, _ = angle_music(R, a, np.array([-np.pi / 6]), 3)
-    assert th[0] == pytest.approx(-np.pi / 6, abs=1e-6)
+    Rr = smoothed_covariance(antidiagonal(R), 128)
+    U, _ = signal_subspace(Rr, 3)
+    u0 = np.sin(TH[0])
+    # the lambda-spaced virtual array cannot tell sin(theta) from sin(theta) - 1 (PAPER-NOTES 6)
+    spec = music_spectrum(U, virtual_steering(a, Rr.shape[0], [u0, u0 - 1.0, u0 - 0.5]))
+    assert spec[1] == pytest.approx(spec[0], rel=1e-6) and spec[2] < 1e-3 * spec[0]
+    # a coarse angle near the alias side still gives the true angle: the window excludes the alias
+    th, _, _ = angle_music(R, a, TH + np.array([0.02, -0.02, 0.02]), 3)
+    assert np.allclose(th, TH, atol=1e-6)
 
 
 def test_refinement_removes_the_fresnel_bias():
