@@ -491,7 +491,7 @@ def _xval(row, x):
     return 100 * v if x == "p_fault" else v
 
 
-def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int) -> None:
+def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: dict | None = None) -> None:
     """The figure in the paper's style: log y, schemes as markers+lines, bounds as lines."""
     import matplotlib
     matplotlib.use("Agg")
@@ -531,7 +531,8 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int) -> Non
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=6.5, loc="best", ncol=1 if len(exp.schemes) < 4 else 2)
-    fig.suptitle(f"{exp.figure}: {exp.description}, {trials} trials/point", fontsize=9)
+    capped = "".join(f", {n} at {x:g}" for x, n in sorted((caps or {}).items()) if n < trials)
+    fig.suptitle(f"{exp.figure}: {exp.description}, {trials} trials/point{capped}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -590,7 +591,7 @@ def run_experiment(name: str, trials: int | None = None, seed: int = 1, workers:
     rows = summarize_experiment(exp, cache, trials, seed, caps)
     write_csv(rows, out / f"{exp.name}.csv")
     if plot:
-        plot_experiment(exp, rows, out / f"{exp.name}.png", trials)
+        plot_experiment(exp, rows, out / f"{exp.name}.png", trials, caps)
     return rows
 
 
