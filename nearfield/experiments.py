@@ -64,6 +64,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -532,7 +533,8 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: 
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=6.5, loc="best", ncol=1 if len(exp.schemes) < 4 else 2)
     capped = "".join(f", {n} at {x:g}" for x, n in sorted((caps or {}).items()) if n < trials)
-    fig.suptitle(f"{exp.figure}: {exp.description}, {trials} trials/point{capped}", fontsize=9)
+    title = f"{exp.figure}: {exp.description}, {trials} trials/point{capped}"
+    fig.suptitle("\n".join(textwrap.wrap(title, 60 * len(panels))), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
