@@ -175,3 +175,28 @@ def test_cli_delegates(tmp_path, capsys):
 
     assert cli_main(["experiment", "nope"]) == 2
     assert "hi-nmse" in capsys.readouterr().err
+
+
+def test_added_points_reuse_the_cache(tmp_path, monkeypatch):
+    """Adding an SNR point later runs only its trials; the bounds of the shared realisation
+    are refit once for the new SNR list and the old point keeps its numbers."""
+    calls = _count_trials(monkeypatch)
+    bcalls = []
+    real_b = ex.bounds_unit
+
+    def counting_b(pt, seed, snrs):
+        bcalls.append(tuple(snrs))
+        return real_b(pt, seed, snrs)
+
+    monkeypatch.setattr(ex, "bounds_unit", counting_b)
+    args = ["snr", *SMALL, "--out", str(tmp_path), "--no-plot"]
+    assert ex.main([*args, "--points", "10"]) == 0
+    first = {r["scheme"]: r for r in _rows(tmp_path / "snr.csv")}
+    calls.clear()
+    bcalls.clear()
+    assert ex.main([*args, "--points", "10", "30", "--resume"]) == 0
+    assert {k.split("|")[0] for k, _ in calls} == {"snr=30"} and len(calls) == 2
+    assert bcalls == [(10.0, 30.0)]
+    again = {r["scheme"]: r for r in _rows(tmp_path / "snr.csv") if r["snr_db"] == "10"}
+    for s, r in first.items():
+        assert again[s]["rmse_theta"] == r["rmse_theta"] and again[s]["r_lb_angle"] == r["r_lb_angle"]
