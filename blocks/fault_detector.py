@@ -263,6 +263,34 @@ def estimate_order(Y: np.ndarray, array: ULA, faulty=(), min_subarray: int = 10,
     return int(np.median(orders))
 
 
+def _robust_polish(Y, array, theta, r, pilots, w, rounds: int = 3, factor: float = 4.0, max_share: float = 0.4):
+    """Exact-model ML fit of the positions, excluding outlying antennas (undetected faults).
+
+    Returns theta, r and the antenna weights used (0 on excluded antennas).
+
+    After each fit, antennas whose residual power exceeds ``factor`` x the median are
+    given zero weight and the fit is repeated (at most ``rounds`` times, and only while the
+    outliers are fewer than ``max_share`` of the array: otherwise the model, not the
+    antennas, is off).  With many faults (p_fault of several per cent) an unweighted first
+    fit is biased enough that ISTA would flag most of the array.
+    """
+    w = w.copy()
+    best = (theta, r)
+    for _ in range(rounds):
+        fit = refine_ml(Y, array, best[0], best[1], pilots, w=w)
+        if not (np.all(np.isfinite(fit.theta)) and np.all(fit.r > 0)):
+            break
+        best = (fit.theta, fit.r)
+        S = fit.pilots if pilots is None else pilots
+        X = steering(array, fit.theta, fit.r) @ ((fit.gains[:, None] if pilots is not None else 1.0) * S)
+        res = np.mean(np.abs(Y - X) ** 2, axis=1)
+        out = (res > factor * np.median(res[w > 0])) & (w > 0)
+        if not out.any() or out.sum() + np.sum(w == 0) > max_share * w.size:
+            break
+        w[out] = 0.0
+    return best[0], best[1], w
+
+
 def coarse_localize(Y: np.ndarray, array: ULA, n_targets: int, faulty=(), min_subarray: int = 10,
                     grid_size: int = 256):
     """Coarse positions by subarray MUSIC + robust triangulation (Sec. IV-A2).
@@ -355,9 +383,7 @@ def detect_faults(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n
                 c_th, c_r = c_th[perm], c_r[perm]
         th, rr = c_th, c_r
         if polish:
-            fit = refine_ml(Yd, array, c_th, c_r, pilots, w=w)
-            if np.all(np.isfinite(fit.theta)) and np.all(fit.r > 0):
-                th, rr = fit.theta, fit.r
+            th, rr, w = _robust_polish(Yd, array, c_th, c_r, pilots, w)  # gains below skip the outliers too
         A = steering(array, th, rr)
         if pilots is not None:
             S = pilots
