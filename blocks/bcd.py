@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nearfield.array import ULA
-from nearfield.block import BadFrame, Block, Param, non_negative, positive
+from nearfield.block import BadFrame, Block, Param, frame_array, non_negative, positive
 from nearfield.ista import ista, noise_rho
 from nearfield.ml import ls_gains
 from nearfield.music import refine_peak
@@ -288,10 +288,7 @@ class BCDLocalizer(Block):
 
     def process(self, frame):
         meta = frame.meta
-        try:
-            array = ULA.from_meta(meta["array"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise BadFrame(f"meta.array: {exc}") from None
+        array = frame_array(frame)
         Y = frame.arrays["snapshots"]
         S = frame.arrays["pilots"]
         if Y.ndim != 2 or Y.shape[0] != array.n_antennas:

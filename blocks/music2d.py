@@ -29,7 +29,7 @@ from scipy.ndimage import maximum_filter
 from scipy.optimize import minimize
 
 from nearfield.array import ULA
-from nearfield.block import BadFrame, Block, Param, positive
+from nearfield.block import BadFrame, Block, Param, frame_array, positive
 from nearfield.music import signal_subspace
 from nearfield.steering import MODELS, steering
 
@@ -228,10 +228,7 @@ class Music2DLocalizer(Block):
 
     def process(self, frame):
         meta = frame.meta
-        try:
-            array = ULA.from_meta(meta["array"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise BadFrame(f"meta.array: {exc}") from None
+        array = frame_array(frame)
         n = array.n_antennas
         if "covariance" in frame.arrays:
             data, kind = frame.arrays["covariance"], "covariance"
