@@ -46,7 +46,7 @@ from typing import Iterator
 import numpy as np
 
 from ..array import ULA
-from ..block import Param, Source, idle_until, non_negative, positive
+from ..block import Param, Source, idle_until, non_negative, positive, unit_interval
 from ..frame import Frame
 from ..impairments import draw_impairments
 from ..scenario import PAPER_TARGETS, complex_noise, make_pilots, noise_variance, noiseless_signal
@@ -103,10 +103,6 @@ def _check_snr(value) -> str | None:
     return None if np.isfinite(value) else "a finite SNR in dB"
 
 
-def _probability(value) -> str | None:
-    return None if 0.0 <= value <= 1.0 else "a probability in [0, 1]"
-
-
 def target_positions(theta0, r0, velocity, t: float):
     """Angle and range of targets moving at constant velocity.
 
@@ -148,7 +144,7 @@ class SyntheticSource(Source):
               check=_check_gains),
         Param("snapshots", int, 100, "snapshots per frame T", check=positive),
         Param("snr_db", float, 20.0, "SNR in dB (signal part, per antenna)", check=_check_snr),
-        Param("p_fault", float, 0.02, "probability that an antenna is faulty", check=_probability),
+        Param("p_fault", float, 0.02, "probability that an antenna is faulty", check=unit_interval),
         Param("frames", int, 50, "number of frames; 0 = endless", check=non_negative),
         Param("seed", int, 1, "seed of the run's numpy Generator"),
         Param("sample_rate_hz", float, 1.0e6, "snapshot rate in Hz (frame time t0 = seq T / rate)",
