@@ -454,6 +454,8 @@ class KrakenSDRSource(Source):
         if lost:
             self.counters["lost"] += lost
             log.info("%s: %d frame(s) lost before cpi_index %d", self._where(), lost, hdr.cpi_index)
+        if status in ("first", "restart"):
+            self._seq.anchor(self._tracker.unwrapped)
         if status == "restart":
             self.counters["restarts"] += 1
             log.warning("%s: cpi_index went back (or jumped far ahead) to %d: the DAQ restarted",

@@ -105,8 +105,9 @@ class SeqMapper:
     """Frame ``seq`` = base + (unwrapped device index - index base) * frames per device frame + k.
 
     Gaps in ``seq`` then mark every frame the device sent but we did not emit (lost,
-    invalid, dropped).  A restart of the device counter or a change of the frames per device
-    frame re-bases the mapping so that ``seq`` keeps increasing.
+    invalid, dropped).  Call :meth:`anchor` with the unwrapped index of the first device frame
+    of a stream (the first header, and after a restart); a change of the frames per device
+    frame re-bases the mapping at the current frame.  ``seq`` always increases.
     """
 
     def __init__(self):
@@ -114,13 +115,17 @@ class SeqMapper:
         self.index_base = 0
         self.seq_base = 0
         self.next_seq = 0
+        self._anchor: int | None = None
 
-    def rebase(self, unwrapped: int, fpd: int) -> None:
-        self.index_base, self.seq_base, self.fpd = unwrapped, self.next_seq, fpd
+    def anchor(self, unwrapped: int) -> None:
+        self._anchor = unwrapped
 
     def seq(self, unwrapped: int, fpd: int, k: int) -> int:
-        if self.fpd != fpd or unwrapped < self.index_base:
-            self.rebase(unwrapped, fpd)
+        if self._anchor is not None:
+            self.index_base, self.seq_base, self.fpd = self._anchor, self.next_seq, fpd
+            self._anchor = None
+        elif self.fpd != fpd:
+            self.index_base, self.seq_base, self.fpd = unwrapped, self.next_seq, fpd
         s = self.seq_base + (unwrapped - self.index_base) * fpd + k
         self.next_seq = max(self.next_seq, s + 1)
         return s
