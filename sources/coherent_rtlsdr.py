@@ -60,7 +60,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import zmq
@@ -68,11 +68,25 @@ from zmq.utils.monitor import recv_monitor_message
 
 from ..block import Param, ParamError, Source, positive
 from ..frame import Frame
-from .sdr_common import (DeviceStopped, IndexTracker, SeqMapper, check_channels, check_truth, cut_frames,
-                         make_array, truth_meta)
+from .sdr_common import (
+    DeviceStopped,
+    IndexTracker,
+    SeqMapper,
+    check_channels,
+    check_truth,
+    cut_frames,
+    make_array,
+    truth_meta,
+)
 
-__all__ = ["HEADER_BYTES", "PacketError", "parse_packet", "incoherent_channels", "CoherentRtlSdrSource",
-           "DeviceStopped"]
+__all__ = [
+    "HEADER_BYTES",
+    "CoherentRtlSdrSource",
+    "DeviceStopped",
+    "PacketError",
+    "incoherent_channels",
+    "parse_packet",
+]
 
 log = logging.getLogger(__name__)
 

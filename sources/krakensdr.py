@@ -104,17 +104,36 @@ import socket
 import struct
 import threading
 import time
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
 from ..block import Param, Source, idle_until, positive
 from ..frame import Frame
-from .sdr_common import (Backoff, DeviceStopped, IndexTracker, SeqMapper, check_channels, check_truth,
-                         cut_frames, make_array, truth_meta)
+from .sdr_common import (
+    Backoff,
+    DeviceStopped,
+    IndexTracker,
+    SeqMapper,
+    check_channels,
+    check_truth,
+    cut_frames,
+    make_array,
+    truth_meta,
+)
 
-__all__ = ["SYNC_WORD", "HEADER_SIZE", "FRAME_TYPES", "IQHeader", "HeaderError", "parse_header",
-           "frame_problem", "KrakenSDRSource", "DeviceStopped"]
+__all__ = [
+    "FRAME_TYPES",
+    "HEADER_SIZE",
+    "SYNC_WORD",
+    "DeviceStopped",
+    "HeaderError",
+    "IQHeader",
+    "KrakenSDRSource",
+    "frame_problem",
+    "parse_header",
+]
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +319,7 @@ class KrakenSDRSource(Source):
     def close(self) -> None:
         self._close_socket(polite=True)
         c = self.all_counters()
-        bad = c["lost"] + c["bad_sync"] + c["bad_size"] + c["bad_format"] + c["disconnects"] + sum(self.dropped.values())
+        bad = c["lost"] + c["bad_sync"] + c["bad_size"] + c["bad_format"] + c["disconnects"] + c["invalid"]
         if c["headers"] or bad:
             log.log(logging.WARNING if bad else logging.INFO,
                     "krakensdr %r (%s:%d): %d frames from %d valid CPIs; dropped %s; lost %d; bad headers: "
@@ -376,7 +395,7 @@ class KrakenSDRSource(Source):
                 raise _Stopped
             try:
                 k = self._sock.recv_into(view[got:], min(n - got, 1 << 22))
-            except socket.timeout:
+            except TimeoutError:
                 if time.monotonic() - self._last_rx > self.stall_s:
                     self.counters["stalls"] += 1
                     raise _Lost(f"no data for {self.stall_s:g} s") from None

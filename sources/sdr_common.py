@@ -14,8 +14,18 @@ import numpy as np
 
 from ..array import ULA
 
-__all__ = ["DeviceStopped", "IndexTracker", "SeqMapper", "Backoff", "check_channels", "check_truth",
-           "truth_meta", "make_array", "cut_frames", "U32"]
+__all__ = [
+    "U32",
+    "Backoff",
+    "DeviceStopped",
+    "IndexTracker",
+    "SeqMapper",
+    "check_channels",
+    "check_truth",
+    "cut_frames",
+    "make_array",
+    "truth_meta",
+]
 
 #: Device counters are uint32 and wrap at 2**32.
 U32 = 1 << 32

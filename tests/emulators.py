@@ -27,7 +27,12 @@ import numpy as np
 import zmq
 
 from nearfield.array import ULA
-from nearfield.scenario import complex_noise, make_pilots, noise_variance, noiseless_signal
+from nearfield.scenario import (
+    complex_noise,
+    make_pilots,
+    noise_variance,
+    noiseless_signal,
+)
 
 KRAKEN_SYNC = 0x2BF7B95A
 _FT = {"data": 0, "dummy": 1, "ramp": 2, "cal": 3, "trigw": 4}
@@ -82,7 +87,7 @@ class KrakenEmulator(threading.Thread):
     """
 
     def __init__(self, scene: Scene, schedule, *, cpi_length: int = 2048, fs: float = 1.024e6, seed: int = 0,
-                 n_channels: int | None = None, cal_gains=None, gap_s: float = 0.0):
+                 n_channels: int | None = None, cal_gains=None, gap_s: float = 0.0, port: int = 0):
         super().__init__(daemon=True)
         self.scene = scene
         self.schedule = list(schedule)
@@ -94,7 +99,7 @@ class KrakenEmulator(threading.Thread):
         self.gap_s = gap_s
         self.srv = socket.socket()
         self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", 0))
+        self.srv.bind(("127.0.0.1", port))
         self.srv.listen(2)
         self.srv.settimeout(0.1)
         self.port = self.srv.getsockname()[1]
@@ -107,7 +112,7 @@ class KrakenEmulator(threading.Thread):
     def _fields(self, idx: int, **kw) -> dict:
         f = dict(active_ant_chs=self.m, rf_center_freq=int(round(self.scene.array.carrier_hz)),
                  adc_sampling_freq=int(self.fs), sampling_freq=int(self.fs), cpi_length=self.L,
-                 time_stamp=1_700_000_000_000 + idx * int(1000 * self.L / self.fs), cpi_index=idx,
+                 time_stamp=1_700_000_000_000 + idx * round(1000 * self.L / self.fs), cpi_index=idx,
                  daq_block_index=idx, if_gains=[280 + c for c in range(self.m)])
         f.update(kw)
         return f
@@ -143,7 +148,7 @@ class KrakenEmulator(threading.Thread):
         while time.monotonic() < deadline and not self.stop_flag.is_set():
             try:
                 return conn.recv(1024)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:        # reset by the client
                 return b""
@@ -163,7 +168,7 @@ class KrakenEmulator(threading.Thread):
         while pos < len(self.schedule) and not self.stop_flag.is_set() and time.monotonic() < deadline:
             try:
                 conn, _ = self.srv.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             conn.settimeout(0.1)
             with conn:
@@ -215,7 +220,7 @@ class RtlEmulator(threading.Thread):
     """
 
     def __init__(self, scene: Scene, schedule, *, samples: int = 2048, seed: int = 0, stale_channel: int = 3,
-                 start_seq: int = 1000, pace_s: float = 0.002):
+                 start_seq: int = 1000, pace_s: float = 0.002, port: int | None = None):
         super().__init__(daemon=True)
         self.scene = scene
         self.schedule = list(schedule)
@@ -228,7 +233,7 @@ class RtlEmulator(threading.Thread):
         self.pace_s = pace_s
         self.ctx = zmq.Context()
         self.sock = None
-        self.port = None
+        self.port = port
         self._bind()
         self.sent: list = []
         self.stop_flag = threading.Event()
@@ -320,3 +325,50 @@ class RtlEmulator(threading.Thread):
         finally:
             self.sock.close(linger=1000)
             self.ctx.term()
+
+
+# ---------------------------------------------------------------------------------------
+# Command line: serve an emulated device for a worked example (docs/hardware.md)
+# ---------------------------------------------------------------------------------------
+KRAKEN_SCENE = dict(n=5, theta=[-0.45, 0.35], r=[2.0, 3.5], snr_db=25.0)
+RTL_SCENE = dict(n=8, theta=[-0.3, 0.35], r=[5.0, 9.0], snr_db=20.0)
+KRAKEN_FAULTS = ["dummy", "unlocked", "data", "data", "cal", "data", "bad_sync", "data", "drop", "data",
+                 ("lost", 2), "data", "bad_size", "data", "dummy", "data"]
+RTL_FAULTS = ["data", "data", "stale", "data", "short", "data", ("lost", 2), "data", "bad_n", "data",
+              ("reconnect", 3), "data", "stale", "data"]
+
+
+def main(argv=None) -> int:
+    """``python tests/emulators.py kraken|rtlsdr [--port P] [--frames N | --faults]``."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="Serve an emulated KrakenSDR (Heimdall IQ server) or "
+                                             "coherent-rtlsdr on 127.0.0.1 with a known two-target scene.")
+    ap.add_argument("device", choices=("kraken", "rtlsdr"))
+    ap.add_argument("--port", type=int, help="port (default 5000 for kraken, 5555 for rtlsdr)")
+    ap.add_argument("--frames", type=int, default=20, help="device frames (CPIs / packets) to send")
+    ap.add_argument("--faults", action="store_true", help="send the fault schedule of the tests instead")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args(argv)
+    spec = KRAKEN_SCENE if a.device == "kraken" else RTL_SCENE
+    scene = Scene(ULA(spec["n"], 433.92e6), spec["theta"], spec["r"], spec["snr_db"])
+    if a.device == "kraken":
+        schedule = KRAKEN_FAULTS if a.faults else ["data"] * a.frames
+        emu = KrakenEmulator(scene, schedule, cpi_length=2048, seed=a.seed, port=a.port or 5000)
+        where = f"127.0.0.1:{emu.port}"
+    else:
+        schedule = RTL_FAULTS if a.faults else ["data"] * a.frames
+        emu = RtlEmulator(scene, schedule, samples=2048, seed=a.seed, port=a.port or 5555)
+        where = emu.address
+    print(f"emulated {a.device} on {where}; truth: {json.dumps(scene.truth())}", flush=True)
+    emu.start()
+    emu.join(120)
+    print(f"sent {len(getattr(emu, 'served', getattr(emu, 'sent', [])))} device frames; error: {emu.error}")
+    return 0 if emu.error is None else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
