@@ -308,6 +308,7 @@ class KrakenSDRSource(Source):
         self._tracker = IndexTracker()
         self._seq = SeqMapper()
         self._malformed_since_good = 0
+        self._last_error = ""
         self._arrays: dict = {}
         self._truth = truth_meta(self.truth)
 
@@ -352,7 +353,10 @@ class KrakenSDRSource(Source):
             pass
         self._sock = None
 
-    def _device_stopped(self, detail: str) -> bool:
+    def _device_stopped(self) -> bool:
+        c = self.counters
+        detail = (f"{c['connects']} connection(s) made, {c['connect_failures']} failed attempt(s)"
+                  + (f" (last: {self._last_error})" if self._last_error else "") + f", {c['stalls']} stall(s)")
         msg = (f"{self._where()}: nothing received for {self.timeout_s:g} s ({detail}); the device "
                f"stopped or is unreachable -- ending the run")
         if self.on_timeout == "fail":
@@ -363,19 +367,18 @@ class KrakenSDRSource(Source):
     def _connect(self):
         """Open the connection and send ``streaming``; False (or DeviceStopped) after timeout_s."""
         backoff = Backoff(0.05, 2.0)
-        detail = "no connection attempt"
         while True:
             if self._stop.is_set():
                 raise _Stopped
             if time.monotonic() - self._last_rx > self.timeout_s:
-                return self._device_stopped(detail)
+                return self._device_stopped()
             try:
                 sock = socket.create_connection((self.host, self.port), timeout=min(1.0, self.timeout_s))
                 sock.settimeout(self.poll_s)
                 sock.sendall(b"streaming")
             except OSError as exc:
                 self.counters["connect_failures"] += 1
-                detail = f"{self.counters['connect_failures']} failed connection attempt(s), last: {exc}"
+                self._last_error = str(exc)
                 yield from idle_until(time.monotonic() + backoff.next())
                 continue
             self._sock = sock

@@ -14,21 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from nearfield.sources.coherent_rtlsdr import (
-    CoherentRtlSdrSource,
-    PacketError,
-    incoherent_channels,
-    parse_packet,
-)
 
 from nearfield import registry
 from nearfield.array import ULA
 from nearfield.block import ParamError
 from nearfield.flowgraph import parse_flowgraph
 from nearfield.runtime import run_flowgraph
+from nearfield.sources.coherent_rtlsdr import CoherentRtlSdrSource, PacketError, incoherent_channels, parse_packet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from emulators import RtlEmulator, Scene
+from emulators import RtlEmulator, Scene  # noqa: E402
 
 FG = Path(__file__).resolve().parents[1] / "flowgraphs" / "coherent_rtlsdr.yaml"
 FC = 433.92e6

@@ -14,23 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from nearfield.sources.krakensdr import (
-    HEADER_SIZE,
-    SYNC_WORD,
-    HeaderError,
-    KrakenSDRSource,
-    frame_problem,
-    parse_header,
-)
 
 from nearfield import registry
 from nearfield.array import ULA
 from nearfield.block import ParamError
+from nearfield.cli import main as cli_main
 from nearfield.flowgraph import parse_flowgraph
 from nearfield.runtime import run_flowgraph
+from nearfield.sources.krakensdr import (HEADER_SIZE, SYNC_WORD, HeaderError, KrakenSDRSource, frame_problem,
+                                         parse_header)
+from nearfield.sources.sdr_common import U32, IndexTracker, SeqMapper
 
 sys.path.insert(0, str(Path(__file__).parent))
-from emulators import KrakenEmulator, Scene, kraken_header
+from emulators import KrakenEmulator, Scene, kraken_header  # noqa: E402
 
 FG = Path(__file__).resolve().parents[1] / "flowgraphs" / "krakensdr.yaml"
 FC = 433.92e6
@@ -175,7 +171,8 @@ def test_stopped_device_ends_the_run_with_a_clear_error(tmp_path):
 
 def test_no_device_at_all_fails_within_the_timeout():
     src = KrakenSDRSource("k", port=1, timeout_s=0.3)      # nothing listens on port 1
-    with pytest.raises(RuntimeError, match=r"nothing received for 0.3 s \(\d+ failed connection attempt"):
+    with pytest.raises(RuntimeError, match=r"nothing received for 0.3 s \(0 connection\(s\) made, \d+ failed attempt\(s\) "
+                                           r"\(last: .*refused"):
         for _ in src.generate():
             pass
     assert src.counters["connect_failures"] >= 1
@@ -235,3 +232,54 @@ def test_channel_that_the_device_does_not_send_is_a_clear_error(tmp_path):
 def test_parameter_errors_name_the_parameter(params, match):
     with pytest.raises(ParamError, match=match):
         KrakenSDRSource("k", **params)
+
+
+def test_index_tracker_counts_gaps_wraps_duplicates_and_restarts():
+    tr = IndexTracker()
+    assert tr.update(U32 - 2) == ("first", 0)
+    assert tr.update(U32 - 1) == ("next", 0)
+    assert tr.update(2) == ("next", 2)                 # wrapped past 2**32: 0 and 1 lost
+    assert tr.unwrapped == U32 + 2
+    assert tr.update(2) == ("duplicate", 0)
+    assert tr.update(6, skipped=1) == ("next", 2)       # 3, 4, 5 missing, one was a malformed header
+    assert tr.update(1) == ("restart", 0)              # went back: a new stream, nothing lost
+    sm = SeqMapper()
+    sm.anchor(10)
+    assert [sm.seq(10, 2, k) for k in (0, 1)] == [0, 1]
+    assert sm.seq(13, 2, 1) == 7                       # two device frames skipped: seq 4..5 missing
+    sm.anchor(0)                                       # restart: seq goes on increasing
+    assert sm.seq(0, 2, 0) == 8
+    assert sm.seq(1, 4, 0) == 9                        # frames per device frame changed: re-based
+
+
+def test_silent_connection_is_reopened_then_the_run_ends():
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    src = KrakenSDRSource("k", port=srv.getsockname()[1], stall_s=0.2, timeout_s=0.7, on_timeout="end")
+    try:
+        out = [f for f in src.generate() if f is not None]    # accepted by the backlog, never answered
+    finally:
+        src.close()
+        srv.close()
+    c = src.all_counters()
+    assert out == [] and c["stalls"] >= 2 and c["reconnects"] >= 1 and c["disconnects"] == c["stalls"]
+
+
+@pytest.mark.parametrize("on_timeout, status", [("fail", 1), ("end", 0)])
+def test_cli_exit_status_when_the_device_stops(tmp_path, capsys, on_timeout, status):
+    emu = KrakenEmulator(Scene(ARRAY, THETA, RANGE, 25), ["data"], cpi_length=2048, seed=6)
+    emu.start()
+    try:
+        rc = cli_main(["run", str(FG), "--inproc", "--quiet", "--set", f"source.port={emu.port}",
+                       "--set", "source.timeout_s=0.8", "--set", f"source.on_timeout={on_timeout}",
+                       "--set", f"out.path={tmp_path / 'e.jsonl'}"])
+    finally:
+        emu.stop_flag.set()
+        emu.join(10)
+    assert rc == status
+    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 2
+    if status:
+        assert "DeviceStopped" in capsys.readouterr().err
