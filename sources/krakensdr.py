@@ -382,6 +382,7 @@ class KrakenSDRSource(Source):
                 yield from idle_until(time.monotonic() + backoff.next())
                 continue
             self._sock = sock
+            self._connected_at = time.monotonic()
             self.counters["connects"] += 1
             if self.counters["connects"] > 1:
                 self.counters["reconnects"] += 1
@@ -399,7 +400,7 @@ class KrakenSDRSource(Source):
             try:
                 k = self._sock.recv_into(view[got:], min(n - got, 1 << 22))
             except TimeoutError:
-                if time.monotonic() - self._last_rx > self.stall_s:
+                if time.monotonic() - max(self._last_rx, self._connected_at) > self.stall_s:
                     self.counters["stalls"] += 1
                     raise _Lost(f"no data for {self.stall_s:g} s") from None
                 yield None
@@ -420,7 +421,7 @@ class KrakenSDRSource(Source):
             log.warning("%s: dropped a frame with a bad header (%s): %s", self._where(), exc.kind, exc)
 
     def generate(self) -> Iterator:
-        self._last_rx = time.monotonic()
+        self._last_rx = self._connected_at = time.monotonic()
         max_payload = int(self.max_frame_mb * (1 << 20))
         try:
             while True:

@@ -87,7 +87,8 @@ class KrakenEmulator(threading.Thread):
     """
 
     def __init__(self, scene: Scene, schedule, *, cpi_length: int = 2048, fs: float = 1.024e6, seed: int = 0,
-                 n_channels: int | None = None, cal_gains=None, gap_s: float = 0.0, port: int = 0):
+                 n_channels: int | None = None, cal_gains=None, gap_s: float = 0.0, port: int = 0,
+                 delay_s: float = 0.0):
         super().__init__(daemon=True)
         self.scene = scene
         self.schedule = list(schedule)
@@ -97,6 +98,7 @@ class KrakenEmulator(threading.Thread):
         self.m = n_channels or scene.array.n_antennas
         self.cal_gains = np.ones(self.m) if cal_gains is None else np.asarray(cal_gains)
         self.gap_s = gap_s
+        self.delay_s = delay_s                 # the DAQ's time to produce each frame
         self.srv = socket.socket()
         self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.srv.bind(("127.0.0.1", port))
@@ -188,6 +190,7 @@ class KrakenEmulator(threading.Thread):
                         self.requests += 1
                     first = False
                     data = self._frame(ev, idx)
+                    time.sleep(self.delay_s)
                     pos += 1
                     idx += 1
                     self.served.append(ev)

@@ -268,6 +268,35 @@ def test_silent_connection_is_reopened_then_the_run_ends():
     assert out == [] and c["stalls"] >= 2 and c["reconnects"] >= 1 and c["disconnects"] == c["stalls"]
 
 
+def test_a_device_that_comes_up_late_and_answers_slowly_is_not_taken_for_a_stall():
+    import socket
+    import threading
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()                                           # nothing listens for the first 0.6 s
+    emus = []
+
+    def late_start():
+        emus.append(KrakenEmulator(Scene(ARRAY, THETA, RANGE, 25), ["data", "data"], cpi_length=2048, port=port,
+                                   delay_s=0.15))
+        emus[0].start()
+
+    timer = threading.Timer(0.6, late_start)
+    timer.start()
+    src = KrakenSDRSource("k", port=port, stall_s=0.4, timeout_s=1.5, on_timeout="end")
+    try:
+        out = [f for f in src.generate() if f is not None]
+    finally:
+        src.close()
+        timer.join()
+        for e in emus:
+            e.stop_flag.set()
+            e.join(10)
+    assert len(out) == 4 and src.counters["stalls"] == 0 and src.counters["connect_failures"] >= 1
+
+
 @pytest.mark.parametrize("on_timeout, status", [("fail", 1), ("end", 0)])
 def test_cli_exit_status_when_the_device_stops(tmp_path, capsys, on_timeout, status):
     emu = KrakenEmulator(Scene(ARRAY, THETA, RANGE, 25), ["data"], cpi_length=2048, seed=6)
