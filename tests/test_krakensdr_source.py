@@ -107,18 +107,21 @@ def test_validity_rules():
     assert frame_problem(h, [0, 3]) is None
 
 
-def _graph(tmp_path, port, **source):
+def _graph(tmp_path, port, cal_sink=False, **source):
     g = yaml.safe_load(FG.read_text())
     g["blocks"]["source"].update(type="t_krakensdr_probe", port=port, timeout_s=1.5, stall_s=1.0, **source)
     g["blocks"]["out"]["path"] = str(tmp_path / "est.jsonl")
+    if cal_sink:     # the calibration port wired to a sink of its own
+        g["blocks"]["calout"] = {"type": "jsonl", "path": str(tmp_path / "cal.jsonl")}
+        g["connections"].append(["source.cal", "calout"])
     return parse_flowgraph(g, path=str(FG))
 
 
-def _run(tmp_path, emu, **source):
+def _run(tmp_path, emu, cal_sink=False, **source):
     ProbeKraken.instances.clear()
     emu.start()
     try:
-        res = run_flowgraph(_graph(tmp_path, emu.port, **source), inproc=True, quiet=True)
+        res = run_flowgraph(_graph(tmp_path, emu.port, cal_sink, **source), inproc=True, quiet=True)
     finally:
         emu.stop_flag.set()
         emu.join(10)
@@ -135,8 +138,11 @@ SCHEDULE = ["dummy", "unlocked", "data", "data", "cal", "data", "bad_sync", "dat
 def test_flowgraph_localizes_every_valid_frame_and_counts_every_fault(tmp_path):
     scene = Scene(ARRAY, THETA, RANGE, snr_db=25)
     emu = KrakenEmulator(scene, SCHEDULE, cpi_length=2048, seed=3)
-    res, c, recs = _run(tmp_path, emu, on_timeout="end", truth=scene.truth())
+    res, c, recs = _run(tmp_path, emu, cal_sink=True, on_timeout="end", truth=scene.truth())
     assert res.ok, res.error
+    cal = [json.loads(x) for x in (tmp_path / "cal.jsonl").read_text().splitlines()]
+    assert [r["seq"] for r in cal] == [0]              # the one CAL frame went out on port 'cal'
+    assert {r["block"]: r["frames_out"] for r in res.summary}["source"] == len(recs) + 1
     n_data = SCHEDULE.count("data")
     # every DATA frame gives cpi_length // T = 2 frames, and only those
     assert c["data_frames"] == n_data and c["frames"] == 2 * n_data == len(recs)
