@@ -59,7 +59,7 @@ def kraken_header(**f) -> bytes:
 class Scene:
     """A two-target scene on a ULA: ``sample(rng, T)`` gives (N, T) complex128 snapshots."""
 
-    def __init__(self, array: ULA, theta, r, snr_db: float, gains=(1.0, 0.8 * np.exp(1j * 1.1))):
+    def __init__(self, array: ULA, theta, r, snr_db: float, gains=(1.0, 0.8 * (0.4536 + 0.8912j))):
         self.array = array
         self.theta = np.asarray(theta, float)
         self.r = np.asarray(r, float)
@@ -72,7 +72,7 @@ class Scene:
         return x + complex_noise(x.shape, noise_variance(x, self.snr_db), rng)
 
     def truth(self) -> list:
-        return [{"theta": float(t), "range": float(r)} for t, r in sorted(zip(self.theta, self.r))]
+        return [{"theta": float(t), "range": float(r)} for t, r in sorted(zip(self.theta, self.r, strict=True))]
 
 
 class KrakenEmulator(threading.Thread):

@@ -130,7 +130,7 @@ def test_flowgraph_localizes_every_coherent_packet_and_counts_every_fault(tmp_pa
     assert np.allclose(t0[:2], [1000 * 2048 / 2.048e6, (1000 * 2048 + 1024) / 2.048e6])
     for r in recs:
         assert len(r["targets"]) == 2
-        for e, t in zip(r["targets"], scene.truth()):
+        for e, t in zip(r["targets"], scene.truth(), strict=True):
             assert abs(e["theta"] - t["theta"]) < 0.01, r
             assert abs(e["range"] - t["range"]) < 0.05 * t["range"], r
 

@@ -161,7 +161,7 @@ def test_flowgraph_localizes_every_valid_frame_and_counts_every_fault(tmp_path):
     for r in recs:
         est = r["targets"]
         assert len(est) == 2 and r["truth"]["targets"] == scene.truth()
-        for e, t in zip(est, scene.truth()):
+        for e, t in zip(est, scene.truth(), strict=True):
             assert abs(e["theta"] - t["theta"]) < 0.01, r
             assert abs(e["range"] - t["range"]) < 0.05 * t["range"], r
 
@@ -177,8 +177,8 @@ def test_stopped_device_ends_the_run_with_a_clear_error(tmp_path):
 
 def test_no_device_at_all_fails_within_the_timeout():
     src = KrakenSDRSource("k", port=1, timeout_s=0.3)      # nothing listens on port 1
-    with pytest.raises(RuntimeError, match=r"nothing received for 0.3 s \(0 connection\(s\) made, \d+ failed attempt\(s\) "
-                                           r"\(last: .*refused"):
+    with pytest.raises(RuntimeError, match=r"nothing received for 0.3 s \(0 connection\(s\) made, "
+                                           r"\d+ failed attempt\(s\) \(last: .*refused"):
         for _ in src.generate():
             pass
     assert src.counters["connect_failures"] >= 1
