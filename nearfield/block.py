@@ -27,6 +27,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator
 
+from .contract import ContractError, Field, read_fields
 from .frame import Frame
 
 
@@ -182,16 +183,28 @@ class Block:
         Declared parameters; each becomes an attribute of the instance.
     inputs, outputs : tuple of str
         Port names; the first is the default port of a connection.
+    reads, adds : tuple of :class:`nearfield.contract.Field`
+        The frame contract: what the block reads from an input frame and adds to it.
+        :meth:`read` validates a frame against ``reads``; the flowgraph loader checks that
+        every non-optional read is added upstream (:func:`nearfield.contract.check_graph`).
     requires : tuple of str
         Arrays an input frame must carry; the runtime drops (and counts) a frame that
-        lacks one or holds NaN/Inf in one, before ``process`` sees it.
+        lacks one or holds NaN/Inf in one, before ``process`` sees it.  Derived from the
+        non-optional array ``reads`` unless the class sets it.
     """
 
     params: ClassVar[tuple[Param, ...]] = ()
     inputs: ClassVar[tuple[str, ...]] = ("in",)
     outputs: ClassVar[tuple[str, ...]] = ("out",)
+    reads: ClassVar[tuple[Field, ...]] = ()
+    adds: ClassVar[tuple[Field, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[str] = "block"
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "reads" in cls.__dict__ and "requires" not in cls.__dict__:
+            cls.requires = tuple(f.name for f in cls.reads if f.kind == "array" and not f.optional)
 
     def __init__(self, name: str | None = None, **params):
         self.name = name or type(self).__name__
@@ -228,6 +241,22 @@ class Block:
         """Process one frame: return a Frame, ``None``, or ``{port: Frame}``."""
         raise NotImplementedError
 
+    def read(self, frame: Frame) -> dict:
+        """Validate ``frame`` against the declared ``reads`` and return the parsed values.
+
+        Returns ``{name: value}`` (None for absent optional fields): arrays as they are,
+        meta ``geometry`` as a :class:`nearfield.array.ULA`, ``positions`` as ``(theta, r)``,
+        ``gains`` as a complex array, ``indices`` as an int array (see
+        :mod:`nearfield.contract`).  Raises :class:`BadFrame` naming the block and the field.
+        """
+        try:
+            return read_fields(self.reads, frame)
+        except ContractError as exc:
+            raise BadFrame(f"block {self.name!r}: {exc}") from None
+
+    def checkpoint(self) -> None:
+        """Persist the block's state (called periodically by the runtime); no-op by default."""
+
     def finish(self):
         """End of stream: return ``None`` or an iterable of frames to emit."""
         return None
@@ -241,9 +270,6 @@ class Block:
         """First line of the class docstring."""
         doc = inspect.getdoc(cls) or ""
         return doc.splitlines()[0] if doc else ""
-
-    def param_values(self) -> dict:
-        return {p.name: getattr(self, p.name) for p in self.params}
 
 
 class Source(Block):

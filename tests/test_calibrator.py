@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from nearfield.block import BadFrame
-from nearfield.blocks.calibrator import Calibrator, calibrate, ideal_signal, unwrap_phase
+from nearfield.blocks.calibrator import Calibrator
+from nearfield.estimators.phase2 import calibrate, ideal_signal, unwrap_phase
 from nearfield.frame import Frame
 from nearfield.scenario import paper_scenario
 

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from nearfield.block import BadFrame
-from nearfield.blocks.fault_detector import (FaultDetector, coarse_localize, detect_faults, estimate_order,
-                                             match_to_pilots, partition_subarrays, triangulate)
+from nearfield.blocks.fault_detector import FaultDetector
+from nearfield.estimators.phase1 import detect_faults
+from nearfield.estimators.subarrays import (coarse_localize, estimate_order, match_to_pilots, partition_subarrays,
+                                            triangulate)
 from nearfield.frame import Frame
 from nearfield.scenario import paper_scenario
 
