@@ -58,10 +58,7 @@ class Calibrator(Block):
             raise BadFrame("arrays: neither 'pilots' nor 'waveforms' present")
         N = array.n_antennas
         if self.evidence is not None and self.evidence.size != N:
-            if self.state_path:  # a state file for another array: a configuration error, say so and stop
-                raise ValueError(f"block {self.name!r}, state_path {self.state_path!r}: the state holds "
-                                 f"{self.evidence.size} antennas, the frames {N}")
-            raise BadFrame(f"snapshots: N={N} differs from the calibrator state's {self.evidence.size}")
+            raise self.state_size_error(self.evidence.size, N)
         evidence = np.zeros(N, np.complex128) if self.evidence is None else self.forget * self.evidence
         if faulty.size:
             new = phase_evidence(Y, array, faulty, theta, r, gains, S, self.method)

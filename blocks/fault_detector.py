@@ -146,10 +146,7 @@ class FaultDetector(Block):
         array, Y, pilots = x["array"], x["snapshots"], x["pilots"]
         N = array.n_antennas
         if self.e_acc is not None and self.e_acc.size != N:
-            if self.state_path:  # a state file for another array: a configuration error, say so and stop
-                raise ValueError(f"block {self.name!r}, state_path {self.state_path!r}: the state holds "
-                                 f"{self.e_acc.size} antennas, the frames {N}")
-            raise BadFrame(f"snapshots: N={N} differs from the accumulated state's {self.e_acc.size}")
+            raise self.state_size_error(self.e_acc.size, N)
         k_min = (pilots.shape[0] if pilots is not None else 1) + 2
         if Y.shape[1] < k_min:
             raise BadFrame(f"snapshots: T={Y.shape[1]} snapshots, need at least {k_min}")

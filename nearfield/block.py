@@ -42,23 +42,6 @@ class ParamError(ValueError):
 _REQUIRED = object()
 
 
-def optional_finite(frame, *names):
-    """Arrays ``names`` of ``frame`` that are present, after checking they hold no NaN/Inf.
-
-    The runtime checks a block's ``requires``; optional inputs (pilots, waveforms) are the
-    block's to check.  Returns a list with ``None`` for absent arrays; raises
-    :class:`BadFrame` naming the array otherwise.
-    """
-    import numpy as np
-
-    out = []
-    for name in names:
-        arr = frame.arrays.get(name)
-        if arr is not None and not np.all(np.isfinite(arr)):
-            raise BadFrame(f"arrays.{name}: NaN or Inf values")
-        out.append(arr)
-    return out
-
 _TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool", list: "list", dict: "dict",
                type(None): "null"}
 
@@ -138,19 +121,6 @@ def idle_until(deadline: float, slice_s: float = 0.05):
         time.sleep(min(delay, slice_s))
         if deadline > time.monotonic():
             yield None
-
-
-def frame_array(frame):
-    """The frame's array geometry (:class:`nearfield.array.ULA` from ``meta['array']``).
-
-    Raises :class:`BadFrame` naming the field when it is missing or malformed.
-    """
-    from .array import ULA
-
-    try:
-        return ULA.from_meta(frame.meta["array"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise BadFrame(f"meta.array: {exc}") from None
 
 
 def n_targets_check(value) -> str | None:
@@ -253,6 +223,18 @@ class Block:
             return read_fields(self.reads, frame)
         except ContractError as exc:
             raise BadFrame(f"block {self.name!r}: {exc}") from None
+
+    def state_size_error(self, held: int, n: int) -> Exception:
+        """The error for a frame of ``n`` antennas while the block's state holds ``held``.
+
+        With a ``state_path`` the state file belongs to another array: a configuration error
+        (``ValueError``, the run stops, naming the file); without, the frame is dropped (BadFrame).
+        """
+        path = getattr(self, "state_path", None)
+        if path:
+            return ValueError(f"block {self.name!r}, state_path {path!r}: the state holds {held} antennas, "
+                              f"the frames {n}")
+        return BadFrame(f"snapshots: N={n} differs from the block state's {held}")
 
     def checkpoint(self) -> None:
         """Persist the block's state (called periodically by the runtime); no-op by default."""
