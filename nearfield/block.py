@@ -17,6 +17,12 @@ and sockets, compile kernels there, not in ``__init__`` (which runs in the paren
 validation).  ``finish()`` runs at end of stream and may return frames to flush;
 ``close()`` always runs last, also after an error.
 
+What a block reads from a frame and adds to it is declared once, as ``reads`` and ``adds``
+tuples of :class:`nearfield.contract.Field`: ``self.read(frame)`` validates a frame against
+``reads`` and returns the parsed values, and the loader refuses a graph in which a block
+reads a field no upstream block adds (:func:`nearfield.contract.check_graph`).
+``checkpoint()`` persists a stateful block's state (the runtime calls it periodically).
+
 A frame whose *data* is bad makes ``process`` raise :class:`BadFrame`: the runtime
 drops the frame, counts and logs it, and goes on; the block must then leave its state
 untouched.  Any other exception stops the graph.

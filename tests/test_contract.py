@@ -98,3 +98,14 @@ def test_music_localizer_reads_depend_on_the_centre_parameter():
     assert any("meta.model_targets" in e for e in err) and not any("meta.coarse" in e for e in err)
     assert check_graph(blocks, [("source", "detect"), ("detect", "locate")]) == [
         "block 'locate' reads arrays.covariance, which no block upstream of it adds (upstream: detect, source)"]
+
+
+@pytest.mark.parametrize("name", ["synthetic", "baselines", "plot", "record_sigmf", "gnuradio_zmq"])
+def test_the_shipped_flowgraphs_keep_the_contract(name):
+    from pathlib import Path
+
+    from nearfield.flowgraph import load_flowgraph
+
+    fg = load_flowgraph(Path(__file__).resolve().parents[1] / "flowgraphs" / f"{name}.yaml")
+    blocks = {n: spec.instantiate() for n, spec in fg.blocks.items()}
+    assert check_graph(blocks, [(e.src, e.dst) for e in fg.edges]) == []

@@ -216,7 +216,7 @@ def bcd_localize(Y: np.ndarray, array: ULA, pilots: np.ndarray, n_targets: int |
     for it in range(1, n_iter + 1):
         th_prev, r_prev = theta.copy(), r.copy()
         # (P3): fault mask by ISTA given (beta, theta, r)
-        X = A @ (gains[:, None] * S)
+        X = noiseless_signal(array, theta, r, gains, S, model=model)
         rho = noise_rho(X, sigma2, kappa)
         z = ista_solve(*ista_stats(Y, X), rho)  # the exact minimiser of (P3), separable over antennas
         c = 1.0 + z
