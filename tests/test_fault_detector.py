@@ -49,7 +49,8 @@ def test_block_drops_bad_frame_without_touching_state():
         blk.process(Frame(1, 0.0, {"snapshots": np.zeros((100, 100), np.complex64)}, {"array": sc.array.describe()}))
     with pytest.raises(BadFrame, match="array"):
         blk.process(Frame(2, 0.0, {"snapshots": sc.sample(rng)}, {}))
-    assert np.array_equal(before[0], blk.e_acc) and np.array_equal(before[1], blk.faulty) and before[2] == blk.frames_seen
+    assert np.array_equal(before[0], blk.e_acc) and np.array_equal(before[1], blk.faulty)
+    assert before[2] == blk.frames_seen
 
 
 def test_corrupt_state_file_is_a_clear_error(tmp_path):

@@ -23,7 +23,8 @@ def test_triangulation_is_exact_for_exact_bearings_and_robust_to_an_outlier():
     centres = np.linspace(-0.6, 0.6, 7)
     angles = np.arctan2(y - centres, x)
     th, r, n = triangulate(angles, centres)
-    assert r == pytest.approx(np.hypot(x, y), abs=1e-9) and th == pytest.approx(np.arcsin(y / np.hypot(x, y)), abs=1e-12)
+    assert r == pytest.approx(np.hypot(x, y), abs=1e-9)
+    assert th == pytest.approx(np.arcsin(y / np.hypot(x, y)), abs=1e-12)
     bad = angles.copy()
     bad[2] += 0.05  # one wild subarray
     th2, r2, n2 = triangulate(bad, centres)

@@ -111,7 +111,7 @@ class _Search:
     def prepare(self, A: np.ndarray, k: int):
         """Fix the other columns (A (N, K) current steering matrix) for target k."""
         K = A.shape[1]
-        o = [l for l in range(K) if l != k]
+        o = [j for j in range(K) if j != k]
         # row 0 of R gives conj(phi^H y); rows 1.. give u = Phi_o^H phi (one GEMM per grid)
         rows = [self.cw[:, k].conj()[None, :]]
         if o:

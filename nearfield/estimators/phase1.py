@@ -1,6 +1,6 @@
 """Phase 1: faulty-antenna detection and coarse localization (paper Sec. IV-A).
 
-:func:`detect_faults` alternates: coarse positions (:func:`~nearfield.estimators.subarrays.coarse_localize`)
+:func:`detect_faults` alternates: coarse positions (:func:`coarse_positions`)
 -> exact-model polish (:func:`robust_polish`) -> gains (20) or waveforms -> ISTA on (P3)
 (:func:`ista_detect`) -> faulty set (12), until the faulty set stops changing.
 
@@ -30,7 +30,7 @@ from ..ista import ista_solve, ista_stats, noise_rho
 from ..ml import ls_gains, ls_waveforms, refine_ml
 from ..scenario import noiseless_signal
 from ..steering import steering
-from .interface import Estimate, resolve_order
+from .interface import resolve_order
 from .subarrays import coarse_localize, estimate_order, match_to_pilots
 
 @dataclass
@@ -88,6 +88,22 @@ def robust_polish(Y, array, theta, r, pilots, w, rounds: int = 3, factor: float 
             break
         w[out] = 0.0
     return best[0], best[1], w
+
+
+def coarse_positions(Y: np.ndarray, array: ULA, n_targets: int, faulty, pilots: np.ndarray | None, w: np.ndarray,
+                     min_subarray: int = 10, grid_size: int = 256):
+    """Coarse positions avoiding ``faulty``, rows following the pilots when given (weights ``w`` for the match).
+
+    Returns theta (K,), r (K,) and the number of subarrays Q; ``ValueError`` when a target's
+    bearing lines do not intersect.
+    """
+    c_th, c_r, Q = coarse_localize(Y, array, n_targets, faulty, min_subarray, grid_size)
+    if not np.all(np.isfinite(c_th)):
+        raise ValueError("coarse localization: a target's bearing lines do not intersect")
+    if pilots is not None:
+        perm = match_to_pilots(Y, array, c_th, c_r, pilots, w)
+        c_th, c_r = c_th[perm], c_r[perm]
+    return c_th, c_r, Q
 
 
 def fit_signal(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None, w: np.ndarray):
@@ -181,12 +197,7 @@ def detect_faults(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n
         if start is not None:
             (c_th, c_r), Q = start, 0
         else:
-            c_th, c_r, Q = coarse_localize(Yd, array, K, faulty, min_subarray, grid_size)
-            if not np.all(np.isfinite(c_th)):
-                raise ValueError("coarse localization: a target's bearing lines do not intersect")
-            if pilots is not None:
-                perm = match_to_pilots(Yd, array, c_th, c_r, pilots, w)
-                c_th, c_r = c_th[perm], c_r[perm]
+            c_th, c_r, Q = coarse_positions(Yd, array, K, faulty, pilots, w, min_subarray, grid_size)
         th, rr = c_th, c_r
         if polish:
             th, rr, w = robust_polish(Yd, array, c_th, c_r, pilots, w)  # gains below skip the outliers too
