@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 
 from nearfield.block import BadFrame  # noqa: E402
 from nearfield.blocks.calibrator import Calibrator  # noqa: E402
-from nearfield.blocks.fault_detector import FaultDetector, estimate_order  # noqa: E402
+from nearfield.blocks.fault_detector import FaultDetector  # noqa: E402
+from nearfield.estimators.subarrays import estimate_order  # noqa: E402
 from nearfield.frame import Frame  # noqa: E402
 from nearfield.impairments import hi_nmse  # noqa: E402
 from nearfield.montecarlo import run_trial, summarize  # noqa: E402

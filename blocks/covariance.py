@@ -22,6 +22,7 @@ import logging
 import numpy as np
 
 from ..block import BadFrame, Block, Param
+from ..contract import COVARIANCE, SNAPSHOTS
 from ..frame import Frame
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class Covariance(Block):
               "weight f kept by the past in R <- f R_prev + (1-f) R_new; 0 = per-frame only",
               check=_check_forget),
     )
-    requires = ("snapshots",)
+    reads = (SNAPSHOTS,)
+    adds = (COVARIANCE,)
 
     def start(self) -> None:
         self._avg = None

@@ -7,13 +7,13 @@ streaming blocks live in :mod:`nearfield.blocks`, :mod:`nearfield.sources` and
 from .array import ULA, paper_array
 from .frame import Frame
 from .impairments import draw_impairments, hi_nmse
-from .localize import Localization, localize
+from .estimators import Estimate, Localization, localize
 from .scenario import Scenario, make_pilots, noiseless_signal, paper_scenario
 from .steering import far_field_steering, steering, steering_derivatives
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ULA", "paper_array", "localize", "Localization", "Frame", "draw_impairments", "hi_nmse", "Scenario", "make_pilots",
+    "ULA", "paper_array", "localize", "Localization", "Estimate", "Frame", "draw_impairments", "hi_nmse", "Scenario", "make_pilots",
     "noiseless_signal", "paper_scenario", "steering", "steering_derivatives", "far_field_steering",
 ]

@@ -17,6 +17,12 @@ and sockets, compile kernels there, not in ``__init__`` (which runs in the paren
 validation).  ``finish()`` runs at end of stream and may return frames to flush;
 ``close()`` always runs last, also after an error.
 
+What a block reads from a frame and adds to it is declared once, as ``reads`` and ``adds``
+tuples of :class:`nearfield.contract.Field`: ``self.read(frame)`` validates a frame against
+``reads`` and returns the parsed values, and the loader refuses a graph in which a block
+reads a field no upstream block adds (:func:`nearfield.contract.check_graph`).
+``checkpoint()`` persists a stateful block's state (the runtime calls it periodically).
+
 A frame whose *data* is bad makes ``process`` raise :class:`BadFrame`: the runtime
 drops the frame, counts and logs it, and goes on; the block must then leave its state
 untouched.  Any other exception stops the graph.
@@ -27,6 +33,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator
 
+from .contract import ContractError, Field, read_fields
 from .frame import Frame
 
 
@@ -40,23 +47,6 @@ class ParamError(ValueError):
 
 _REQUIRED = object()
 
-
-def optional_finite(frame, *names):
-    """Arrays ``names`` of ``frame`` that are present, after checking they hold no NaN/Inf.
-
-    The runtime checks a block's ``requires``; optional inputs (pilots, waveforms) are the
-    block's to check.  Returns a list with ``None`` for absent arrays; raises
-    :class:`BadFrame` naming the array otherwise.
-    """
-    import numpy as np
-
-    out = []
-    for name in names:
-        arr = frame.arrays.get(name)
-        if arr is not None and not np.all(np.isfinite(arr)):
-            raise BadFrame(f"arrays.{name}: NaN or Inf values")
-        out.append(arr)
-    return out
 
 _TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool", list: "list", dict: "dict",
                type(None): "null"}
@@ -139,19 +129,6 @@ def idle_until(deadline: float, slice_s: float = 0.05):
             yield None
 
 
-def frame_array(frame):
-    """The frame's array geometry (:class:`nearfield.array.ULA` from ``meta['array']``).
-
-    Raises :class:`BadFrame` naming the field when it is missing or malformed.
-    """
-    from .array import ULA
-
-    try:
-        return ULA.from_meta(frame.meta["array"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise BadFrame(f"meta.array: {exc}") from None
-
-
 def n_targets_check(value) -> str | None:
     """``Param.check`` for K parameters: null, 'auto' or an integer >= 1."""
     ok = value is None or value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
@@ -182,16 +159,28 @@ class Block:
         Declared parameters; each becomes an attribute of the instance.
     inputs, outputs : tuple of str
         Port names; the first is the default port of a connection.
+    reads, adds : tuple of :class:`nearfield.contract.Field`
+        The frame contract: what the block reads from an input frame and adds to it.
+        :meth:`read` validates a frame against ``reads``; the flowgraph loader checks that
+        every non-optional read is added upstream (:func:`nearfield.contract.check_graph`).
     requires : tuple of str
         Arrays an input frame must carry; the runtime drops (and counts) a frame that
-        lacks one or holds NaN/Inf in one, before ``process`` sees it.
+        lacks one or holds NaN/Inf in one, before ``process`` sees it.  Derived from the
+        non-optional array ``reads`` unless the class sets it.
     """
 
     params: ClassVar[tuple[Param, ...]] = ()
     inputs: ClassVar[tuple[str, ...]] = ("in",)
     outputs: ClassVar[tuple[str, ...]] = ("out",)
+    reads: ClassVar[tuple[Field, ...]] = ()
+    adds: ClassVar[tuple[Field, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[str] = "block"
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "reads" in cls.__dict__ and "requires" not in cls.__dict__:
+            cls.requires = tuple(f.name for f in cls.reads if f.kind == "array" and not f.optional)
 
     def __init__(self, name: str | None = None, **params):
         self.name = name or type(self).__name__
@@ -228,6 +217,34 @@ class Block:
         """Process one frame: return a Frame, ``None``, or ``{port: Frame}``."""
         raise NotImplementedError
 
+    def read(self, frame: Frame) -> dict:
+        """Validate ``frame`` against the declared ``reads`` and return the parsed values.
+
+        Returns ``{name: value}`` (None for absent optional fields): arrays as they are,
+        meta ``geometry`` as a :class:`nearfield.array.ULA`, ``positions`` as ``(theta, r)``,
+        ``gains`` as a complex array, ``indices`` as an int array (see
+        :mod:`nearfield.contract`).  Raises :class:`BadFrame` naming the block and the field.
+        """
+        try:
+            return read_fields(self.reads, frame)
+        except ContractError as exc:
+            raise BadFrame(f"block {self.name!r}: {exc}") from None
+
+    def state_size_error(self, held: int, n: int) -> Exception:
+        """The error for a frame of ``n`` antennas while the block's state holds ``held``.
+
+        With a ``state_path`` the state file belongs to another array: a configuration error
+        (``ValueError``, the run stops, naming the file); without, the frame is dropped (BadFrame).
+        """
+        path = getattr(self, "state_path", None)
+        if path:
+            return ValueError(f"block {self.name!r}, state_path {path!r}: the state holds {held} antennas, "
+                              f"the frames {n}")
+        return BadFrame(f"snapshots: N={n} differs from the block state's {held}")
+
+    def checkpoint(self) -> None:
+        """Persist the block's state (called periodically by the runtime); no-op by default."""
+
     def finish(self):
         """End of stream: return ``None`` or an iterable of frames to emit."""
         return None
@@ -241,9 +258,6 @@ class Block:
         """First line of the class docstring."""
         doc = inspect.getdoc(cls) or ""
         return doc.splitlines()[0] if doc else ""
-
-    def param_values(self) -> dict:
-        return {p.name: getattr(self, p.name) for p in self.params}
 
 
 class Source(Block):

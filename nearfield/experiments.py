@@ -77,6 +77,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .frame import jsonable
 from .montecarlo import PAPER_TARGETS, run_trial, summarize
 
 __all__ = ["EXPERIMENTS", "Experiment", "main", "run_experiment", "trial_unit", "bounds_unit",
@@ -158,23 +159,11 @@ def trial_seed(seed: int, i: int) -> int:
 
 
 # --------------------------------------------------------------------------- work units
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
-
 def trial_unit(pt: dict, seed: int, schemes) -> dict:
     """One Monte Carlo trial at point ``pt`` (JSON-ready dict of :func:`run_trial`)."""
     res = run_trial(seed, pt["snr_db"], n_antennas=pt["n_antennas"], p_fault=pt["p_fault"],
                     targets=tuple(map(tuple, pt["targets"])), schemes=tuple(schemes))
-    return _jsonable(res)
+    return jsonable(res, finite=False)
 
 
 def _cart_bound(M: np.ndarray, theta, r) -> float:

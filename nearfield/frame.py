@@ -1,4 +1,4 @@
-"""The unit that flows between blocks (DESIGN.md, "Frames and the wire")."""
+"""The unit that flows between blocks, and the helpers that parse and write its meta fields."""
 from __future__ import annotations
 
 import math
@@ -76,12 +76,23 @@ def positions_meta(theta, r, sort: bool = True) -> list[dict]:
     return [{"theta": float(theta[i]), "range": float(r[i])} for i in order]
 
 
-def finite_or_none(obj):
-    """JSON has no NaN/Inf: map them to null, recursively (strict JSON for outside tools)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+def jsonable(obj, finite: bool = True):
+    """``obj`` as plain JSON data, recursively: numpy scalars and arrays become Python numbers
+    and lists, tuples become lists, dict keys strings; with ``finite`` (strict JSON for outside
+    tools, which has no NaN/Inf) non-finite floats become None.  The one JSON sanitiser."""
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    elif isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return None if finite and not math.isfinite(obj) else obj
     if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
+        return {str(k): jsonable(v, finite) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
+        return [jsonable(v, finite) for v in obj]
     return obj
+
+
+def finite_or_none(obj):
+    """JSON has no NaN/Inf: map them to null, recursively (strict JSON for outside tools); see :func:`jsonable`."""
+    return jsonable(obj, finite=True)

@@ -11,62 +11,20 @@ soft-threshold ``S(z, g) = z / |z| * max(|z| - g, 0)`` (eq. (9) is the real one)
 
 Step size: ``nu = 1 / L`` with L the Lipschitz constant of grad f,
 ``L = max_n sum_t |x_{n,t}|^2`` (the Hessian of f is diagonal), which guarantees
-monotone convergence (Beck & Teboulle 2009).  PAPER-NOTES item 13: the paper's
+monotone convergence (Beck & Teboulle 2009).  The paper's
 nu = 1e-4, rho = 0.01 make the l1 term negligible; :func:`noise_rho` sets rho from
 the noise level instead.
 
 (P3) is separable over antennas, so its minimiser has the closed form
-``z_n = S(sum_t conj(x) (y - x) / sum_t |x|^2, rho / sum_t |x|^2)``; the tests use it
-as an independent oracle for the iterations.
-
-The loop is numba-compiled (one signature, complex128/float64, cached): the per-antenna
-reductions over T are the hot part and BLAS has nothing that fuses them with the
-shrinkage.
+``z_n = S(sum_t conj(x) (y - x) / sum_t |x|^2, rho / sum_t |x|^2)``.  The detectors use
+that closed form (:func:`ista_solve`):
+it is the point ISTA converges to, without iterating and without a compiled kernel.
+:func:`ista` and :func:`ista_iterate` keep the iterations of eq. (10) (vectorised over
+antennas) as the paper's algorithm and as a cross-check of the closed form.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
-
-@njit(cache=True, nogil=True)
-def _stats_kernel(Y, X):
-    n, t = Y.shape
-    e = np.zeros(n)
-    b = np.zeros(n, dtype=np.complex128)
-    for i in range(n):
-        acc_e = 0.0
-        acc_b = 0.0j
-        for j in range(t):
-            xv = X[i, j]
-            acc_e += xv.real * xv.real + xv.imag * xv.imag
-            acc_b += xv.conjugate() * (Y[i, j] - xv)
-        e[i] = acc_e
-        b[i] = acc_b
-    return e, b
-
-
-@njit(cache=True, nogil=True)
-def _iterate_kernel(e, b, rho, step, tol, max_iter, z):
-    n = e.size
-    thr = step * rho
-    it = 0
-    for it in range(1, max_iter + 1):
-        change = 0.0
-        for i in range(n):
-            v = z[i] - step * (e[i] * z[i] - b[i])
-            mag = abs(v)
-            if mag > thr:
-                new = v * ((mag - thr) / mag)
-            else:
-                new = 0.0j
-            d = abs(new - z[i])
-            if d > change:
-                change = d
-            z[i] = new
-        if change <= tol:
-            break
-    return z, it
 
 
 def ista_stats(Y: np.ndarray, X: np.ndarray):
@@ -75,22 +33,41 @@ def ista_stats(Y: np.ndarray, X: np.ndarray):
     The gradient (11) is ``e * z - b``, so ISTA needs only these; statistics of several
     frames add up (the streaming detector accumulates them).  Shapes (N,), (N,).
     """
-    Y = np.ascontiguousarray(Y, dtype=np.complex128)
-    X = np.ascontiguousarray(X, dtype=np.complex128)
+    Y = np.asarray(Y, dtype=np.complex128)
+    X = np.asarray(X, dtype=np.complex128)
     if Y.shape != X.shape or Y.ndim != 2:
         raise ValueError(f"Y and X: expected two (N, T) arrays of one shape, got {Y.shape} and {X.shape}")
-    return _stats_kernel(Y, X)
+    e = np.einsum("it,it->i", X.real, X.real) + np.einsum("it,it->i", X.imag, X.imag)
+    b = np.einsum("it,it->i", X.conj(), Y - X)
+    return e, b
+
+
+def ista_solve(e, b, rho: float) -> np.ndarray:
+    """The minimiser of (P3) from its statistics: ``z_n = S(b_n / e_n, rho / e_n)``, shape (N,).
+
+    Antennas with ``e_n = 0`` (no signal) get z_n = 0.
+    """
+    e = np.asarray(e, dtype=np.float64)
+    b = np.asarray(b, dtype=np.complex128)
+    safe = np.where(e > 0, e, 1.0)
+    return np.where(e > 0, soft_threshold(b / safe, rho / safe), 0.0).astype(np.complex128)
 
 
 def ista_iterate(e, b, rho, step=None, tol=1e-7, max_iter=1000, z0=None):
     """ISTA iterations (10) on the statistics of :func:`ista_stats`; returns (z, n_iter)."""
-    e = np.ascontiguousarray(e, dtype=np.float64)
-    b = np.ascontiguousarray(b, dtype=np.complex128)
+    e = np.asarray(e, dtype=np.float64)
+    b = np.asarray(b, dtype=np.complex128)
     if step is None:
         L = float(np.max(e)) if e.size else 0.0
         step = 1.0 / L if L > 0 else 1.0
     z = np.zeros(e.size, np.complex128) if z0 is None else np.array(z0, dtype=np.complex128)
-    z, it = _iterate_kernel(e, b, float(rho), float(step), float(tol), int(max_iter), z)
+    it = 0
+    for it in range(1, int(max_iter) + 1):  # a loop over iterations; each one is vectorised over antennas
+        new = soft_threshold(z - step * (e * z - b), step * rho)
+        change = float(np.max(np.abs(new - z))) if z.size else 0.0
+        z = new
+        if change <= tol:
+            break
     return z, int(it)
 
 
@@ -145,11 +122,9 @@ def ista(Y: np.ndarray, X: np.ndarray, rho: float, step: float | None = None,
 def soft_threshold(v: np.ndarray, gamma) -> np.ndarray:
     """Complex soft-threshold S(v, gamma) = v / |v| * max(|v| - gamma, 0)."""
     mag = np.abs(v)
-    return np.where(mag > gamma, v * (1.0 - gamma / np.maximum(mag, 1e-300)), 0.0)
+    return np.where(mag > gamma, v * (1.0 - gamma / np.maximum(mag, 1e-300)), 0.0).astype(np.complex128)
 
 
 def closed_form(Y: np.ndarray, X: np.ndarray, rho: float) -> np.ndarray:
-    """The exact minimiser of (P3) (separable problem), for tests and checks."""
-    e = np.sum(np.abs(X) ** 2, axis=1)
-    b = np.sum(np.conj(X) * (Y - X), axis=1)
-    return soft_threshold(b / e, rho / e)
+    """The exact minimiser of (P3) (separable problem) from the snapshots, shape (N,)."""
+    return ista_solve(*ista_stats(Y, X), rho)

@@ -3,82 +3,28 @@
 A trial draws a scenario (HI vector, gains, pilots, noise) from a seeded Generator,
 runs each requested scheme on the same snapshots, and returns plain numbers: per-target
 squared errors in angle and range, the fault-detection counts, the HI-vector NMSE, the
-time spent, and the CRB diagonal of that realisation.  The schemes call the same
-functions as the streaming blocks.
-
-Schemes (``SCHEMES``):
+time spent, and the CRB diagonal of that realisation.  Every scheme is a localizer of
+:data:`nearfield.estimators.LOCALIZERS` (the functions the streaming blocks call), run as
+``localizer(Y, array, pilots, K)``:
 
 * ``proposed`` -- the three phases with the exact-model refinement (:func:`nearfield.localize`);
 * ``paper`` -- the three phases as the paper writes them (no refinement);
 * ``coarse`` -- Phase 1's triangulation alone;
-* ``bcd`` -- the BCD baseline of Sec. III-B (:mod:`nearfield.blocks.bcd`);
-* ``music2d`` -- 2-D near-field MUSIC on the uncalibrated covariance (:mod:`nearfield.blocks.music2d`).
+* ``bcd`` -- the BCD baseline of Sec. III-B (:mod:`nearfield.estimators.bcd`);
+* ``music2d`` -- 2-D near-field MUSIC on the uncalibrated covariance (:mod:`nearfield.estimators.music2d`).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
 import numpy as np
 
 from .bounds import crb
+from .estimators import LOCALIZERS, Estimate
 from .impairments import hi_nmse
-from .localize import localize
 from .scenario import PAPER_TARGETS, paper_scenario
 
 
-@dataclass
-class SchemeOutput:
-    """What a scheme returns: positions (in any order), and optionally faults and c_hat."""
-
-    theta: np.ndarray
-    r: np.ndarray
-    faulty: np.ndarray | None = None
-    c_hat: np.ndarray | None = None
-
-
-def _proposed(Y, sc, pilots, refine=True):
-    est = localize(Y, sc.array, pilots, None if pilots is not None else sc.theta.size, refine=refine)
-    return SchemeOutput(est.theta, est.r, est.faulty, est.c_hat), est
-
-
-def scheme_proposed(Y, sc, pilots):
-    return _proposed(Y, sc, pilots)[0]
-
-
-def scheme_paper(Y, sc, pilots):
-    return _proposed(Y, sc, pilots, refine=False)[0]
-
-
-def scheme_coarse(Y, sc, pilots):
-    from .blocks.fault_detector import detect_faults
-
-    p1 = detect_faults(Y, sc.array, pilots, sc.theta.size)
-    return SchemeOutput(p1.coarse_theta, p1.coarse_r, p1.faulty, None)
-
-
-def scheme_bcd(Y, sc, pilots):
-    from .blocks.bcd import bcd_localize
-
-    res = bcd_localize(Y, sc.array, pilots, sc.theta.size)
-    return SchemeOutput(np.asarray(res.theta), np.asarray(res.r), np.asarray(getattr(res, "faulty", [])),
-                        getattr(res, "c_hat", None))
-
-
-def scheme_music2d(Y, sc, pilots):
-    from .blocks.music2d import music2d_localize
-
-    res = music2d_localize(Y, sc.array, sc.theta.size)
-    return SchemeOutput(np.asarray(res.theta), np.asarray(res.r))
-
-
-SCHEMES = {
-    "proposed": scheme_proposed,
-    "paper": scheme_paper,
-    "coarse": scheme_coarse,
-    "bcd": scheme_bcd,
-    "music2d": scheme_music2d,
-}
+SCHEMES = LOCALIZERS  # the schemes by name: the core's table of localizers
 
 
 def match_errors(theta, r, true_theta, true_r):
@@ -125,10 +71,10 @@ def run_trial(seed: int, snr_db: float, *, n_antennas: int = 256, p_fault: float
     for name in schemes:
         t0 = time.perf_counter()
         try:
-            res = SCHEMES[name](Y, sc, sc.pilots if pilots else None)
+            res = LOCALIZERS[name](Y, sc.array, sc.pilots if pilots else None, K)
             failed = None
         except (ValueError, np.linalg.LinAlgError) as exc:  # a scheme that cannot answer is a gross error
-            res = SchemeOutput(np.full(K, np.nan), np.full(K, np.nan))
+            res = Estimate(np.full(K, np.nan), np.full(K, np.nan))
             failed = str(exc)
         dt = time.perf_counter() - t0
         d_th, d_r = match_errors(res.theta, res.r, sc.theta, sc.r)
@@ -143,7 +89,7 @@ def run_trial(seed: int, snr_db: float, *, n_antennas: int = 256, p_fault: float
 
 
 def summarize(trials: list[dict], scheme: str) -> dict:
-    """RMSE per target-averaged (PAPER-NOTES 11) against sqrt(mean_k CRB_kk), and friends.
+    """RMSE per target-averaged (mean over targets of the squared errors) against sqrt(mean_k CRB_kk), and friends.
 
     Returns rmse_theta, rmse_range, rcrb_theta, rcrb_range, their ratios, gross (share
     of trials with a position error above 10 x the CRB std in angle or range), missed and

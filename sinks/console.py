@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 
+from ..contract import FAULTY, TARGETS, TRUTH, optional
 from ..block import BadFrame, Param, Sink, positive
 from ..frame import Frame
 
@@ -38,6 +39,7 @@ def format_line(frame: Frame) -> str:
 class ConsoleSink(Sink):
     """Print one short line per frame: seq, targets (deg, m), number of faulty antennas."""
 
+    reads = (optional(TARGETS), optional(FAULTY), TRUTH)  # frame contract (nearfield.contract)
     params = (
         Param("every", int, 1, "print every k-th frame (by arrival order)", check=positive),
         Param("stream", str, "stdout", "where to print", choices=("stdout", "stderr")),

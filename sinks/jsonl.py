@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from ..contract import FAULTY, TARGETS, TRUTH, optional
 from ..block import BadFrame, Param, ParamError, Sink, positive
 from ..frame import Frame, finite_or_none
 
@@ -68,6 +69,7 @@ def _record(frame: Frame, now: float | None) -> dict:
 class JsonlSink(Sink):
     """Write one estimates record (DESIGN.md) per frame to a JSON Lines file."""
 
+    reads = (optional(TARGETS), optional(FAULTY), TRUTH)  # frame contract (nearfield.contract)
     params = (
         Param("path", str, doc="output file (.jsonl); parent directories are created"),
         Param("flush_every", int, 1, "flush to the OS every k frames (1 = nothing lost on a crash)",

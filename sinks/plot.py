@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from nearfield.array import ULA
+from nearfield.contract import ARRAY, COARSE, FAULTY, SPECTRA, TARGETS, TRUTH, optional
 from nearfield.block import BadFrame, Param, ParamError, Sink, positive
 from nearfield.frame import Frame
 
@@ -388,6 +389,7 @@ def _check_figsize(value) -> str | None:
 class PlotSink(Sink):
     """PNG pictures of spectra, estimates, truth and a top view, every k frames or at the end."""
 
+    reads = (optional(ARRAY), optional(TARGETS), optional(COARSE), optional(FAULTY), TRUTH) + SPECTRA
     params = (
         Param("directory", str, doc="output directory for the PNG files (created if missing)"),
         Param("every", int, 0, "plot every k-th frame (0 = only the last frame, at the end)",

@@ -43,6 +43,7 @@ import sigmf
 
 from .. import __version__
 from ..array import ULA
+from ..contract import ARRAY, PILOTS, SNAPSHOTS, TRUTH, optional
 from ..block import BadFrame, Param, ParamError, Sink, non_negative, positive
 from ..frame import Frame
 
@@ -135,6 +136,7 @@ def _le_c64(a: np.ndarray) -> np.ndarray:
 class SigMFWriter(Sink):
     """Record frames (snapshots, pilots, truth) to a SigMF recording; crash-safe metadata."""
 
+    reads = (optional(ARRAY), optional(SNAPSHOTS), PILOTS, TRUTH)  # frame contract (nearfield.contract)
     params = (
         Param("path", str, doc="base name of the recording (BASE.sigmf-meta / BASE.sigmf-data)"),
         Param("overwrite", bool, False, "replace an existing recording of the same name"),

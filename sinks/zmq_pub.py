@@ -48,6 +48,7 @@ def _check_address(value) -> str | None:
 class ZMQPubSink(Sink):
     """Publish each estimates record (DESIGN.md) as one JSON message on a ZeroMQ PUB socket."""
 
+    reads = ()  # frame contract: any frame (nearfield.contract)
     params = (
         Param("address", str, doc="endpoint to bind, e.g. tcp://*:5556 (':*' = any free port)",
               check=_check_address),

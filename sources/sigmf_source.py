@@ -55,6 +55,7 @@ from sigmf import hashing
 from sigmf.sigmffile import dtype_info, get_sigmf_filenames
 
 from ..array import ULA
+from ..contract import ARRAY, PILOTS, SAMPLE_RATE, SNAPSHOTS, TRUTH
 from ..block import Param, ParamError, Source, idle_until, non_negative, positive
 from ..frame import Frame
 
@@ -127,6 +128,7 @@ class _Dataset:
 class SigMFSource(Source):
     """Replay a SigMF recording (N interleaved channels or a Collection) as frames of T snapshots."""
 
+    adds = (ARRAY, SNAPSHOTS, PILOTS, TRUTH, SAMPLE_RATE)  # frame contract (nearfield.contract)
     params = (
         Param("path", str, doc="recording: BASE, BASE.sigmf-meta, BASE.sigmf-data or BASE.sigmf-collection"),
         Param("snapshots", (int, type(None)), None,

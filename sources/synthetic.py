@@ -46,6 +46,7 @@ from typing import Iterator
 import numpy as np
 
 from ..array import ULA
+from ..contract import ARRAY, PILOTS, SAMPLE_RATE, SNAPSHOTS, TRUTH
 from ..block import Param, Source, idle_until, non_negative, positive, unit_interval
 from ..frame import Frame
 from ..impairments import draw_impairments
@@ -130,6 +131,7 @@ def target_positions(theta0, r0, velocity, t: float):
 class SyntheticSource(Source):
     """Snapshots of the paper's model (eq. 5): XL-array, near-field targets, faulty antennas."""
 
+    adds = (ARRAY, SNAPSHOTS, PILOTS, TRUTH, SAMPLE_RATE)  # frame contract (nearfield.contract)
     params = (
         Param("n_antennas", int, 256, "number of antennas N", check=lambda v: None if v >= 2 else "an integer >= 2"),
         Param("carrier_hz", float, 30.0e9, "carrier frequency f in Hz", check=positive),

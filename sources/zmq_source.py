@@ -63,6 +63,7 @@ import numpy as np
 import zmq
 
 from nearfield.array import ULA
+from nearfield.contract import ARRAY, SNAPSHOTS
 from nearfield.block import Param, ParamError, Source, positive
 from nearfield.frame import Frame
 
@@ -453,6 +454,7 @@ def _check_address(value) -> str | None:
 class ZMQSource(Source):
     """Live snapshots from GNU Radio's gr-zeromq PUSH/PUB sink (items of N complex64)."""
 
+    adds = (ARRAY, SNAPSHOTS)  # frame contract (nearfield.contract)
     params = (
         Param("address", str, doc="endpoint the GNU Radio sink binds, e.g. tcp://127.0.0.1:5555 "
               "(this source connects)", check=_check_address),

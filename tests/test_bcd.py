@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from nearfield.block import BadFrame, ParamError
-from nearfield.blocks.bcd import BCDLocalizer, _Search, bcd_localize, pilot_noise_variance
+from nearfield.blocks.bcd import BCDLocalizer
+from nearfield.estimators.bcd import _Search, bcd_localize, pilot_noise_variance
 from nearfield.bounds import root_bounds
 from nearfield.frame import Frame
 from nearfield.scenario import complex_noise, make_pilots, paper_scenario

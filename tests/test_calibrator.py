@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from nearfield.block import BadFrame
-from nearfield.blocks.calibrator import Calibrator, calibrate, ideal_signal, unwrap_phase
+from nearfield.blocks.calibrator import Calibrator
+from nearfield.estimators.phase2 import calibrate, ideal_signal, unwrap_phase
 from nearfield.frame import Frame
 from nearfield.scenario import paper_scenario
 
@@ -70,3 +71,26 @@ def test_block_needs_detector_meta():
     blk.start()
     with pytest.raises(BadFrame, match="fault_detector"):
         blk.process(Frame(0, 0.0, {"snapshots": sc.sample(rng)}, {"array": sc.array.describe()}))
+
+
+def test_checkpoint_saves_the_evidence_and_bad_evidence_is_refused(tmp_path):
+    import json
+
+    rng = np.random.default_rng(11)
+    sc = paper_scenario(rng, n_antennas=64, snr_db=20, p_fault=0.1)
+    p = tmp_path / "cal.json"
+    blk = Calibrator(name="cal", state_path=str(p))
+    blk.start()
+    blk.checkpoint()
+    assert not p.exists()
+    meta = {"array": sc.array.describe(), "faulty": [int(i) for i in sc.faulty],
+            "model_targets": [{"theta": float(t), "range": float(r)} for t, r in zip(sc.theta, sc.r)],
+            "gains": [[float(g.real), float(g.imag)] for g in sc.gains]}
+    blk.process(Frame(0, 0.0, {"snapshots": sc.sample(rng), "pilots": sc.pilots}, meta))
+    blk.checkpoint()
+    st = json.loads(p.read_text())
+    assert len(st["evidence"]) == 64
+    st["evidence"][0] = [float("inf"), 0.0]
+    p.write_text(json.dumps(st))
+    with pytest.raises(ValueError, match="cal.*cal.json.*evidence"):
+        Calibrator(name="cal", state_path=str(p)).start()

@@ -1,89 +1,13 @@
-"""Phase 1: partition, triangulation, pilot matching, ISTA detection, streaming state."""
+"""The fault_detector block: streaming evidence, state file, tracking, bad frames."""
 import json
 
 import numpy as np
 import pytest
 
 from nearfield.block import BadFrame
-from nearfield.blocks.fault_detector import (FaultDetector, coarse_localize, detect_faults, estimate_order,
-                                             match_to_pilots, partition_subarrays, triangulate)
+from nearfield.blocks.fault_detector import FaultDetector
 from nearfield.frame import Frame
 from nearfield.scenario import paper_scenario
-
-
-def test_partition_respects_both_criteria():
-    subs = partition_subarrays(100, [10, 11, 50], n_sub=20, min_size=5)
-    flat = np.concatenate(subs)
-    assert not set(flat) & {10, 11, 50}                          # criterion 1
-    assert all(s.size <= 20 for s in subs)                       # criterion 2
-    assert all(np.all(np.diff(s) == 1) for s in subs)            # contiguous
-    assert set(flat) == set(range(100)) - {10, 11, 50}           # nothing wasted (all runs >= 5)
-    assert [s.size for s in partition_subarrays(30, [3], 40, 5)] == [26]  # the 3-antenna run is dropped
-
-
-def test_triangulation_is_exact_for_exact_bearings_and_robust_to_an_outlier():
-    x, y = 9.0, -3.0
-    centres = np.linspace(-0.6, 0.6, 7)
-    angles = np.arctan2(y - centres, x)
-    th, r, n = triangulate(angles, centres)
-    assert r == pytest.approx(np.hypot(x, y), abs=1e-9) and th == pytest.approx(np.arcsin(y / np.hypot(x, y)), abs=1e-12)
-    bad = angles.copy()
-    bad[2] += 0.05  # one wild subarray
-    th2, r2, n2 = triangulate(bad, centres)
-    assert n2 == 6 and r2 == pytest.approx(r, abs=1e-6)
-    assert np.isnan(triangulate(np.array([0.1, np.nan]), np.array([0.0, 0.1]))[0])
-
-
-def test_match_to_pilots_undoes_a_permutation():
-    rng = np.random.default_rng(4)
-    sc = paper_scenario(rng, snr_db=10)
-    Y = sc.sample(rng)
-    perm = np.array([2, 0, 1])
-    found = match_to_pilots(Y, sc.array, sc.theta[perm], sc.r[perm], sc.pilots)
-    assert np.array_equal(perm[found], np.arange(3))
-
-
-def test_coarse_localization_near_truth():
-    rng = np.random.default_rng(11)
-    sc = paper_scenario(rng, snr_db=20, p_fault=0.0)
-    th, r, q = coarse_localize(sc.sample(rng), sc.array, 3)
-    order = np.argsort(sc.theta)
-    assert q >= 6
-    assert np.allclose(th, sc.theta[order], atol=2e-3) and np.allclose(r, sc.r[order], rtol=0.05)
-
-
-def test_detect_faults_finds_every_fault_at_20db():
-    rng = np.random.default_rng(21)
-    sc = paper_scenario(rng, snr_db=20, p_fault=0.03)
-    res = detect_faults(sc.sample(rng), sc.array, sc.pilots)
-    assert len(sc.faulty) >= 3
-    matters = set(np.flatnonzero(np.abs(sc.c - 1) > 0.3))
-    assert matters <= set(res.faulty) <= set(sc.faulty)
-    # the HI model positions follow the pilot rows
-    assert np.allclose(res.theta, sc.theta, atol=1e-4) and np.allclose(res.r, sc.r, rtol=0.01)
-    # the noise estimate is the true one within its sampling spread
-    assert res.sigma2 == pytest.approx(sc.sigma2, rel=0.1)
-    # the fault mask estimates z = c - 1 on detected antennas
-    assert np.allclose(res.z[res.faulty], (sc.c - 1)[res.faulty], atol=0.05)
-
-
-def test_detect_faults_without_pilots_and_auto_order():
-    rng = np.random.default_rng(22)
-    sc = paper_scenario(rng, snr_db=20, p_fault=0.03)
-    Y = sc.sample(rng)
-    assert estimate_order(Y, sc.array) == 3
-    res = detect_faults(Y, sc.array, None, "auto")
-    matters = set(np.flatnonzero(np.abs(sc.c - 1) > 0.3))
-    assert res.n_targets == 3 and matters <= set(res.faulty) <= set(sc.faulty)
-
-
-def test_bad_shapes_are_reported():
-    rng = np.random.default_rng(0)
-    sc = paper_scenario(rng, n_antennas=64, n_snapshots=20)
-    with pytest.raises(ValueError, match="snapshots"):
-        detect_faults(np.zeros((63, 20)), sc.array, sc.pilots)
-    with pytest.raises(ValueError, match="pilots"):
-        detect_faults(sc.sample(rng), sc.array, sc.pilots[:, :5])
 
 
 def _frames(sc, rng, n, pilots=True):
@@ -125,7 +49,8 @@ def test_block_drops_bad_frame_without_touching_state():
         blk.process(Frame(1, 0.0, {"snapshots": np.zeros((100, 100), np.complex64)}, {"array": sc.array.describe()}))
     with pytest.raises(BadFrame, match="array"):
         blk.process(Frame(2, 0.0, {"snapshots": sc.sample(rng)}, {}))
-    assert np.array_equal(before[0], blk.e_acc) and np.array_equal(before[1], blk.faulty) and before[2] == blk.frames_seen
+    assert np.array_equal(before[0], blk.e_acc) and np.array_equal(before[1], blk.faulty)
+    assert before[2] == blk.frames_seen
 
 
 def test_corrupt_state_file_is_a_clear_error(tmp_path):
@@ -194,3 +119,42 @@ def test_degenerate_frames_are_dropped_and_leave_the_state_alone():
     assert before[2:] == after[2:]
     good = blk.process(next(_frames(sc, rng, 1)))  # and it goes on
     assert set(np.flatnonzero(np.abs(sc.c - 1) > 0.3)) <= set(good.meta["faulty"])
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda st: st.update(noise_var=-1.0), "noise_var"),
+    (lambda st: st.update(noise_var=float("nan")), "noise_var"),
+    (lambda st: st["e"].__setitem__(0, -2.0), "'e'"),
+    (lambda st: st.update(frames=-3), "frames"),
+    (lambda st: st.update(faulty=[0, 99999]), "faulty"),
+    (lambda st: st.update(faulty=[-1]), "faulty"),
+])
+def test_bad_state_fields_are_refused_naming_file_and_field(tmp_path, edit, field):
+    rng = np.random.default_rng(8)
+    sc = paper_scenario(rng, n_antennas=64, snr_db=20)
+    p = tmp_path / "det.json"
+    blk = FaultDetector(name="detect", state_path=str(p))
+    blk.start()
+    blk.process(next(_frames(sc, rng, 1)))
+    blk.checkpoint()
+    st = json.loads(p.read_text())
+    edit(st)
+    p.write_text(json.dumps(st))
+    with pytest.raises(ValueError, match=f"detect.*{p.name}.*{field}"):
+        FaultDetector(name="detect", state_path=str(p)).start()
+
+
+def test_checkpoint_saves_atomically_and_is_a_no_op_before_any_frame(tmp_path):
+    rng = np.random.default_rng(9)
+    sc = paper_scenario(rng, n_antennas=64, snr_db=20)
+    p = tmp_path / "det.json"
+    blk = FaultDetector(name="detect", state_path=str(p))
+    blk.start()
+    blk.checkpoint()
+    assert not p.exists()
+    blk.process(next(_frames(sc, rng, 1)))
+    blk.checkpoint()
+    st = json.loads(p.read_text())
+    assert st["frames"] == 1 and st["faulty"] == [int(i) for i in blk.faulty]
+    assert [f.name for f in tmp_path.iterdir()] == ["det.json"]  # no temporary file left behind
+    FaultDetector(name="nostate").checkpoint()  # without state_path: nothing happens

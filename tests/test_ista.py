@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from nearfield.ista import closed_form, ista, ista_iterate, ista_stats, lipschitz, noise_rho, soft_threshold
+from nearfield.ista import (closed_form, ista, ista_iterate, ista_solve, ista_stats, lipschitz, noise_rho,
+                           soft_threshold)
 
 
 def _problem(seed=0, n=64, t=40, sigma=0.1):
@@ -51,3 +52,29 @@ def test_lipschitz_and_soft_threshold():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         ista(np.zeros((4, 3)), np.zeros((4, 2)), 1.0)
+
+
+def test_closed_form_flags_the_same_antennas_as_the_iterations_on_phase1_data():
+    """The detectors use the closed form; on seeded Phase-1 statistics (the fault-free model of
+    the paper's scenario, noise-calibrated rho) it flags exactly the antennas ISTA flags."""
+    from nearfield.estimators.phase1 import detect_faults
+    from nearfield.scenario import noiseless_signal, paper_scenario
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        sc = paper_scenario(rng, snr_db=(0, 10, 20)[seed % 3], p_fault=0.04)
+        Y = sc.sample(rng)
+        p1 = detect_faults(Y, sc.array, sc.pilots)
+        X = noiseless_signal(sc.array, p1.theta, p1.r, p1.gains, p1.waveforms)
+        e, b = ista_stats(Y, X)
+        rho = noise_rho(X, p1.sigma2, 3.0)
+        z_it, _ = ista_iterate(e, b, rho, tol=1e-10, max_iter=20000)
+        z_cf = ista_solve(e, b, rho)
+        assert np.array_equal(np.flatnonzero(np.abs(z_it) > 0.05), np.flatnonzero(np.abs(z_cf) > 0.05))
+        assert np.allclose(z_it, z_cf, atol=1e-6)
+        assert np.array_equal(p1.faulty, np.flatnonzero(np.abs(z_cf) > 0.05))
+
+
+def test_ista_solve_gives_zero_where_there_is_no_signal():
+    z = ista_solve(np.array([0.0, 4.0]), np.array([1.0 + 0j, 8.0 + 0j]), 4.0)
+    assert np.allclose(z, [0.0, 1.0])

@@ -4,7 +4,8 @@ import pytest
 
 from nearfield.array import ULA
 from nearfield.block import BadFrame, ParamError
-from nearfield.blocks.music2d import Music2DLocalizer, music2d_localize, music2d_spectrum
+from nearfield.blocks.music2d import Music2DLocalizer
+from nearfield.estimators.music2d import music2d_localize, music2d_spectrum
 from nearfield.bounds import root_bounds
 from nearfield.frame import Frame
 from nearfield.music import signal_subspace

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from nearfield.array import paper_array
-from nearfield.blocks.music_localizer import (MusicLocalizer, antidiagonal, angle_music, fine_localize,
-                                              localize_fine, smoothed_covariance)
+from nearfield.blocks.music_localizer import MusicLocalizer
+from nearfield.estimators.phase3 import (angle_music, antidiagonal, decoupled_music, fine_positions,
+                                         smoothed_covariance)
 from nearfield.frame import Frame
 from nearfield.scenario import paper_scenario
 from nearfield.steering import steering
@@ -30,7 +31,7 @@ def test_antidiagonal_and_smoothing_shapes():
 
 def test_noise_free_fresnel_covariance_gives_exact_angles_and_ranges():
     a, R = _cov("fresnel", sigma2=1e-3)
-    th, r, spec = localize_fine(R, a, TH + 2e-3, R_ * 1.2, model="fresnel")
+    th, r, spec = decoupled_music(R, a, TH + 2e-3, R_ * 1.2, model="fresnel")
     assert np.allclose(th, TH, atol=1e-6)            # eqs. (29)-(33) are exact under eq. (2)
     assert np.allclose(r, R_, rtol=1e-4)
     assert spec["angle_spectrum"].max() == pytest.approx(1.0)
@@ -46,7 +47,7 @@ def test_exact_model_data_biases_the_decoupled_angle():
 
 
 def test_aliases_are_excluded_by_the_window():
-    from nearfield.blocks.music_localizer import virtual_steering
+    from nearfield.estimators.phase3 import virtual_steering
     from nearfield.music import music_spectrum, signal_subspace
 
     a, R = _cov("fresnel", sigma2=1e-3)
@@ -66,7 +67,7 @@ def test_refinement_removes_the_fresnel_bias():
     sc = paper_scenario(rng, snr_db=30, p_fault=0.0)
     Y = sc.sample(rng).astype(complex)
     R = Y @ Y.conj().T / Y.shape[1]
-    est = fine_localize(R, Y, sc.array, sc.theta + 1e-3, sc.r * 1.1, sc.pilots)
+    est = fine_positions(R, Y, sc.array, sc.theta + 1e-3, sc.r * 1.1, sc.pilots)
     assert np.max(np.abs(est.theta - sc.theta)) < 0.2 * np.max(np.abs(est.music_theta - sc.theta))
     assert np.max(np.abs(est.theta - sc.theta)) < 2e-5
 

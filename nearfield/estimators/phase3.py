@@ -1,0 +1,208 @@
+"""Phase 3: fine localization with the decoupled near-field MUSIC (paper Sec. IV-C),
+then a refinement on the exact model.
+
+1. Anti-diagonal of the calibrated covariance, eqs. (29)-(30):
+   ``[r]_n = R[n, N-1-n] ~ sum_k g_k exp(j k 2 l_n sin(theta_k))`` under the Fresnel form
+   (2): one snapshot of a virtual ULA with spacing 2d = lambda.
+2. Spatial smoothing, eqs. (31)-(32): M overlapping sub-vectors of length L = N - M + 1
+   (default M = N // 2, the usual compromise between aperture and rank restoration).
+3. Angle MUSIC (33) on R_r, searched in sin(theta) within ``angle_window`` of each coarse
+   angle: the virtual array's spectrum repeats with period 1 in sin(theta),
+   so any window narrower than 0.5 excludes every alias; the highest peak nearer this
+   target's coarse angle than any other's wins, refined below the grid step.
+4. Range MUSIC (34) with the K-dimensional signal subspace of R only
+   (``||a||^2 - ||U_S^H a||^2``; no N x (N - K) noise subspace), searched uniformly in 1/r
+   within a factor ``range_window`` of the coarse range, refined below the grid step.
+5. ``refine=True``: Levenberg-Marquardt on the deterministic ML cost of the exact model
+   (:func:`nearfield.ml.refine_ml`) from the MUSIC estimate, using the calibrated
+   snapshots and the pilots (or estimated waveforms). With exact spherical data the
+   anti-diagonal keeps a phase term ~ -k l^3 sin cos^2 / r^2 that biases the decoupled
+   angle; the refinement removes it. ``refine=False`` gives the paper's
+   estimate as written.
+
+Functions: :func:`decoupled_music` is the paper's Phase 3 (steps 1-4);
+:func:`fine_positions` is Phase 3 with the refinement (steps 1-5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..array import ULA
+from ..ml import ml_cost, refine_ml
+from ..music import leading_subspace, music_denominator, refine_brackets, top_peaks
+from ..steering import cis, steering
+
+
+def antidiagonal(R: np.ndarray) -> np.ndarray:
+    """[r]_n = R[n, N-1-n] (eq. 30), shape (N,)."""
+    return np.ascontiguousarray(np.fliplr(R).diagonal())
+
+
+def smoothed_covariance(rvec: np.ndarray, m: int) -> np.ndarray:
+    """Spatially smoothed covariance of eq. (32): (1/M) sum_m r_m r_m^H, shape (L, L), L = N - M + 1."""
+    n = rvec.size
+    if not 1 <= m <= n - 1:
+        raise ValueError(f"smoothing: expected 1 <= M <= N - 1 = {n - 1}, got {m}")
+    sub = sliding_window_view(rvec, n - m + 1)  # (M, L): sub-vectors r_m
+    return (sub.T @ sub.conj()) / m
+
+
+def virtual_steering(array: ULA, length: int, u) -> np.ndarray:
+    """b(theta) of eq. (31) for the anti-diagonal virtual array (spacing 2d), (L, P); u = sin(theta)."""
+    pos = 2.0 * array.d * np.arange(length)
+    return cis(array.wavenumber * np.outer(pos, np.atleast_1d(u)))
+
+
+def angle_music(R: np.ndarray, array: ULA, coarse_theta, n_targets: int, smoothing: int | None = None,
+                window: float = 0.05, grid_size: int = 61, warm: dict | None = None):
+    """Decoupled angle estimates, eqs. (29)-(33), one per coarse angle.
+
+    ``warm`` (optional, mutated) caches the subspace between calls to warm-start
+    :func:`nearfield.music.leading_subspace` on a stream.
+
+    Returns
+    -------
+    theta : (K,) rad, in the order of ``coarse_theta``.
+    grid : (G,) sin(theta) grid of the spectrum (the union of the windows).
+    spectrum : (G,) MUSIC spectrum on ``grid`` (normalised to max 1).
+    """
+    N = R.shape[0]
+    m = N // 2 if smoothing is None else smoothing
+    Rr = smoothed_covariance(antidiagonal(R), m)
+    L = Rr.shape[0]
+    warm = {} if warm is None else warm
+    U_s, _ = leading_subspace(Rr, n_targets, warm.get("virtual"))
+    warm["virtual"] = U_s
+    coarse_theta = np.asarray(coarse_theta, float)
+    u0 = np.sin(coarse_theta)
+    frac = np.linspace(-window, window, grid_size)
+    u = np.clip(u0[:, None] + frac[None, :], -1.0, 1.0)  # (K', G)
+    spec = (1.0 / music_denominator(U_s, virtual_steering(array, L, u.ravel()))).reshape(u.shape)
+    out = coarse_theta.copy()
+    rows, picks = [], []
+    for k in range(u.shape[0]):
+        peaks = top_peaks(spec[k], 4)  # highest first
+        if peaks.size:
+            # the highest peak that is nearer this target's coarse angle than any other's
+            # (overlapping windows must not steal a neighbour's peak)
+            own = [i for i in peaks if np.argmin(np.abs(u[k, i] - u0)) == k]
+            rows.append(k)
+            picks.append(own[0] if own else peaks[0])
+    if rows:
+        rows, picks = np.asarray(rows), np.asarray(picks)
+
+        def cost(x):
+            return music_denominator(U_s, virtual_steering(array, L, x))
+
+        last = u.shape[1] - 1
+        ref = refine_brackets(cost, u[rows, np.maximum(picks - 1, 0)], u[rows, np.minimum(picks + 1, last)])
+        out[rows] = np.arcsin(np.clip(ref, -1.0, 1.0))
+    grid, spectrum = u.ravel(), spec.ravel()
+    order = np.argsort(grid)
+    return out, grid[order], spectrum[order] / spectrum.max()
+
+
+def range_music(U_s: np.ndarray, array: ULA, theta, coarse_r, window: float = 2.0, grid_size: int = 41,
+                model: str = "exact"):
+    """Range estimates of eq. (34) for each angle, searched uniformly in 1/r.
+
+    ``U_s`` (N, K) is the signal subspace of the calibrated covariance. The search covers
+    [r / window, r * window] around each coarse range, clipped to [d, 2 Z_Rayl].
+
+    Returns r (K,), grids (K, G) in metres and spectra (K, G) normalised to max 1.
+    """
+    theta = np.asarray(theta, float)
+    coarse_r = np.asarray(coarse_r, float)
+    K = theta.size
+    lo = np.maximum(coarse_r / window, array.d)
+    hi = np.minimum(coarse_r * window, 2.0 * array.rayleigh_distance)
+    frac = np.linspace(0.0, 1.0, grid_size)
+    inv = (1.0 / hi)[:, None] + (1.0 / lo - 1.0 / hi)[:, None] * frac[None, :]  # (K, G), uniform in 1/r
+    th = np.repeat(theta, grid_size)
+    den = music_denominator(U_s, steering(array, th, 1.0 / inv.ravel(), model)).reshape(K, grid_size)
+    spec = 1.0 / den
+    best = np.argmax(spec, axis=1)
+    rows = np.arange(K)
+    lo_b, hi_b = inv[rows, np.maximum(best - 1, 0)], inv[rows, np.minimum(best + 1, grid_size - 1)]
+    r_out = np.empty(K)
+    points = 9
+    # one bracket per target, each with its own angle: evaluate target by target
+    for k in range(K):
+        def cost(x, t=theta[k]):
+            return music_denominator(U_s, steering(array, t, 1.0 / x, model))
+
+        r_out[k] = 1.0 / refine_brackets(cost, lo_b[k:k + 1], hi_b[k:k + 1], points=points)[0]
+    grids = 1.0 / inv[:, ::-1]
+    specs = spec[:, ::-1] / spec.max(axis=1, keepdims=True)
+    return r_out, grids, specs
+
+
+def decoupled_music(R: np.ndarray, array: ULA, coarse_theta, coarse_r, *, smoothing: int | None = None,
+                  angle_window: float = 0.05, range_window: float = 2.0, angle_grid: int = 61,
+                  range_grid: int = 41, model: str = "exact", warm: dict | None = None):
+    """The paper's Phase 3 (decoupled angle MUSIC, then range MUSIC).
+
+    Parameters
+    ----------
+    R : (N, N) calibrated sample covariance.  array : ULA.
+    coarse_theta, coarse_r : (K,) coarse positions (windows' centres).
+    smoothing : M of eq. (31) (default N // 2).
+    angle_window : half-width in sin(theta); range_window : factor around the coarse range.
+    angle_grid, range_grid : grid points per window.
+    model : steering model of the range search.
+    warm : dict, optional -- subspace cache for streams (mutated).
+
+    Returns
+    -------
+    theta, r : (K,) in the order of the coarse positions.
+    spectra : dict with angle_grid (G,) [rad], angle_spectrum (G,), range_grid (K, G) [m],
+        range_spectrum (K, G).
+    """
+    coarse_theta = np.asarray(coarse_theta, float)
+    K = coarse_theta.size
+    warm = {} if warm is None else warm
+    theta, ugrid, aspec = angle_music(R, array, coarse_theta, K, smoothing, angle_window, angle_grid, warm)
+    U_s, _ = leading_subspace(R, K, warm.get("full"))
+    warm["full"] = U_s
+    r, rgrid, rspec = range_music(U_s, array, theta, np.asarray(coarse_r, float), range_window, range_grid, model)
+    spectra = {"angle_grid": np.arcsin(ugrid), "angle_spectrum": aspec, "range_grid": rgrid, "range_spectrum": rspec}
+    return theta, r, spectra
+
+
+@dataclass
+class FineEstimate:
+    """Output of :func:`fine_positions`; arrays in the order of the coarse positions.
+
+    theta, r : final positions (refined when asked). gains : (K,) or None.
+    music_theta, music_r : the paper's Phase-3 MUSIC estimate. spectra : see :func:`decoupled_music`.
+    """
+
+    theta: np.ndarray
+    r: np.ndarray
+    gains: np.ndarray | None
+    music_theta: np.ndarray
+    music_r: np.ndarray
+    spectra: dict
+
+
+def fine_positions(R: np.ndarray, Y: np.ndarray, array: ULA, coarse_theta, coarse_r, pilots=None, *,
+                  refine: bool = True, fallback=None, **kw) -> FineEstimate:
+    """Phase 3 with the exact-model refinement: MUSIC (:func:`decoupled_music`), then ML.
+
+    ``Y`` are the calibrated snapshots; ``pilots`` rows follow the coarse positions
+    (estimated waveforms are used when None).  ``fallback`` (theta, r), e.g. Phase 1's
+    model positions: the refinement starts from whichever of the MUSIC estimate and
+    ``fallback`` has the lower ML cost (guards against a MUSIC peak outside the basin of
+    the ML minimum, and saves iterations).  ``kw`` go to :func:`decoupled_music`.
+    """
+    mt, mr, spectra = decoupled_music(R, array, coarse_theta, coarse_r, **kw)
+    if not refine:
+        return FineEstimate(mt, mr, None, mt, mr, spectra)
+    start = (mt, mr)
+    if fallback is not None and ml_cost(Y, array, *fallback, pilots) < ml_cost(Y, array, mt, mr, pilots):
+        start = fallback
+    fit = refine_ml(Y, array, start[0], start[1], pilots)
+    return FineEstimate(fit.theta, fit.r, fit.gains, mt, mr, spectra)
