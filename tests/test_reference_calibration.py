@@ -169,3 +169,83 @@ def test_bad_arguments_are_named(args, word):
     kw.update(args)
     with pytest.raises(ValueError, match=rf"^{word}\b"):
         calibrate(**kw)
+
+
+# -- the blocks and the shipped flowgraph ------------------------------------------------------------------------
+
+def _truth_hi(frame):
+    return np.array([complex(*v) for v in frame.meta["truth"]["hi"]])
+
+
+def test_shipped_calibration_flowgraph_writes_the_hi_state(tmp_path):
+    from pathlib import Path
+    from nearfield import flowgraph, runtime
+    from nearfield.estimators.reference import load_hi
+    from nearfield.sources.synthetic import SyntheticSource
+    fg = Path(__file__).resolve().parent.parent / "flowgraphs" / "calibrate_reference.yaml"
+    state = tmp_path / "hi.json"
+    g = flowgraph.load_flowgraph(fg, overrides=[f"refcal.state_path={state}", "source.frames=4", "refcal.frames=4"])
+    res = runtime.run_flowgraph(g, inproc=True, quiet=True)
+    assert res.ok, res.error
+    c_hat = load_hi(str(state), 16)
+    p = {k: v for k, v in g.blocks["source"].params.items() if k != "type"}
+    p["frames"] = 1
+    truth = _truth_hi(next(SyntheticSource(**p).generate()))
+    # 400 snapshots at 25 dB, blind K = 1: the LS variance is sigma^2 / (T |c|^2) per channel, ~1e-5 here
+    assert hi_error(c_hat, truth) < 1e-3
+
+
+def test_reference_calibrator_block_pilots_blind_and_apply(tmp_path):
+    from nearfield.blocks.reference_calibrator import HIApply, ReferenceCalibrator
+    from nearfield.sources.synthetic import SyntheticSource
+    src = SyntheticSource(n_antennas=9, carrier_hz=1.24e9, targets=[{"theta": -0.3, "range": 1.5},
+                                                                     {"theta": 0.4, "range": 3.0}],
+                          snapshots=200, snr_db=20.0, p_fault=0.0, gain_std_db=1.5, phase_std="uniform",
+                          dead_channels=[7], frames=3, seed=2)
+    frames = list(src.generate())
+    truth = _truth_hi(frames[0])
+    for use_pilots in (True, False):
+        path = tmp_path / f"hi-{use_pilots}.json"
+        blk = ReferenceCalibrator(targets=[{"theta": -0.3, "range": 1.5}, {"theta": 0.4, "range": 3.0}],
+                                  state_path=str(path), frames=2, use_pilots=use_pilots)
+        blk.start()
+        errs = []
+        for f in frames:
+            g = f.copy() if hasattr(f, "copy") else f
+            out = blk.process(type(f)(seq=g.seq, t0=g.t0, arrays=dict(g.arrays), meta=dict(g.meta)))
+            errs.append(out.meta["hi_nmse"])
+        assert path.exists() and blk.stats.n_snapshots == 400      # frames: 2, the third only calibrated
+        assert errs[1] < errs[0] and errs[1] < 5e-3
+        assert not np.any(out.arrays["snapshots"][7])              # dead channel zeroed
+        blk.close()
+        app = HIApply(state_path=str(path))
+        app.start()
+        f = frames[2]
+        y = app.process(type(f)(seq=f.seq, t0=f.t0, arrays=dict(f.arrays), meta=dict(f.meta))).arrays["snapshots"]
+        assert np.allclose(y, out.arrays["snapshots"], atol=1e-6)
+
+
+def test_reference_calibrator_params_and_bad_frames(tmp_path):
+    from nearfield.block import BadFrame, ParamError
+    from nearfield.blocks.reference_calibrator import HIApply, ReferenceCalibrator
+    from nearfield.frame import Frame
+    with pytest.raises(ParamError, match="targets"):
+        ReferenceCalibrator(state_path="x.json")
+    with pytest.raises(ParamError, match="theta"):
+        ReferenceCalibrator(theta=2.0, range=1.0, state_path="x.json")
+    with pytest.raises(ParamError, match="targets"):
+        ReferenceCalibrator(targets=[{"theta": 0.1}], state_path="x.json")
+    blk = ReferenceCalibrator(theta=0.1, range=2.0, state_path=str(tmp_path / "s.json"))
+    blk.start()
+    arr = {"n_antennas": 8, "carrier_hz": 5.8e9, "spacing": 0.025, "wavelength_m": 0.0517}
+    with pytest.raises(BadFrame, match="snapshots"):
+        blk.process(Frame(seq=0, t0=0.0, arrays={"snapshots": np.ones((7, 10), np.complex64)}, meta={"array": arr}))
+    with pytest.raises(BadFrame, match="pilots"):
+        blk.process(Frame(seq=0, t0=0.0, arrays={"snapshots": np.ones((8, 10), np.complex64),
+                                                 "pilots": np.ones((2, 10), np.complex64)}, meta={"array": arr}))
+    assert blk.stats is None and blk.c is None                   # a bad frame leaves the state as it was
+    blk.close()
+    assert not (tmp_path / "s.json").exists()                     # nothing estimated, nothing written
+    (tmp_path / "other.json").write_text('{"version": 1, "evidence": []}')
+    with pytest.raises(ValueError, match="hi_vector"):
+        HIApply(state_path=str(tmp_path / "other.json")).start()

@@ -349,3 +349,54 @@ def calibrate(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None = N
     Yc = _check_Y(Y, array.n_antennas)
     stats = CalibrationStats(array.n_antennas, theta_a.size, pilots is None).update(Yc, pilots)
     return calibrate_stats(stats, array, theta_a, r_a, n_iter=n_iter, tol=tol, model=model)
+
+
+# -- the HI state file ---------------------------------------------------------------------------------------
+#
+# {"version": 1, "kind": "hi_vector", "n_antennas": N, "hi": [[re, im]] * N, "dead": [indices],
+#  "array": ULA.describe(), "references": [{"theta": rad, "range": m}], "method": "pilots" | "blind",
+#  "frames": F, "snapshots": T_total, "normalisation": "..."}
+
+
+def hi_state(c: np.ndarray, array: ULA, theta, r, *, method: str, frames: int, snapshots: int,
+             threshold: float = DEAD_THRESHOLD) -> dict:
+    """The JSON-serialisable HI state (version 1, ``kind: "hi_vector"``) that :func:`load_hi` reads."""
+    from ..state import complex_to_json
+
+    theta, r = _as_positions(theta, r)
+    c = np.asarray(c)
+    return {
+        "version": 1,
+        "kind": "hi_vector",
+        "n_antennas": int(c.size),
+        "hi": complex_to_json(c),
+        "dead": [int(i) for i in dead_channels(c, threshold)],
+        "array": array.describe(),
+        "references": [{"theta": float(t), "range": float(x)} for t, x in zip(theta, r)],
+        "method": method,
+        "frames": int(frames),
+        "snapshots": int(snapshots),
+        "normalisation": "mean |c| over live channels = 1, sum of c real positive",
+    }
+
+
+def load_hi(path: str, n_antennas: int | None = None, who: str = "hi") -> np.ndarray:
+    """Read the HI vector c (N,) complex128 from a state file written by the reference calibrator.
+
+    ``ValueError`` naming ``who``, the path and the field when the file is unreadable, not an
+    HI state, or holds another number of antennas than ``n_antennas``.
+    """
+    from ..state import complex_from_json, load_json
+
+    st = load_json(path, who)
+    if st.get("kind") != "hi_vector" or "hi" not in st:
+        raise ValueError(f"{who}, state_path {path!r}: expected an HI state (kind 'hi_vector' with field 'hi')")
+    try:
+        c = complex_from_json(st["hi"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{who}, state_path {path!r}: bad field 'hi' ({exc})") from None
+    if not np.all(np.isfinite(c)) or c.size < 2:
+        raise ValueError(f"{who}, state_path {path!r}: field 'hi' must hold >= 2 finite complex gains")
+    if n_antennas is not None and c.size != n_antennas:
+        raise ValueError(f"{who}, state_path {path!r}: the state holds {c.size} antennas, the frames {n_antennas}")
+    return c
