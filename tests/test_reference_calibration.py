@@ -203,7 +203,6 @@ def test_reference_calibrator_block_pilots_blind_and_apply(tmp_path):
                           snapshots=200, snr_db=20.0, p_fault=0.0, gain_std_db=1.5, phase_std="uniform",
                           dead_channels=[7], frames=3, seed=2)
     frames = list(src.generate())
-    truth = _truth_hi(frames[0])
     for use_pilots in (True, False):
         path = tmp_path / f"hi-{use_pilots}.json"
         blk = ReferenceCalibrator(targets=[{"theta": -0.3, "range": 1.5}, {"theta": 0.4, "range": 3.0}],

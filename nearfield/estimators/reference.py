@@ -109,7 +109,7 @@ class CalibrationStats:
     power: np.ndarray | None = None
     n_snapshots: int = 0
 
-    def update(self, Y: np.ndarray, pilots: np.ndarray | None = None) -> "CalibrationStats":
+    def update(self, Y: np.ndarray, pilots: np.ndarray | None = None) -> CalibrationStats:
         """Add a block of snapshots Y (N, T) (and its pilots (K, T) unless blind); returns self."""
         Y = _check_Y(Y, self.n_antennas)
         if self.blind:
@@ -235,7 +235,7 @@ def _gains_ls(B: np.ndarray, ys: np.ndarray, ss: np.ndarray) -> np.ndarray:
 def _blind_init(yy: np.ndarray, A: np.ndarray, live_floor: float = 0.05) -> np.ndarray:
     """Subspace start for blind K >= 1: c = u / a (K = 1) or 1 / d of the module docstring."""
     n, k = A.shape
-    w, v = np.linalg.eigh(yy)
+    _, v = np.linalg.eigh(yy)
     U = v[:, -k:]  # signal subspace (N, K)
     if k == 1:
         return U[:, 0] / A[:, 0]
