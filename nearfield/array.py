@@ -117,12 +117,16 @@ class ULA:
 
     @property
     def fresnel_distance(self) -> float:
-        """Z_Fres = 0.5 sqrt(D^3 / lambda) in metres."""
+        """Z_Fres = 0.5 sqrt(D^3 / lambda) in metres (the paper's lower edge of the radiating near field).
+
+        For small arrays this can fall below a wavelength (N = 4 at lambda/2: 0.92 lambda),
+        i.e. inside the reactive near field; :meth:`range_window` is the usable window.
+        """
         return 0.5 * np.sqrt(self.aperture**3 / self.wavelength)
 
     @property
     def rayleigh_distance(self) -> float:
-        """Z_Rayl = 2 D^2 / lambda in metres."""
+        """Z_Rayl = 2 D^2 / lambda in metres (beyond it the source is practically far field)."""
         return 2.0 * self.aperture**2 / self.wavelength
 
     @property

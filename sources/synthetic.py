@@ -270,7 +270,7 @@ class SyntheticSource(Source):
             self._gram = (B.conj().T @ B)          # B^H B (K, K), complex128, for the signal power
         return self._B
 
-    def _fast_snapshots(self, theta, r, pilots):
+    def _fast_snapshots(self, theta, r, pilots, pilots64):
         """Y = B S + noise in complex64: noise drawn as float32 straight into the output buffer."""
         B = self._weighted_steering(theta, r)
         n, t = self.n_antennas, self.snapshots
@@ -282,7 +282,7 @@ class SyntheticSource(Source):
         y *= np.float32(np.sqrt(sigma2 / 2.0))
         if getattr(self, "_mu", None) is None or self._mu.shape != (n, t):
             self._mu = np.empty((n, t), np.complex64)   # reused: the signal never leaves this block
-        np.matmul(B, pilots.astype(np.complex64), out=self._mu)
+        np.matmul(B, pilots64, out=self._mu)
         y += self._mu
         return y, sigma2
 
@@ -296,15 +296,16 @@ class SyntheticSource(Source):
                              f"(behind the array) at t = {t0:g} s")
         k = len(theta)
         pilots = make_pilots(k, self.snapshots, self._rng)
+        pilots64 = pilots.astype(np.complex64)
         if self.legacy_noise:
             mu = noiseless_signal(self._true_array, theta, r, self._beta, pilots, self._c)
             sigma2 = noise_variance(mu, self.snr_db)
             y = (mu + complex_noise(mu.shape, sigma2, self._rng)).astype(np.complex64)
         else:
-            y, sigma2 = self._fast_snapshots(theta, r, pilots)
+            y, sigma2 = self._fast_snapshots(theta, r, pilots, pilots64)
         arrays = {"snapshots": y}
         if self.pilots:
-            arrays["pilots"] = pilots.astype(np.complex64)
+            arrays["pilots"] = pilots64
         order = np.argsort(theta, kind="stable")
         truth = {
             "targets": [{"theta": float(theta[i]), "range": float(r[i])} for i in order],
