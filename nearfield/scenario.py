@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .array import ULA, paper_array
-from .impairments import draw_impairments
+from .impairments import check_dense_params, dense_is_default, draw_dense_impairments, draw_impairments
 from .steering import steering
 
 #: Targets of Sec. VI-A: (theta rad, range m).
@@ -73,9 +73,14 @@ class Scenario:
     pilots : ndarray, shape (K, T), complex
         Probing signals S.
     c : ndarray, shape (N,), complex
-        HI vector.
+        HI vector (unit modulus in the paper; any complex value with dense impairments,
+        0 on a dead channel).
     snr_db : float
         SNR as defined in the module docstring.
+    true_array : ULA, optional
+        The array that generates the data when it differs from ``array`` (element position
+        errors: ``array.with_offsets(...)``); ``array`` stays the nominal geometry the
+        estimators assume.  ``None``: the same as ``array``.
     """
 
     array: ULA
@@ -85,6 +90,7 @@ class Scenario:
     pilots: np.ndarray
     c: np.ndarray
     snr_db: float
+    true_array: ULA | None = None
     sigma2: float = field(init=False)
 
     def __post_init__(self):
@@ -98,8 +104,8 @@ class Scenario:
         return np.flatnonzero(np.abs(self.c - 1.0) > 0)
 
     def mean(self) -> np.ndarray:
-        """Noiseless received signal (N, T) on the exact model."""
-        return noiseless_signal(self.array, self.theta, self.r, self.gains, self.pilots, self.c)
+        """Noiseless received signal (N, T) on the exact model, on the true element positions."""
+        return noiseless_signal(self.true_array or self.array, self.theta, self.r, self.gains, self.pilots, self.c)
 
     def sample(self, rng: np.random.Generator, dtype=np.complex64) -> np.ndarray:
         """One realisation of Y (N, T) of eq. (5)."""
@@ -109,15 +115,43 @@ class Scenario:
 
 def paper_scenario(rng: np.random.Generator, n_antennas: int = 256, snr_db: float = 20.0,
                    p_fault: float = 0.02, n_snapshots: int = 100, targets=PAPER_TARGETS,
-                   wavelength_m: float | None = 0.01) -> Scenario:
+                   wavelength_m: float | None = 0.01, *, carrier_hz: float = 30.0e9,
+                   gain_std_db: float = 0.0, phase_std=0.0, dead_channels=None,
+                   position_std: float = 0.0) -> Scenario:
     """The default scenario of Sec. VI-A with fresh gains, pilots and HI vector.
 
     Gains are unit-modulus with uniform phase (unspecified in the paper).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws, in order: sparse faults (eq. 4), gains, pilots, then the dense impairments
+        (only when one of their parameters is set, so the default stream is the paper's).
+    n_antennas, snr_db, p_fault, n_snapshots, targets
+        N, SNR in dB (module docstring), fault probability, T, ((theta rad, r m), ...).
+    wavelength_m : float or None
+        Wavelength in metres; ``None``: ``c0 / carrier_hz``.
+    carrier_hz : float
+        Carrier in Hz (used when ``wavelength_m`` is None).
+    gain_std_db, phase_std, dead_channels, position_std
+        Dense impairments of real receivers, see
+        :func:`nearfield.impairments.draw_dense_impairments`: per-channel gain std (dB),
+        phase std (rad, or ``"uniform"``), dead channels (count or indices), element
+        position std along the axis (m).  The HI vector is the sparse one times the dense
+        gains; with ``position_std > 0`` the data come from ``Scenario.true_array``.
     """
-    array = paper_array(n_antennas) if wavelength_m == 0.01 else ULA(n_antennas, wavelength_m=wavelength_m)
+    array = paper_array(n_antennas) if wavelength_m == 0.01 else \
+        ULA(n_antennas, carrier_hz=carrier_hz, wavelength_m=wavelength_m)
+    check_dense_params(n_antennas, gain_std_db, phase_std, dead_channels, position_std)
     targets = np.asarray(targets, float)
     k = len(targets)
     c, _ = draw_impairments(n_antennas, p_fault, rng)
     gains = np.exp(2j * np.pi * rng.random(k))
     pilots = make_pilots(k, n_snapshots, rng)
-    return Scenario(array, targets[:, 0], targets[:, 1], gains, pilots, c, snr_db)
+    true_array = None
+    if not dense_is_default(gain_std_db, phase_std, dead_channels, position_std):
+        dense = draw_dense_impairments(n_antennas, rng, gain_std_db, phase_std, dead_channels, position_std)
+        c = c * dense.gain
+        if dense.offsets is not None:
+            true_array = array.with_offsets(dense.offsets)
+    return Scenario(array, targets[:, 0], targets[:, 1], gains, pilots, c, snr_db, true_array)

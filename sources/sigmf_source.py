@@ -22,6 +22,20 @@ Geometry and carrier (required; a missing one is an error naming file and field)
 * ``nearfield:array`` (optional) gives the exact :meth:`ULA.describe` dict (e.g. a
   rounded wavelength); it must agree with the two fields above.
 
+Others' recordings are mapped, not refused (each mapping is logged):
+
+* ``carrier_hz`` / ``spacing`` supply the carrier / element spacing when the metadata
+  lacks them, and override them when set (the geometry may then be absent: a ULA of
+  ``core:num_channels`` elements is assumed);
+* an element geometry along x instead of y (``array_axis``, else detected), in another
+  channel order (elements sorted along the axis) or off-centre (re-centred) is mapped to
+  the nominal ULA; ``channel_order`` (a list, antenna n = recorded channel
+  ``channel_order[n]``, or ``"reversed"``) overrides the order;
+* ``spatial:emitter_bearing`` of an array along x is converted with
+  ``theta = asin(cos(azimuth))``.
+
+Without these parameters a recording in today's layout is read exactly as before.
+
 Frames: when the recording carries ``nearfield`` frame annotations (written by
 :class:`nearfield.sinks.sigmf_writer.SigMFWriter`) and ``snapshots`` is null, the recorded
 frames are replayed exactly (same ``seq``, ``t0``, snapshots bit for bit, pilots, truth).
@@ -70,18 +84,22 @@ class SigMFFormatError(ParamError):
     """A SigMF recording that cannot be replayed; the message names file and field."""
 
 
-def target_from_bearing(bearing: dict) -> dict | None:
+def target_from_bearing(bearing: dict, axis: str = "y") -> dict | None:
     """``{"theta", "range"}`` of a ``spatial`` bearing object, or None without a range.
 
     The spatial azimuth is in degrees, clockwise from the boresight (+x) seen from +z,
     i.e. towards -y; our theta (rad) is positive towards +y: theta = -radians(azimuth),
-    with the azimuth wrapped to (-180, 180].
+    with the azimuth wrapped to (-180, 180].  For an array along x (``axis="x"``) theta is
+    measured from the array normal towards +x: ``sin(theta)`` is the direction's x
+    component, ``theta = asin(cos(azimuth))`` (a linear array cannot tell front from back).
     """
     if not isinstance(bearing, dict) or bearing.get("range") is None or bearing.get("azimuth") is None:
         return None
     az = (float(bearing["azimuth"]) + 180.0) % 360.0 - 180.0
     if az == -180.0:
         az = 180.0
+    if axis == "x":
+        return {"theta": math.asin(max(-1.0, min(1.0, math.cos(math.radians(az))))), "range": float(bearing["range"])}
     return {"theta": -math.radians(az), "range": float(bearing["range"])}
 
 
@@ -142,6 +160,20 @@ class SigMFSource(Source):
         Param("verify", bool, False, "check core:sha512 before replaying (reads the whole file)"),
         Param("pilots", bool, True, "emit the recorded pilots when there are any (false: recorded-data-like)"),
         Param("apply_calibration", bool, True, "multiply channel n by nearfield:calibration[n] when present"),
+        Param("carrier_hz", (float, type(None)), None,
+              "carrier in Hz when core:frequency is missing, or to override it (a warning names both); "
+              "null = from the metadata", check=positive),
+        Param("spacing", (float, type(None)), None,
+              "element spacing d in m when spatial:element_geometry is missing, or to override it; "
+              "null = from the geometry", check=positive),
+        Param("channel_order", (str, list, type(None)), None,
+              "antenna n (from -y to +y along the array) is recorded channel channel_order[n]: a list of the "
+              "N channel indices, or 'reversed'; null = from the geometry (elements sorted along the axis)",
+              check=lambda v: None if v is None or v == "reversed" or isinstance(v, list) else
+              "'reversed' or a list of channel indices"),
+        Param("array_axis", (str, type(None)), None,
+              "axis of the recording's element geometry and bearings, 'x' or 'y'; null = detected from the "
+              "geometry ('y' without one)", choices=("x", "y", None)),
     )
 
     # -- errors --------------------------------------------------------------------
@@ -191,8 +223,10 @@ class SigMFSource(Source):
                              f"{', '.join(SUPPORTED_DATATYPES)}")
         return dt
 
-    def _carrier(self, captures, path) -> float:
+    def _carrier(self, captures, path) -> float | None:
         freqs = {c.get("core:frequency") for c in captures if isinstance(c, dict)} - {None}
+        if not freqs and self.carrier_hz is not None:
+            return None  # the parameter supplies it
         if not freqs:
             raise self._fail(path, "core:frequency", "missing carrier: no capture segment has core:frequency")
         if len(freqs) > 1:
@@ -204,7 +238,15 @@ class SigMFSource(Source):
         return float(f)
 
     def _geometry(self, points, n_channels: int, path, field_name: str) -> float:
-        """Check a ULA along y, centred, increasing; return the spacing d in metres."""
+        """Read a ULA from the element geometry; return the spacing d in metres.
+
+        Today's layout (along y, centred, y increasing with the channel index) is read as is.
+        Otherwise the array is *mapped*: the axis (``array_axis``, or the coordinate that
+        varies) becomes the nominal y axis, the elements are sorted along it (which sets the
+        channel order unless ``channel_order`` is given) and an off-centre array is
+        re-centred; each mapping is logged.  A geometry that is no uniform linear array along
+        x or y is refused.  Sets ``self._geo_order`` and ``self._axis``.
+        """
         if not isinstance(points, list) or not points:
             raise self._fail(path, field_name, "missing array geometry (a list of cartesian_point objects)")
         if len(points) != n_channels:
@@ -217,25 +259,80 @@ class SigMFSource(Source):
                              "(unknown points cannot be used)") from None
         if xyz.shape != (n_channels, 3) or not np.all(np.isfinite(xyz)):
             raise self._fail(path, field_name, "expected finite [x, y, z] points")
-        y = xyz[:, 1]
         if n_channels < 2:
             raise self._fail(path, field_name, "expected at least 2 elements")
-        d = (y[-1] - y[0]) / (n_channels - 1)
+        spread = np.ptp(xyz, axis=0)
+        axis = {"x": 0, "y": 1}.get(self.array_axis)
+        if axis is None:
+            axis = 0 if spread[0] > spread[1] else 1
+        coord = xyz[:, axis]
+        order = np.argsort(coord, kind="stable")
+        pos = coord[order]
+        d = (pos[-1] - pos[0]) / (n_channels - 1)
         tol = 1e-6 * abs(d) + 1e-12
-        if (not d > 0 or np.max(np.abs(np.diff(y) - d)) > tol or np.max(np.abs(xyz[:, [0, 2]])) > tol
-                or abs(np.mean(y)) > tol):
-            raise self._fail(path, field_name, "expected a uniform linear array along y, centred on the "
-                             "origin, y increasing with the channel index (antenna n at y = (2n-N-1)d/2, "
-                             "x = z = 0)")
+        across = np.delete(spread, axis)
+        if not d > 0 or np.max(np.abs(np.diff(pos) - d)) > tol or np.max(across) > tol:
+            raise self._fail(path, field_name, "expected a uniform linear array along y (or x), e.g. centred on "
+                             "the origin with y increasing with the channel index (antenna n at "
+                             "y = (2n-N-1)d/2, x = z = 0); set array_axis/spacing/channel_order to map others")
+        if axis == 0:
+            log.warning("block %r: %s: the array lies along x; mapped to the nominal axis (theta from its "
+                        "normal towards increasing x; bearings converted with theta = asin(cos(azimuth)))",
+                        self.name, path)
+        if not np.array_equal(order, np.arange(n_channels)):
+            log.warning("block %r: %s: the elements are not in channel order along the array; channels "
+                        "mapped to antennas by position: %s", self.name, path, order.tolist())
+        centre = np.mean(xyz, axis=0)
+        if np.max(np.abs(centre)) > tol:
+            log.warning("block %r: %s: the array is not centred on the origin (centre %s m); positions are "
+                        "taken relative to the array centre", self.name, path, centre.tolist())
+        self._geo_order = order
+        self._axis = "x" if axis == 0 else "y"
         return float(d)
+
+    def _overrides(self, g, n, d, carrier, path) -> tuple[float, float]:
+        """Apply the ``spacing`` and ``carrier_hz`` parameters (fallbacks or overrides); log a change."""
+        if self.spacing is not None:
+            if d is not None and not math.isclose(d, self.spacing, rel_tol=1e-6):
+                log.warning("block %r: %s: spacing %.6g m overrides %.6g m from spatial:element_geometry",
+                            self.name, path, self.spacing, d)
+            d = float(self.spacing)
+        if self.carrier_hz is not None:
+            if carrier is not None and not math.isclose(carrier, self.carrier_hz, rel_tol=1e-9):
+                log.warning("block %r: %s: carrier_hz %.9g Hz overrides core:frequency %.9g Hz",
+                            self.name, path, self.carrier_hz, carrier)
+            carrier = float(self.carrier_hz)
+        return d, carrier
+
+    def _set_order(self, n: int, path) -> None:
+        """``self._order``: recorded channel of antenna n, or None for the identity."""
+        order = getattr(self, "_geo_order", None)
+        if self.channel_order is not None:
+            if self.channel_order == "reversed":
+                want = np.arange(n)[::-1]
+            else:
+                co = self.channel_order
+                if (len(co) != n or any(isinstance(i, bool) or not isinstance(i, int) for i in co)
+                        or sorted(co) != list(range(n))):
+                    raise self.param_error("channel_order", f"expected 'reversed' or the {n} channel indices "
+                                           f"0..{n - 1} once each, got {co!r}")
+                want = np.asarray(co, dtype=int)
+            if order is not None and not np.array_equal(order, want):
+                log.warning("block %r: %s: channel_order %s overrides the order of the element geometry %s",
+                            self.name, path, want.tolist(), order.tolist())
+            order = want
+        self._order = None if order is None or np.array_equal(order, np.arange(n)) else order
 
     def _build_array(self, g, n, d, carrier, path) -> dict:
         ne = g.get("spatial:num_elements")
         if ne is not None and ne != n:
             raise self._fail(path, "spatial:num_elements", f"is {ne} but the data has {n} channels")
         nf = g.get("nearfield:array")
-        if nf is None:
-            ula = ULA(n, carrier_hz=carrier, spacing=d)
+        if nf is None or self.carrier_hz is not None or self.spacing is not None:
+            try:
+                ula = ULA(n, carrier_hz=carrier, spacing=d)
+            except ValueError as exc:
+                raise self._fail(path, None, f"array geometry: {exc}") from None
             return ula.describe()
         try:
             ula = ULA.from_meta(nf)
@@ -292,10 +389,13 @@ class SigMFSource(Source):
         carrier = self._carrier(captures, meta_path)
         geo = next((c["spatial:element_geometry"] for c in captures
                     if isinstance(c, dict) and "spatial:element_geometry" in c), None)
-        if geo is None:
+        self._geo_order, self._axis = None, self.array_axis or "y"
+        if geo is None and self.spacing is None:
             raise self._fail(meta_path, "spatial:element_geometry", "missing array geometry (expected in a "
-                             "capture segment, with spatial:num_elements in global)")
-        d = self._geometry(geo, n, meta_path, "spatial:element_geometry")
+                             "capture segment, with spatial:num_elements in global; or set the spacing parameter)")
+        d = None if geo is None else self._geometry(geo, n, meta_path, "spatial:element_geometry")
+        d, carrier = self._overrides(g, n, d, carrier, meta_path)
+        self._set_order(n, meta_path)
         self._array = self._build_array(g, n, d, carrier, meta_path)
         data_path = get_sigmf_filenames(meta_path)["data_fn"]
         if g.get("core:dataset"):
@@ -336,7 +436,9 @@ class SigMFSource(Source):
                              f"once each, got {idx}")
         recs.sort(key=lambda r: r[0])
         n = len(recs)
-        carriers = {self._carrier(r[6], r[2]) for r in recs}
+        carriers = {self._carrier(r[6], r[2]) for r in recs} - ({None} if self.carrier_hz is not None else set())
+        if not carriers:
+            carriers = {None}
         if len(carriers) > 1:
             raise self._fail(coll_path, "core:frequency", f"streams with different carriers {sorted(carriers)}")
         carrier = carriers.pop()
@@ -344,9 +446,13 @@ class SigMFSource(Source):
         if geo is None:
             geo = next((c["spatial:element_geometry"] for c in recs[0][6]
                         if isinstance(c, dict) and "spatial:element_geometry" in c), None)
-        if geo is None:
-            raise self._fail(coll_path, "spatial:element_geometry", "missing array geometry")
-        d = self._geometry(geo, n, coll_path, "spatial:element_geometry")
+        self._geo_order, self._axis = None, self.array_axis or "y"
+        if geo is None and self.spacing is None:
+            raise self._fail(coll_path, "spatial:element_geometry", "missing array geometry (or set the spacing "
+                             "parameter)")
+        d = None if geo is None else self._geometry(geo, n, coll_path, "spatial:element_geometry")
+        d, carrier = self._overrides(coll, n, d, carrier, coll_path)
+        self._set_order(n, coll_path)
         g0 = recs[0][4]
         self._array = self._build_array({**g0, **{k: v for k, v in coll.items() if k.startswith("spatial:")}},
                                         n, d, carrier, coll_path)
@@ -415,7 +521,7 @@ class SigMFSource(Source):
             if c.get("core:sample_start", 0) <= s0:
                 cap = c
         if cap is not None and "spatial:emitter_bearing" in cap:
-            tgt = target_from_bearing(cap["spatial:emitter_bearing"])
+            tgt = target_from_bearing(cap["spatial:emitter_bearing"], getattr(self, "_axis", "y"))
             if tgt is not None:
                 return {"targets": [tgt]}
         return None
@@ -477,7 +583,9 @@ class SigMFSource(Source):
             for n, ds in enumerate(self._datasets):
                 Y[n] = ds.read(s0, s1)[0]
         if self._cal is not None:
-            Y *= self._cal
+            Y *= self._cal          # per recorded channel, before the mapping to antennas
+        if getattr(self, "_order", None) is not None:
+            Y = Y[self._order]
         arrays = {"snapshots": Y}
         if self._pilot_ds is not None:
             arrays["pilots"] = self._pilot_ds.read(s0, s1)

@@ -18,6 +18,20 @@ Randomness (one ``numpy.random.Generator`` seeded with ``seed``):
   per frame from the realised noiseless signal so that the SNR of the module
   docstring of :mod:`nearfield.scenario` is exactly ``snr_db``.
 
+then, only when one of ``gain_std_db``, ``phase_std``, ``dead_channels``, ``position_std``
+is set, the dense impairments of a real receiver
+(:func:`nearfield.impairments.draw_dense_impairments`): the HI vector becomes
+``c = c_sparse * gain`` (complex, |c_n| != 1, 0 on dead channels, which then receive noise
+only) and, with ``position_std``, the data come from elements displaced along the axis
+while ``meta["array"]`` keeps describing the nominal ULA.  ``meta["truth"]`` then also
+carries ``hi`` ([[re, im]] per antenna), ``dead`` (indices) and ``position_offsets`` (m).
+
+Noise: drawn as complex64 directly (float32 normals into the output buffer), and
+``diag(c) A diag(beta)`` is cached while the targets do not move, so a frame costs one
+(N, K) x (K, T) product and one noise draw.  ``legacy_noise: true`` restores the earlier
+path (float64 noise, steering per frame), which reproduces frames of earlier versions
+bit for bit; both paths give the same pilots, HI vector and gains for a seed.
+
 So the same ``seed`` gives the same frames, bit for bit.
 
 Motion: a target may carry ``velocity: [vx, vy]`` (m/s, x along broadside, y along the
@@ -32,7 +46,8 @@ Each frame (``seq`` = 0, 1, ..., ``t0`` = seq T / sample_rate_hz seconds) carrie
   ``arrays["pilots"]`` (K, T) complex64;
 * ``meta["array"]`` (:meth:`nearfield.array.ULA.describe`), ``meta["truth"]`` =
   ``{"targets": [{"theta", "range"}] sorted by theta, "faulty": [0-based indices],
-  "fault_phase": [rad], "noise_var": sigma^2}`` and ``meta["sample_rate_hz"]``.
+  "fault_phase": [rad], "noise_var": sigma^2}`` (``faulty`` and ``fault_phase`` are the
+  paper's sparse faults) and ``meta["sample_rate_hz"]``.
 
 The pilots row k belongs to target k of the ``targets`` parameter (parameter order),
 not to the k-th truth entry (which is sorted by theta).
@@ -49,8 +64,10 @@ from ..array import ULA
 from ..contract import ARRAY, PILOTS, SAMPLE_RATE, SNAPSHOTS, TRUTH
 from ..block import Param, Source, idle_until, non_negative, positive, unit_interval
 from ..frame import Frame
-from ..impairments import draw_impairments
+from ..impairments import check_dense_params, dense_is_default, draw_dense_impairments, draw_impairments
 from ..scenario import PAPER_TARGETS, complex_noise, make_pilots, noise_variance, noiseless_signal
+from ..state import complex_to_json
+from ..steering import steering
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +115,16 @@ def _check_gains(value) -> str | None:
             continue
         return f"gain {i} as a number or [re, im]"
     return None
+
+
+def _check_std(expected: str):
+    return lambda v: None if np.isfinite(v) and v >= 0 else expected
+
+
+def _check_phase_std(value) -> str | None:
+    if isinstance(value, str):
+        return None if value == "uniform" else "a standard deviation >= 0 in rad or 'uniform'"
+    return None if np.isfinite(value) and value >= 0 else "a standard deviation >= 0 in rad or 'uniform'"
 
 
 def _check_snr(value) -> str | None:
@@ -154,6 +181,20 @@ class SyntheticSource(Source):
         Param("rate_hz", (float, type(None)), None, "frames per second to pace at; null = as fast as possible",
               check=positive),
         Param("pilots", bool, True, "put the (K, T) pilots into each frame (false: like recorded data)"),
+        Param("gain_std_db", float, 0.0,
+              "dense impairment: per-channel gain std in dB (log-normal amplitude on every channel); 0 = none",
+              check=_check_std("a gain standard deviation >= 0 in dB")),
+        Param("phase_std", (float, str), 0.0,
+              "dense impairment: per-channel phase std in rad, or 'uniform' (U(0, 2 pi)); 0 = none",
+              check=_check_phase_std),
+        Param("dead_channels", (int, list, type(None)), None,
+              "dead channels (noise only): a count drawn at random or a list of 0-based indices; null = none"),
+        Param("position_std", float, 0.0,
+              "element position error std in m along the array axis (data from displaced elements); 0 = none",
+              check=_check_std("a position standard deviation >= 0 in m")),
+        Param("legacy_noise", bool, False,
+              "true: float64 noise and per-frame steering, bit-identical to frames before the fast path "
+              "(about 2x slower); false: complex64 noise drawn in place, steering cached for static targets"),
     )
 
     def validate(self) -> None:
@@ -163,6 +204,13 @@ class SyntheticSource(Source):
             _ = self.array.positions
         except ValueError as exc:
             raise self.param_error("n_antennas", str(exc)) from None
+        try:
+            check_dense_params(self.n_antennas, self.gain_std_db, self.phase_std, self.dead_channels,
+                               self.position_std)
+        except ValueError as exc:
+            raise self.param_error(str(exc).split(":", 1)[0], str(exc).split(":", 1)[1].strip()) from None
+        self._dense_default = dense_is_default(self.gain_std_db, self.phase_std, self.dead_channels,
+                                               self.position_std)
         k = len(self.targets)
         if self.gains is not None and len(self.gains) != k:
             raise self.param_error("gains", f"expected one gain per target ({k}), got {len(self.gains)}")
@@ -196,6 +244,49 @@ class SyntheticSource(Source):
         self._faulty = [int(i) for i in np.flatnonzero(self._mask)]
         self._fault_phase = [float(np.angle(self._c[i]) % (2 * np.pi)) for i in self._faulty]
         self._array_meta = self.array.describe()
+        self._true_array = self.array
+        self._extra_truth = {}
+        if not self._dense_default:
+            # dense impairments are drawn after the paper's draws: the default stream is unchanged
+            dense = draw_dense_impairments(self.n_antennas, self._rng, self.gain_std_db, self.phase_std,
+                                           self.dead_channels, self.position_std)
+            self._c = self._c * dense.gain
+            if dense.offsets is not None:
+                self._true_array = self.array.with_offsets(dense.offsets)
+            self._extra_truth = {
+                "hi": complex_to_json(self._c),
+                "dead": [int(i) for i in np.flatnonzero(dense.dead)],
+                "position_offsets": None if dense.offsets is None else [float(x) for x in dense.offsets],
+            }
+        self._static = not np.any(self._vel != 0.0)
+        self._B = None      # cached diag(c) A diag(beta) (N, K) complex64 for the last positions
+        self._B_key = None
+
+    def _weighted_steering(self, theta, r) -> np.ndarray:
+        """diag(c) A(theta, r) diag(beta), (N, K) complex64; recomputed only when the targets moved."""
+        key = (theta.tobytes(), r.tobytes())
+        if self._B is None or (not self._static and key != self._B_key):
+            A = steering(self._true_array, theta, r)
+            B = self._c[:, None] * A * self._beta[None, :]
+            self._B, self._B_key = B.astype(np.complex64), key
+            self._gram = (B.conj().T @ B)          # B^H B (K, K), complex128, for the signal power
+        return self._B
+
+    def _fast_snapshots(self, theta, r, pilots, pilots64):
+        """Y = B S + noise in complex64: noise drawn as float32 straight into the output buffer."""
+        B = self._weighted_steering(theta, r)
+        n, t = self.n_antennas, self.snapshots
+        # mean_t ||B s_t||^2 = sum_kl (B^H B)_kl (S S^H)_lk / T: the SNR definition without forming |B S|^2
+        power = float(np.sum(self._gram * (pilots @ pilots.conj().T).T).real) / (n * t)
+        sigma2 = power / 10.0 ** (self.snr_db / 10.0)
+        y = np.empty((n, t), np.complex64)
+        self._rng.standard_normal(out=y.view(np.float32), dtype=np.float32)
+        y *= np.float32(np.sqrt(sigma2 / 2.0))
+        if getattr(self, "_mu", None) is None or self._mu.shape != (n, t):
+            self._mu = np.empty((n, t), np.complex64)   # reused: the signal never leaves this block
+        np.matmul(B, pilots64, out=self._mu)
+        y += self._mu
+        return y, sigma2
 
     def make_frame(self, seq: int) -> Frame:
         """Frame ``seq`` (draws the next pilots and noise from the run's Generator)."""
@@ -207,12 +298,16 @@ class SyntheticSource(Source):
                              f"(behind the array) at t = {t0:g} s")
         k = len(theta)
         pilots = make_pilots(k, self.snapshots, self._rng)
-        mu = noiseless_signal(self.array, theta, r, self._beta, pilots, self._c)
-        sigma2 = noise_variance(mu, self.snr_db)
-        y = (mu + complex_noise(mu.shape, sigma2, self._rng)).astype(np.complex64)
+        pilots64 = pilots.astype(np.complex64)
+        if self.legacy_noise:
+            mu = noiseless_signal(self._true_array, theta, r, self._beta, pilots, self._c)
+            sigma2 = noise_variance(mu, self.snr_db)
+            y = (mu + complex_noise(mu.shape, sigma2, self._rng)).astype(np.complex64)
+        else:
+            y, sigma2 = self._fast_snapshots(theta, r, pilots, pilots64)
         arrays = {"snapshots": y}
         if self.pilots:
-            arrays["pilots"] = pilots.astype(np.complex64)
+            arrays["pilots"] = pilots64
         order = np.argsort(theta, kind="stable")
         truth = {
             "targets": [{"theta": float(theta[i]), "range": float(r[i])} for i in order],
@@ -220,6 +315,7 @@ class SyntheticSource(Source):
             "fault_phase": list(self._fault_phase),
             "noise_var": float(sigma2),
         }
+        truth.update(self._extra_truth)
         meta = {"array": dict(self._array_meta), "truth": truth, "sample_rate_hz": float(self.sample_rate_hz)}
         return Frame(seq=seq, t0=float(t0), arrays=arrays, meta=meta)
 

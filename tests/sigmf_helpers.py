@@ -30,7 +30,11 @@ def record(path, frames=5, **src_params):
 
 def foreign_recording(base, data: np.ndarray, datatype="cf32_le", n=None, carrier=3e9, d=0.05,
                       geometry=True, extra_global=None, capture_extra=None, annotations=()):
-    """Write a recording with sigmf.SigMFFile as another tool would; ``data`` is raw (file layout)."""
+    """Write a recording with sigmf.SigMFFile as another tool would; ``data`` is raw (file layout).
+
+    ``geometry``: True (our centred ULA along y), False (none) or a list of [x, y, z] points
+    in channel order (another tool's layout).
+    """
     base = str(base)
     data.tofile(base + ".sigmf-data")
     n = n if n is not None else 4
@@ -43,7 +47,9 @@ def foreign_recording(base, data: np.ndarray, datatype="cf32_le", n=None, carrie
     cap = {}
     if carrier is not None:
         cap["core:frequency"] = carrier
-    if geometry:
+    if isinstance(geometry, list):
+        cap["spatial:element_geometry"] = [{"point": [float(v) for v in p]} for p in geometry]
+    elif geometry:
         cap["spatial:element_geometry"] = ula_points(n, d)
     cap.update(capture_extra or {})
     sf.add_capture(0, metadata=cap)

@@ -123,3 +123,72 @@ def test_noiseless_signal_is_sum_over_targets():
     assert np.allclose(sc.mean(), ref)
     assert noise_variance(ref, 0.0) == pytest.approx(np.mean(np.abs(ref) ** 2))
     assert np.allclose(noiseless_signal(sc.array, sc.theta, sc.r, sc.gains, sc.pilots), ref / sc.c[:, None])
+
+
+# -- perturbed elements, small arrays, dense impairments -------------------------------------------------------
+
+def test_offsets_move_the_elements_and_steering_follows():
+    a = ULA(8, 5.8e9)
+    off = np.linspace(-1e-3, 2e-3, 8)
+    b = a.with_offsets(off)
+    assert np.allclose(b.positions, a.positions + off) and b.nominal() == a
+    assert a.positions is a.nominal_positions                     # default path: no copy, no offsets
+    th, r = 0.4, 1.3
+    y = b.positions
+    dist = np.sqrt((r * np.cos(th)) ** 2 + (r * np.sin(th) - y) ** 2)   # independent eq. (1)
+    assert np.allclose(steering(b, th, r)[:, 0], np.exp(-1j * b.wavenumber * (dist - r)))
+    assert ULA.from_meta(b.describe()).offsets is None            # offsets are not part of the description
+    with pytest.raises(ValueError, match="offsets"):
+        ULA(8, offsets=(0.0,) * 7)
+    with pytest.raises(ValueError, match="offsets"):
+        ULA(4, offsets=(0.0, np.nan, 0.0, 0.0))
+
+
+@pytest.mark.parametrize("n, carrier", [(4, 5.8e9), (9, 1.24e9), (16, 5.8e9), (16, 1.24e9), (32, 5.8e9),
+                                        (256, 30e9)])
+def test_small_array_properties_make_sense(n, carrier):
+    a = ULA(n, carrier)
+    assert 2 <= a.n_sub <= n
+    lam, D = a.wavelength, a.aperture
+    r_min, r_max = a.range_window()
+    assert r_min == pytest.approx(max(D / 2, 2 * lam))
+    assert r_max == pytest.approx(max(2 * D ** 2 / lam, 4 * r_min))
+    assert 0 < r_min < r_max
+    assert r_max >= a.rayleigh_distance
+
+
+def test_range_window_holds_the_paper_targets_and_the_sdr_example():
+    r_min, r_max = paper_array(256).range_window()
+    assert r_min < 8.0 and 18.0 < r_max                       # the three targets of Sec. VI-A
+    r_min, r_max = ULA(9, 1.24e9).range_window()              # a 9-element SDR array, 0.5 to 5.5 m
+    assert r_min < 0.5 and 5.5 < r_max
+    assert paper_array(256).n_sub == 38 and ULA(4, 5.8e9).n_sub == 2
+
+
+def test_dense_impairments_statistics_and_default_stream():
+    from nearfield.impairments import draw_dense_impairments
+    rng = np.random.default_rng(0)
+    dense = draw_dense_impairments(4000, rng, gain_std_db=1.5, phase_std="uniform", dead_channels=40,
+                                   position_std=1e-3)
+    live = ~dense.dead
+    assert dense.dead.sum() == 40 and np.all(dense.gain[dense.dead] == 0)
+    g_db = 20 * np.log10(np.abs(dense.gain[live]))
+    assert np.std(g_db) == pytest.approx(1.5, rel=0.05) and abs(np.mean(g_db)) < 0.1
+    ph = np.angle(dense.gain[live])
+    assert abs(np.mean(np.exp(1j * ph))) < 0.05              # uniform phase: mean phasor ~ 0
+    assert np.std(dense.offsets) == pytest.approx(1e-3, rel=0.05)
+    # paper scenario: the dense draws come last and only when asked for
+    s0 = paper_scenario(np.random.default_rng(5), n_antennas=32)
+    s1 = paper_scenario(np.random.default_rng(5), n_antennas=32, gain_std_db=1.0, position_std=1e-3)
+    assert np.array_equal(s0.pilots, s1.pilots) and np.array_equal(s0.gains, s1.gains)
+    assert s0.true_array is None and s1.true_array is not None and s1.array == s0.array
+    assert np.allclose(np.abs(s1.c / s0.c), np.abs(s1.c))     # c = c_sparse * gain
+    assert not np.allclose(np.abs(s1.c), 1.0)
+
+
+@pytest.mark.parametrize("kw, name", [({"gain_std_db": -1}, "gain_std_db"), ({"phase_std": "normal"}, "phase_std"),
+                                      ({"dead_channels": 8}, "dead_channels"), ({"dead_channels": [9]}, "dead_channels"),
+                                      ({"position_std": np.inf}, "position_std")])
+def test_dense_bad_parameters_named(kw, name):
+    with pytest.raises(ValueError, match=f"^{name}"):
+        paper_scenario(np.random.default_rng(0), n_antennas=8, **kw)

@@ -260,3 +260,102 @@ def test_shipped_record_and_replay_flowgraphs(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
     assert [r["seq"] for r in lines] == [0, 1, 2]
     assert [t["range"] for t in lines[0]["truth"]["targets"]] == [8.0, 18.0, 10.0]
+
+
+# -- others' recordings: carrier, spacing, channel order and axis given or overridden -------------------------
+
+def _raw(n=4, t=20, seed=5):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((t, n)) + 1j * rng.standard_normal((t, n))).astype("<c8")
+
+
+def test_carrier_given_when_missing_and_overriding_with_a_warning(tmp_path, caplog):
+    raw = _raw()
+    base = foreign_recording(tmp_path / "nc", raw, carrier=None)
+    got = replay(base, snapshots=10, carrier_hz=1.24e9)
+    assert got[0].meta["array"]["carrier_hz"] == 1.24e9
+    assert got[0].meta["array"]["wavelength_m"] == pytest.approx(SPEED_OF_LIGHT / 1.24e9)
+    assert np.array_equal(got[0].arrays["snapshots"], raw[:10].T)
+    base = foreign_recording(tmp_path / "wc", raw, carrier=3e9)
+    with caplog.at_level(logging.WARNING, logger="nearfield.sources.sigmf_source"):
+        got = replay(base, snapshots=10, carrier_hz=5.8e9)
+    assert got[0].meta["array"]["carrier_hz"] == 5.8e9
+    assert "overrides core:frequency" in caplog.text
+
+
+def test_spacing_given_without_geometry_or_overriding_it(tmp_path):
+    raw = _raw(n=9)
+    base = foreign_recording(tmp_path / "ng", raw, n=9, geometry=False, carrier=1.24e9)
+    got = replay(base, snapshots=10, spacing=0.12)
+    assert got[0].meta["array"]["spacing"] == 0.12 and got[0].meta["array"]["n_antennas"] == 9
+    assert np.array_equal(got[1].arrays["snapshots"], raw[10:20].T)
+    base = foreign_recording(tmp_path / "g", raw, n=9, d=0.05)
+    assert replay(base, snapshots=10, spacing=0.06)[0].meta["array"]["spacing"] == 0.06
+    assert replay(base, snapshots=10)[0].meta["array"]["spacing"] == pytest.approx(0.05)   # unchanged default
+
+
+def test_reversed_geometry_is_mapped_back_to_the_recorded_frames(tmp_path):
+    """Independent: a synthetic recording re-written with its channels reversed replays as the original."""
+    written = record(tmp_path / "rec", frames=3, n_antennas=8)
+    n = 8
+    data = np.fromfile(str(tmp_path / "rec.sigmf-data"), np.complex64).reshape(-1, n)
+    meta = json.load(open(str(tmp_path / "rec.sigmf-meta")))
+    pts = [p["point"] for p in meta["captures"][0]["spatial:element_geometry"]]
+    base = foreign_recording(tmp_path / "rev", np.ascontiguousarray(data[:, ::-1]), n=n,
+                             carrier=meta["captures"][0]["core:frequency"], geometry=pts[::-1])
+    got = replay(base, snapshots=10)
+    for a, b in zip(written, got):
+        assert np.array_equal(a.arrays["snapshots"], b.arrays["snapshots"])
+    # the same data with the geometry in today's layout, mapped by the channel_order parameter instead
+    base2 = foreign_recording(tmp_path / "rev2", np.ascontiguousarray(data[:, ::-1]), n=n,
+                              carrier=meta["captures"][0]["core:frequency"], d=written[0].meta["array"]["spacing"])
+    for order in ("reversed", list(range(n))[::-1]):
+        got = replay(base2, snapshots=10, channel_order=order)
+        assert np.array_equal(written[2].arrays["snapshots"], got[2].arrays["snapshots"])
+
+
+def test_permuted_channels_follow_the_geometry(tmp_path):
+    raw = _raw(n=4)
+    d = 0.05
+    y = [(2 * i - 3) * d / 2 for i in range(4)]
+    perm = [2, 0, 3, 1]                                # channel c sits at antenna perm[c]
+    base = foreign_recording(tmp_path / "p", raw, geometry=[[0.0, y[perm[c]], 0.0] for c in range(4)])
+    got = replay(base, snapshots=20)[0].arrays["snapshots"]
+    for c in range(4):
+        assert np.array_equal(got[perm[c]], raw[:, c])
+
+
+def test_bad_channel_order_is_named(tmp_path):
+    base = foreign_recording(tmp_path / "b", _raw())
+    for bad in ([0, 1, 2], [0, 1, 1, 2], "backwards"):
+        with pytest.raises(ParamError, match="channel_order"):
+            SigMFSource(name="src", path=str(base), channel_order=bad)
+
+
+def test_array_along_x_with_bearing_and_offset_is_mapped(tmp_path, caplog):
+    raw = _raw(n=4)
+    d = 0.05
+    # elements along x, starting at the origin (not centred), listed in increasing x
+    pts = [[i * d, 0.0, 0.0] for i in range(4)]
+    base = foreign_recording(tmp_path / "x", raw, geometry=pts,
+                             capture_extra={"spatial:emitter_bearing": {"azimuth": 60.0, "range": 3.0}})
+    with caplog.at_level(logging.WARNING, logger="nearfield.sources.sigmf_source"):
+        got = replay(base, snapshots=20)
+    assert "along x" in caplog.text and "not centred" in caplog.text
+    assert got[0].meta["array"]["spacing"] == pytest.approx(d)
+    assert np.array_equal(got[0].arrays["snapshots"], raw.T)
+    # direction (cos 60, -sin 60): its component along the array (x) is cos 60 = sin(theta)
+    (tgt,) = got[0].meta["truth"]["targets"]
+    assert tgt["theta"] == pytest.approx(np.arcsin(0.5)) and tgt["range"] == 3.0
+    assert target_from_bearing({"azimuth": 90.0, "range": 1.0}, "x")["theta"] == pytest.approx(0.0)
+    assert target_from_bearing({"azimuth": 0.0, "range": 1.0}, "x")["theta"] == pytest.approx(np.pi / 2)
+    # forcing the other axis on this geometry is refused with the mapping hint
+    with pytest.raises(SigMFFormatError, match="array_axis"):
+        SigMFSource(path=str(base), array_axis="y")
+
+
+def test_collection_with_reversed_channel_order_parameter(tmp_path):
+    written = record(tmp_path / "rec", frames=2, n_antennas=6)
+    coll = split_into_collection(tmp_path, tmp_path / "rec")
+    got = replay(coll, channel_order="reversed")
+    assert np.array_equal(got[1].arrays["snapshots"], written[1].arrays["snapshots"][::-1])

@@ -131,3 +131,132 @@ def test_rate_hz_paces_frames():
     elapsed = time.monotonic() - t
     assert n == 6
     assert elapsed >= 5 / 50.0 * 0.95    # 5 periods between 6 frames
+
+
+# -- dense impairments, the fast path and its legacy twin ---------------------------------------------------
+
+def _hi(truth):
+    return np.array([complex(*v) for v in truth["hi"]])
+
+
+def test_legacy_noise_reproduces_the_draw_sequence_of_the_scenario_functions():
+    """legacy_noise: c, beta once; per frame pilots then float64 noise -- rebuilt here from the library."""
+    from nearfield.array import ULA
+    from nearfield.impairments import draw_impairments
+    from nearfield.scenario import complex_noise, make_pilots, noise_variance, noiseless_signal
+    src = SyntheticSource(n_antennas=24, snapshots=12, frames=3, seed=11, p_fault=0.2, legacy_noise=True)
+    rng = np.random.default_rng(11)
+    c, _ = draw_impairments(24, 0.2, rng)
+    beta = np.exp(2j * np.pi * rng.random(3))
+    arr = ULA(24)
+    th = np.array([np.pi / 12, -np.pi / 12, -np.pi / 6])
+    rr = np.array([10.0, 18.0, 8.0])
+    for f in src.generate():
+        S = make_pilots(3, 12, rng)
+        mu = noiseless_signal(arr, th, rr, beta, S, c)
+        y = (mu + complex_noise(mu.shape, noise_variance(mu, 20.0), rng)).astype(np.complex64)
+        assert np.array_equal(f.arrays["snapshots"], y)
+        assert np.array_equal(f.arrays["pilots"], S.astype(np.complex64))
+
+
+def test_fast_and_legacy_paths_share_hi_gains_and_pilots():
+    kw = dict(n_antennas=32, snapshots=40, frames=3, seed=4, p_fault=0.1)
+    fast = list(SyntheticSource(**kw).generate())
+    old = list(SyntheticSource(legacy_noise=True, **kw).generate())
+    # the first pilots come before any noise draw; later ones follow a noise stream of another type
+    assert np.array_equal(fast[0].arrays["pilots"], old[0].arrays["pilots"])
+    assert fast[0].meta["truth"]["noise_var"] == pytest.approx(old[0].meta["truth"]["noise_var"], rel=1e-9)
+    for a, b in zip(fast, old):
+        assert a.meta["truth"]["faulty"] == b.meta["truth"]["faulty"]
+        assert a.meta["truth"]["fault_phase"] == b.meta["truth"]["fault_phase"]
+        assert not np.array_equal(a.arrays["snapshots"], b.arrays["snapshots"])  # the noise stream differs
+
+
+def test_fast_noise_is_circular_white_with_the_set_variance():
+    src = SyntheticSource(n_antennas=64, snapshots=400, frames=1, snr_db=0.0, p_fault=0.0, seed=2,
+                          gains=[1.0, 1.0, 1.0], wavelength_m=0.01)
+    f = next(src.generate())
+    th = np.array([np.pi / 12, -np.pi / 12, -np.pi / 6])
+    x = exact_steering(64, 0.01, 0.005, th, np.array([10.0, 18.0, 8.0])) @ f.arrays["pilots"].astype(complex)
+    e = f.arrays["snapshots"] - x
+    s2 = f.meta["truth"]["noise_var"]
+    assert s2 == pytest.approx(np.mean(np.abs(x) ** 2), rel=1e-5)
+    # 25600 samples: each moment within ~4 standard errors
+    assert np.mean(e.real ** 2) == pytest.approx(s2 / 2, rel=0.04)
+    assert np.mean(e.imag ** 2) == pytest.approx(s2 / 2, rel=0.04)
+    assert abs(np.mean(e * e)) < 0.04 * s2                       # circular: E[e^2] = 0
+    assert abs(np.mean(e[:, 1:] * e[:, :-1].conj())) < 0.04 * s2   # white in time
+
+
+def test_fast_path_follows_moving_targets():
+    tgt = [{"theta": 0.2, "range": 6.0, "velocity": [-3.0, 4.0]}]
+    src = SyntheticSource(n_antennas=32, snapshots=8, frames=4, sample_rate_hz=100.0, targets=tgt, p_fault=0.0,
+                          snr_db=250.0, gains=[1.0], wavelength_m=0.01)
+    for f in src.generate():
+        (t,) = f.meta["truth"]["targets"]
+        a = exact_steering(32, 0.01, 0.005, np.array([t["theta"]]), np.array([t["range"]]))
+        expected = a @ f.arrays["pilots"].astype(complex)
+        assert np.max(np.abs(f.arrays["snapshots"] - expected)) < 1e-5
+
+
+def test_default_run_has_no_dense_truth():
+    f = next(SyntheticSource(n_antennas=16, frames=1).generate())
+    assert not {"hi", "dead", "position_offsets"} & set(f.meta["truth"])
+
+
+def test_dense_impairments_match_an_independent_model():
+    src = SyntheticSource(n_antennas=16, carrier_hz=5.8e9, snapshots=30, frames=2, snr_db=250.0, p_fault=0.0,
+                          seed=3, gain_std_db=1.5, phase_std="uniform", dead_channels=[2, 9], position_std=0.002,
+                          targets=[{"theta": 0.3, "range": 1.5}, {"theta": -0.2, "range": 2.5}], gains=[1.0, 0.5])
+    frames = list(src.generate())
+    truth = frames[0].meta["truth"]
+    c = _hi(truth)
+    assert truth["dead"] == [2, 9] and np.all(c[[2, 9]] == 0)
+    live = np.abs(c) > 0
+    gdb = 20 * np.log10(np.abs(c[live]))
+    assert 0.5 < np.std(gdb) < 3.0                         # 1.5 dB std over 14 channels
+    assert frames[0].meta["array"]["n_antennas"] == 16     # the nominal array is described
+    lam = C0 / 5.8e9
+    y_nom = (np.arange(16) - 7.5) * lam / 2
+    y_true = y_nom + np.array(truth["position_offsets"])
+    assert 0.0005 < np.std(truth["position_offsets"]) < 0.004
+    th, rr = np.array([0.3, -0.2]), np.array([1.5, 2.5])
+    dist = np.sqrt((rr * np.cos(th)) ** 2 + (rr * np.sin(th) - y_true[:, None]) ** 2)
+    A = np.exp(-2j * np.pi / lam * (dist - rr))
+    for f in frames:
+        S = f.arrays["pilots"].astype(complex)
+        expected = c[:, None] * (A @ (np.array([1.0, 0.5])[:, None] * S))
+        assert np.max(np.abs(f.arrays["snapshots"] - expected)) < 1e-5 * np.max(np.abs(expected))
+        assert _hi(f.meta["truth"]).tolist() == c.tolist()   # static over the run
+
+
+def test_dead_channel_receives_noise_only():
+    src = SyntheticSource(n_antennas=16, snapshots=2000, frames=1, snr_db=10.0, p_fault=0.0, dead_channels=[4])
+    f = next(src.generate())
+    y = f.arrays["snapshots"]
+    s2 = f.meta["truth"]["noise_var"]
+    assert np.mean(np.abs(y[4]) ** 2) == pytest.approx(s2, rel=0.1)
+    assert np.mean(np.abs(y[5]) ** 2) > 5 * s2
+
+
+def test_dense_count_of_dead_channels_and_gaussian_phase():
+    src = SyntheticSource(n_antennas=64, frames=1, dead_channels=3, phase_std=0.1, seed=9)
+    t = next(src.generate()).meta["truth"]
+    c = _hi(t)
+    assert len(t["dead"]) == 3 and np.count_nonzero(c == 0) == 3
+    ph = np.angle(c[c != 0] / np.exp(1j * np.angle(c[c != 0]).mean()))
+    assert np.std(ph) < 0.5 and np.allclose(np.abs(c[c != 0]), 1.0)   # p_fault adds a few uniform phases
+
+
+@pytest.mark.parametrize("kw, name", [
+    ({"gain_std_db": -1.0}, "gain_std_db"),
+    ({"phase_std": "gaussian"}, "phase_std"),
+    ({"phase_std": -0.1}, "phase_std"),
+    ({"position_std": -0.1}, "position_std"),
+    ({"dead_channels": 16}, "dead_channels"),
+    ({"dead_channels": [0, 16]}, "dead_channels"),
+    ({"dead_channels": [1, 1]}, "dead_channels"),
+])
+def test_bad_dense_parameters_are_named(kw, name):
+    with pytest.raises(ParamError, match=f"parameter '{name}'"):
+        SyntheticSource(name="src", n_antennas=16, **kw)
