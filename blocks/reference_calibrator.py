@@ -22,7 +22,8 @@ import logging
 
 import numpy as np
 
-from nearfield.block import BadFrame, Block, Param, frame_array, optional_finite, positive
+from nearfield.block import BadFrame, Block, Param, positive
+from nearfield.contract import ARRAY, C_HAT, PILOTS, SNAPSHOTS, meta_field
 from nearfield.estimators.reference import (CalibrationStats, apply_hi, calibrate_stats, hi_error, hi_state,
                                             load_hi)
 from nearfield.state import save_json_atomic
@@ -62,7 +63,9 @@ class ReferenceCalibrator(Block):
         Param("n_iter", int, 50, "alternation rounds at most (K > 1)", check=positive),
         Param("apply", bool, True, "pass the frames on calibrated (Y / c, dead channels zeroed)"),
     )
-    requires = ("snapshots",)
+    reads = (ARRAY, SNAPSHOTS, PILOTS)
+    adds = (SNAPSHOTS, C_HAT, meta_field("hi_frames", "int", doc="frames accumulated into the HI vector"),
+            meta_field("hi_nmse", "float", doc="HI-vector NMSE against the truth", optional=True))
 
     def validate(self) -> None:
         if self.targets is None:
@@ -93,15 +96,13 @@ class ReferenceCalibrator(Block):
                  self.n_frames, self.state_path)
 
     def process(self, frame):
-        Y = frame.arrays["snapshots"]
-        array = frame_array(frame)
+        x = self.read(frame)
+        Y, array = x["snapshots"], x["array"]
         n, k = array.n_antennas, self._theta.size
-        if Y.ndim != 2 or Y.shape[0] != n:
-            raise BadFrame(f"snapshots: expected ({n}, T), got {Y.shape}")
         if self.c is not None and n != self.c.size:
             raise BadFrame(f"snapshots: N={n} differs from the calibrated {self.c.size} antennas")
         if not self.done:
-            (pilots,) = optional_finite(frame, "pilots")
+            pilots = x["pilots"]
             if not self.use_pilots:
                 pilots = None
             blind = pilots is None if self.stats is None else self.stats.blind
@@ -161,14 +162,15 @@ class HIApply(Block):
         Param("threshold", float, 0.1, "dead channel: |c_n| below this share of the median |c|",
               check=lambda v: None if 0 < v < 1 else "a ratio in (0, 1)"),
     )
-    requires = ("snapshots",)
+    reads = (SNAPSHOTS,)
+    adds = (SNAPSHOTS, C_HAT)
 
     def start(self) -> None:
         self.c = load_hi(self.state_path, who=f"block {self.name!r}")
 
     def process(self, frame):
-        Y = frame.arrays["snapshots"]
-        if Y.ndim != 2 or Y.shape[0] != self.c.size:
+        Y = self.read(frame)["snapshots"]
+        if Y.shape[0] != self.c.size:
             raise BadFrame(f"snapshots: expected ({self.c.size}, T) for the saved HI vector, got {Y.shape}")
         frame.arrays["snapshots"] = apply_hi(Y, self.c, self.threshold).astype(np.complex64, copy=False)
         frame.arrays["c_hat"] = self.c.astype(np.complex64)

@@ -66,6 +66,7 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from nearfield.contract import ARRAY, SAMPLE_RATE, SNAPSHOTS, TRUTH
 from ..block import Param, ParamError, Source, positive
 from ..frame import Frame
 from .sdr_common import (
@@ -154,6 +155,7 @@ class CoherentRtlSdrSource(Source):
     """Live coherent-rtlsdr packets (ZeroMQ PUB, int8 IQ, channel 0 = reference noise receiver)."""
 
     outputs = ("out", "cal")
+    adds = (ARRAY, SNAPSHOTS, TRUTH, SAMPLE_RATE)  # frame contract (nearfield.contract)
     params = (
         Param("address", str, "tcp://127.0.0.1:5555", "endpoint coherent-rtlsdr's PUB socket binds "
               "(this source connects)", check=_check_address),

@@ -109,6 +109,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nearfield.contract import ARRAY, SAMPLE_RATE, SNAPSHOTS, TRUTH
 from ..block import Param, Source, idle_until, positive
 from ..frame import Frame
 from .sdr_common import (
@@ -263,6 +264,7 @@ class KrakenSDRSource(Source):
     """Live KrakenSDR / KerberosSDR frames from the Heimdall DAQ IQ server (TCP, port 5000)."""
 
     outputs = ("out", "cal")
+    adds = (ARRAY, SNAPSHOTS, TRUTH, SAMPLE_RATE)  # frame contract (nearfield.contract)
     params = (
         Param("host", str, "127.0.0.1", "host running the Heimdall DAQ firmware"),
         Param("port", int, 5000, "its IQ server port", check=_check_port),
