@@ -65,7 +65,7 @@ def test_path_is_required():
 
 def test_default_flowgraph_writes_one_line_per_frame(tmp_path):
     from pathlib import Path
-    flowgraph = pytest.importorskip("nearfield.flowgraph")
+    flowgraph = pytest.importorskip("nearfield.runtime.flowgraph")
     runtime = pytest.importorskip("nearfield.runtime")
     fg = Path(__file__).resolve().parent.parent / "flowgraphs" / "synthetic.yaml"
     out = tmp_path / "estimates.jsonl"

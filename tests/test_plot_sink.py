@@ -161,7 +161,7 @@ def test_plot_flowgraph_runs(tmp_path):
     """flowgraphs/plot.yaml (small overrides), in-process: one PNG every `every` frames."""
     from pathlib import Path
 
-    from nearfield.flowgraph import load_flowgraph
+    from nearfield.runtime.flowgraph import load_flowgraph
     from nearfield.runtime import run_flowgraph
 
     path = Path(__file__).resolve().parents[1] / "flowgraphs" / "plot.yaml"

@@ -341,7 +341,7 @@ def test_gnuradio_zmq_flowgraph_end_to_end(ctx, tmp_path):
     import json
     from pathlib import Path
 
-    from nearfield.flowgraph import load_flowgraph
+    from nearfield.runtime.flowgraph import load_flowgraph
     from nearfield.runtime import run_flowgraph
 
     from nearfield.array import ULA

@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from . import registry
-from .block import Block, ParamError
+from ..block import Block, ParamError
 
 __all__ = ["FlowgraphError", "BlockSpec", "Edge", "Flowgraph", "load_flowgraph", "parse_flowgraph",
            "parse_override"]
