@@ -47,8 +47,6 @@ class ConsoleSink(Sink):
         self._n = 0
 
     def process(self, frame: Frame) -> None:
-        if not hasattr(self, "_n"):
-            self.start()
         if self._n % self.every == 0:
             out = sys.stdout if self.stream == "stdout" else sys.stderr
             try:
