@@ -39,6 +39,7 @@ import os
 import re
 
 import zmq
+from zmq.utils import z85
 
 from nearfield.block import Param, ParamError, Sink, positive
 from nearfield.frame import Frame, finite_or_none
@@ -87,7 +88,7 @@ def read_curve_key(path: str, which: str = "secret") -> bytes:
     try:
         if len(key) != 40:
             raise ValueError
-        zmq.utils.z85.decode(key)
+        z85.decode(key)
     except Exception:
         raise ValueError(f"CURVE key file {path!r}: expected a 40-character Z85 {which} key "
                          f"(from zmq.curve_keypair()) or a zmq.auth certificate") from None
