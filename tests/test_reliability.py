@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import signal
 import struct
@@ -456,6 +457,7 @@ def test_zmq_pub_with_curve_key_file(tmp_path):
 
 # -- also: warnings once; the suite does not write ./estimates.jsonl ------------------------
 def test_a_validate_warning_is_printed_once(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="nearfield.sources.synthetic")   # other modules quiet it
     g = parse_flowgraph({"blocks": {"src": {"type": "synthetic", "n_antennas": 32, "snapshots": 20, "frames": 1,
                                             "seed": 3, "targets": [{"theta": 0.1, "range": 1000.0}]},
                                     "out": {"type": "t_collect", "path": str(tmp_path / "o")}},
