@@ -1,4 +1,4 @@
-"""JSON Lines sink: the estimates record of DESIGN.md, one object per frame.
+"""JSON Lines sink: the estimates record, one object per frame.
 
 Each line is exactly::
 
@@ -43,7 +43,7 @@ def _targets(items) -> list:
 
 
 def estimates_record(frame: Frame, now: float | None = None) -> dict:
-    """The DESIGN.md estimates record of one frame (a dict ready for ``json.dumps``).
+    """The estimates record of one frame (a dict ready for ``json.dumps``).
 
     ``latency_s`` is ``now - meta["t_emit"]`` (``now`` defaults to ``time.time()``), or
     ``None`` when the frame was never stamped by a runtime.  Malformed meta fields raise
@@ -77,7 +77,7 @@ def _record(frame: Frame, now: float | None) -> dict:
 
 
 class JsonlSink(Sink):
-    """Write one estimates record (DESIGN.md) per frame to a JSON Lines file."""
+    """Write one estimates record per frame to a JSON Lines file."""
 
     params = (
         Param("path", str, doc="output file (.jsonl); parent directories are created"),

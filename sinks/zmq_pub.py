@@ -2,7 +2,7 @@
 
 For dashboards and other programs that want the estimates live.  Every frame becomes one
 single-part message: the optional ``topic`` (UTF-8 bytes, as given) immediately followed by
-the estimates record of DESIGN.md as UTF-8 JSON -- exactly the object the ``jsonl`` sink
+the estimates record (the jsonl sink's line) as UTF-8 JSON -- exactly the object the ``jsonl`` sink
 writes on one line (built by the same function, :func:`nearfield.sinks.jsonl.estimates_record`;
 NaN/Inf become ``null``)::
 
@@ -96,7 +96,7 @@ def read_curve_key(path: str, which: str = "secret") -> bytes:
 
 
 class ZMQPubSink(Sink):
-    """Publish each estimates record (DESIGN.md) as one JSON message on a ZeroMQ PUB socket."""
+    """Publish each estimates record as one JSON message on a ZeroMQ PUB socket."""
 
     params = (
         Param("address", str, "tcp://127.0.0.1:5556", "endpoint to bind (loopback by default; "

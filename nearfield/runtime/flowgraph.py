@@ -1,4 +1,4 @@
-"""Flowgraph files: load, override, validate (DESIGN.md, "Flowgraph files").
+"""Flowgraph files: load, override, validate.
 
 A flowgraph is a YAML file loaded with a ``yaml.SafeLoader`` (plain data only; floats such as
 ``1e-3`` are read as floats, as in YAML 1.2)::

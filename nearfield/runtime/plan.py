@@ -111,8 +111,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_ipc_dirs(base: str) -> int:
-    """Remove ``nf-<pid>-*`` socket directories in ``base`` whose runner process is gone
-    (a runner killed with SIGKILL cannot remove its own); returns how many."""
+    """Remove ``nf-<pid>-*`` socket directories in ``base``, owned by this user, whose runner
+    process is gone (a runner killed with SIGKILL cannot remove its own); returns how many."""
     n = 0
     try:
         names = os.listdir(base)
@@ -121,8 +121,13 @@ def clean_stale_ipc_dirs(base: str) -> int:
     for name in names:
         parts = name.split("-")
         if len(parts) >= 3 and parts[0] + "-" == _IPC_PREFIX and parts[1].isdigit():
-            if not _pid_alive(int(parts[1])):
-                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+            path = os.path.join(base, name)
+            try:
+                mine = os.stat(path).st_uid == os.getuid()
+            except OSError:
+                continue
+            if mine and not _pid_alive(int(parts[1])):
+                shutil.rmtree(path, ignore_errors=True)
                 n += 1
     return n
 

@@ -1,4 +1,4 @@
-"""The ZeroMQ encoding of a :class:`~nearfield.frame.Frame` (DESIGN.md, "Frames and the wire").
+"""The ZeroMQ encoding of a :class:`~nearfield.frame.Frame`: the frame contract between blocks.
 
 A frame is one multipart message:
 
