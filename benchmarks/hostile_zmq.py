@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         f"source.address=tcp://127.0.0.1:{port}", f"source.n_antennas={n}", f"source.snapshots={t}",
         "source.timeout_s=3.0", f"out.path={out}", "publish.address=tcp://127.0.0.1:*"])
 
-    peak = [0, 0]
+    peak = [0, 0, 0]
     done = threading.Event()
 
     def sample():
@@ -126,6 +126,7 @@ def main(argv=None) -> int:
             mem = [_mem_kb(p) for p in _tree(me)]
             peak[0] = max(peak[0], sum(m[0] for m in mem))
             peak[1] = max(peak[1], sum(m[1] for m in mem))
+            peak[2] = max(peak[2], max((m[0] for m in mem[1:]), default=0))
             time.sleep(0.02)
 
     def send():
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
     print(f"frames in the jsonl file: {len(recs)} of {total}; every ordinary frame delivered: {ordinary <= seqs}")
     print(f"peak memory of the whole graph (runner + {len(graph.blocks)} block processes): "
           f"PSS {peak[1] / 1024:.0f} MB (shared pages counted once), RSS summed {peak[0] / 1024:.0f} MB "
-          f"(shared pages counted in every process)")
+          f"(shared pages counted in every process); largest block process RSS {peak[2] / 1024:.0f} MB")
     return 0 if res.ok and ordinary <= seqs and peak[1] < 600 * 1024 else 1
 
 
