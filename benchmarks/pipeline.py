@@ -33,7 +33,7 @@ from nearfield.blocks.calibrator import Calibrator  # noqa: E402
 from nearfield.blocks.covariance import Covariance  # noqa: E402
 from nearfield.blocks.fault_detector import FaultDetector  # noqa: E402
 from nearfield.blocks.music_localizer import MusicLocalizer  # noqa: E402
-from nearfield.flowgraph import parse_flowgraph  # noqa: E402
+from nearfield.runtime.flowgraph import parse_flowgraph  # noqa: E402
 from nearfield.runtime import run_flowgraph  # noqa: E402
 from nearfield.sources.synthetic import SyntheticSource  # noqa: E402
 

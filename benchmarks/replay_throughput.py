@@ -79,7 +79,7 @@ def main(argv=None) -> None:
         print(f"{'  replay / synthetic (direct)':<44} {ratio:>10.1f}x")
 
         try:
-            from nearfield.flowgraph import parse_flowgraph
+            from nearfield.runtime.flowgraph import parse_flowgraph
             from nearfield.runtime import run_flowgraph
         except ImportError:
             print("(nearfield.runtime.run_flowgraph not available: runtime figures skipped)")

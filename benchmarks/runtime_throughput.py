@@ -48,10 +48,10 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from nearfield import registry  # noqa: E402
-from nearfield.flowgraph import parse_flowgraph  # noqa: E402
+from nearfield.runtime import registry  # noqa: E402
+from nearfield.runtime.flowgraph import parse_flowgraph  # noqa: E402
 from nearfield.runtime import run_flowgraph  # noqa: E402
-from nearfield.wire import decode, encode  # noqa: E402
+from nearfield.runtime.wire import decode, encode  # noqa: E402
 
 
 def pipeline(n, t, frames, inproc, tmp):

@@ -3,11 +3,13 @@
 ::
 
     nearfield run FILE [--set block.param=value ...] [--inproc] [--transport ipc|tcp] [--hwm N] [--quiet]
+                       [--max-drop-share X] [--stall-timeout S] [--checkpoint-s S] [--no-curve]
     nearfield blocks [TYPE ...]
     nearfield experiment ...        (delegates to nearfield.experiments.main)
 
-Exit codes: 0 success; 1 a block failed or a worker died; 2 invalid flowgraph or usage;
-130 interrupted (Ctrl-C).
+Exit codes: 0 success; 1 a block failed, stalled or a worker died; 2 invalid flowgraph,
+``--set`` or usage, or an error in a block's ``start()``; 3 the run produced nothing or
+dropped more than ``--max-drop-share`` of its frames; 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ import importlib
 import logging
 import sys
 
-from . import registry
-from .flowgraph import FlowgraphError, load_flowgraph
+from .runtime import registry
+from .runtime.flowgraph import FlowgraphError, load_flowgraph
 
 __all__ = ["main", "describe_blocks"]
 
@@ -45,6 +47,17 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hwm", type=int, default=4, metavar="N",
                      help="high-water mark of every link, frames (default 4)")
     run.add_argument("--quiet", action="store_true", help="do not print the per-block summary")
+    run.add_argument("--max-drop-share", type=float, default=0.5, metavar="X",
+                     help="exit with code 3 when more than this share of the frames the blocks "
+                          "received was dropped (default 0.5), or when no frame reached a sink")
+    run.add_argument("--stall-timeout", type=float, default=60.0, metavar="S",
+                     help="stop the graph when a block makes no progress for S seconds (default 60; "
+                          "0 = no watchdog)")
+    run.add_argument("--checkpoint-s", type=float, default=30.0, metavar="S",
+                     help="save block state (checkpoint()) every S seconds (default 30; 0 = only at close)")
+    run.add_argument("--no-curve", dest="curve", action="store_false", default=None,
+                     help="with --transport tcp: do not encrypt/authenticate the links with CURVE "
+                          "(on by default)")
 
     bl = sub.add_parser("blocks", help="list block types and their parameters",
                         description="List every registered block type: kind, one-line doc, ports "
@@ -138,20 +151,31 @@ def _main(argv=None) -> int:
     if args.command == "run":
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        if args.hwm <= 0:
-            print(f"nearfield run: --hwm: expected a positive integer, got {args.hwm}", file=sys.stderr)
-            return 2
+        for opt, v, ok in (("--hwm", args.hwm, args.hwm > 0),
+                           ("--max-drop-share", args.max_drop_share, 0 <= args.max_drop_share <= 1),
+                           ("--stall-timeout", args.stall_timeout, args.stall_timeout >= 0),
+                           ("--checkpoint-s", args.checkpoint_s, args.checkpoint_s >= 0)):
+            if not ok:
+                what = "a positive integer" if opt == "--hwm" else (
+                    "a number in [0, 1]" if opt == "--max-drop-share" else "a number of seconds >= 0")
+                print(f"nearfield run: {opt}: expected {what}, got {v}", file=sys.stderr)
+                return 2
+        if args.curve is False and args.transport != "tcp":
+            args.curve = None
         try:
             graph = load_flowgraph(args.file, args.overrides)
         except FlowgraphError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        from .runtime import run_flowgraph
+        from .runtime import exit_code, run_flowgraph
         result = run_flowgraph(graph, inproc=args.inproc, transport=args.transport, hwm=args.hwm,
-                               quiet=args.quiet)
-        if result.ok:
-            return 0
-        return 130 if result.interrupted else 1
+                               quiet=args.quiet, curve=args.curve,
+                               stall_timeout_s=args.stall_timeout or None,
+                               checkpoint_s=args.checkpoint_s or None)
+        rc = exit_code(result, args.max_drop_share)
+        if rc == 3:
+            print(f"nearfield run: {result.degraded(args.max_drop_share)}", file=sys.stderr)
+        return rc
     return 2  # pragma: no cover
 
 

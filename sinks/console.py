@@ -5,7 +5,7 @@ Example::
     seq 7  t0 0.0007 s  targets: (-30.00 deg, 8.00 m) (-15.00 deg, 18.00 m)  faulty: 4  truth: 3 targets, 4 faulty
 
 Angles are printed in degrees and ranges in metres, both labelled (degrees only at the
-edges, DESIGN.md conventions).
+edges; radians inside).
 """
 from __future__ import annotations
 
@@ -49,8 +49,6 @@ class ConsoleSink(Sink):
         self._n = 0
 
     def process(self, frame: Frame) -> None:
-        if not hasattr(self, "_n"):
-            self.start()
         if self._n % self.every == 0:
             out = sys.stdout if self.stream == "stdout" else sys.stderr
             try:

@@ -1,4 +1,4 @@
-"""JSON Lines sink: the estimates record of DESIGN.md, one object per frame.
+"""JSON Lines sink: the estimates record, one object per frame.
 
 Each line is exactly::
 
@@ -9,12 +9,21 @@ Each line is exactly::
      "latency_s": float}                                # now - meta["t_emit"] (null if unstamped)
 
 Outside tools read this file: the names and units are a contract.  ``truth`` keeps the
-source's ``targets`` (sorted by theta) and ``faulty`` only.  Lines are flushed to the OS
-every ``flush_every`` frames (default every frame, so a crash loses nothing written).
+source's ``targets`` (sorted by theta) and ``faulty`` only.
+
+Earlier output is never destroyed.  By default (``append: false``) the records go to a new
+file ``<path>.partial`` (:attr:`JsonlSink.partial_path`), which replaces ``path``
+atomically (rename) only at the end of the stream (``finish()``).  A run that fails or is
+interrupted -- also one that fails at start, before any frame -- leaves the previous
+``path`` untouched; the records it did write stay in ``<path>.partial`` (named in a
+warning), contiguous, for the user to keep or delete.  With ``append: true`` the records
+are appended to ``path`` itself.  Lines are flushed to the OS every ``flush_every`` frames
+(default every frame, so a crash loses nothing written).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -22,6 +31,8 @@ from pathlib import Path
 from ..contract import FAULTY, TARGETS, TRUTH, optional
 from ..block import BadFrame, Param, ParamError, Sink, positive
 from ..frame import Frame, finite_or_none
+
+log = logging.getLogger(__name__)
 
 
 def _targets(items) -> list:
@@ -33,7 +44,7 @@ def _targets(items) -> list:
 
 
 def estimates_record(frame: Frame, now: float | None = None) -> dict:
-    """The DESIGN.md estimates record of one frame (a dict ready for ``json.dumps``).
+    """The estimates record of one frame (a dict ready for ``json.dumps``).
 
     ``latency_s`` is ``now - meta["t_emit"]`` (``now`` defaults to ``time.time()``), or
     ``None`` when the frame was never stamped by a runtime.  Malformed meta fields raise
@@ -67,22 +78,26 @@ def _record(frame: Frame, now: float | None) -> dict:
 
 
 class JsonlSink(Sink):
-    """Write one estimates record (DESIGN.md) per frame to a JSON Lines file."""
+    """Write one estimates record per frame to a JSON Lines file."""
 
     reads = (optional(TARGETS), optional(FAULTY), TRUTH)  # frame contract (nearfield.contract)
     params = (
         Param("path", str, doc="output file (.jsonl); parent directories are created"),
         Param("flush_every", int, 1, "flush to the OS every k frames (1 = nothing lost on a crash)",
               check=positive),
-        Param("append", bool, False, "append to an existing file instead of replacing it"),
+        Param("append", bool, False, "append to an existing file instead of writing <path>.partial "
+              "and renaming it over path at the end of the stream"),
     )
 
     def validate(self) -> None:
         if not self.path.strip():
             raise self.param_error("path", "expected a file path, got an empty string")
+        self._fh = None
+        self.count = 0
+        self.partial_path = self.path if self.append else self.path + ".partial"
 
     def start(self) -> None:
-        path = Path(self.path)
+        path = Path(self.partial_path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(path, "a" if self.append else "w", encoding="utf-8")
@@ -93,8 +108,6 @@ class JsonlSink(Sink):
         self.count = 0
 
     def process(self, frame: Frame) -> None:
-        if getattr(self, "_fh", None) is None:
-            self.start()
         rec = finite_or_none(estimates_record(frame))
         self._fh.write(json.dumps(rec, allow_nan=False, separators=(", ", ": ")) + "\n")
         self.count += 1
@@ -105,16 +118,27 @@ class JsonlSink(Sink):
         return None
 
     def finish(self):
-        if getattr(self, "_fh", None) is not None:
+        if self._fh is not None:
             self._fh.flush()
             os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+            if not self.append:
+                os.replace(self.partial_path, self.path)   # atomic: old file or new file
         return None
 
     def close(self) -> None:
-        fh = getattr(self, "_fh", None)
-        if fh is not None:
-            try:
-                fh.flush()
-            finally:
-                fh.close()
-                self._fh = None
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        try:
+            fh.flush()
+        finally:
+            fh.close()
+        if self.append:
+            return
+        if self.count == 0:     # nothing written: no trace, the earlier output stays as it was
+            os.unlink(self.partial_path)
+        else:
+            log.warning("block %r: the stream did not end normally; %d record(s) kept in %s "
+                        "(%s left unchanged)", self.name, self.count, self.partial_path, self.path)

@@ -44,11 +44,17 @@ restarts there and ``seq`` goes on increasing.  Without ``pass_tags`` the stream
 offsets and no drop can be seen (PUSH/PULL never drops; PUB/SUB may).
 
 A message whose payload is not a whole number of items (``N * 8`` bytes), or whose tag
-header is malformed, is logged with the endpoint and what was expected, counted
-(``counters["bad_messages"]``) and dropped; the stream goes on.  Every receive is a poll
-with a short timeout, so :meth:`ZMQSource.stop` and ``timeout_s`` always end the stream;
-while idle, ``generate()`` yields ``None`` every poll period (``idle_none``) so that the
-runtime, which checks its stop flag between items, can stop it (Ctrl-C) at once.
+header is malformed in any way, is logged with the endpoint and what was expected, counted
+(``counters["bad_messages"]``) and dropped; the stream goes on.  The tag decoder turns
+*every* malformed input into :class:`GrMessageError` (a hypothesis fuzz test checks it).
+Every receive is a poll with a short timeout, so :meth:`ZMQSource.stop` (which the runtime
+calls to cancel the source) and ``timeout_s`` always end the stream.
+
+Limits (parameters): ``max_message_bytes`` is the socket's ``MAXMSGSIZE`` (libzmq drops a
+larger message before buffering it); a message may carry at most ``max_tags`` tags; tags
+wait for their frame in a backlog of at most ``max_pending_tags`` tags, and a tag dated
+more than ``max_tag_lead_frames`` frames after the stream position is discarded at once.
+Discarded tags are counted (``counters["dropped_tags"]``) and logged (the first few).
 """
 from __future__ import annotations
 
@@ -247,10 +253,21 @@ def _deserialize_pair(buf, pos: int, kind: int, depth: int):
 
 
 def _hashable(key):
-    return key if isinstance(key, (str, int, float, bool, type(None), tuple)) else repr(key)
+    """A dict key usable in Python: PMT tuples made of hashable items stay tuples, anything
+    else (vectors, dicts, a tuple holding a vector) becomes its ``repr``."""
+    if isinstance(key, (str, int, float, bool, complex, type(None))):
+        return key
+    if isinstance(key, tuple):
+        items = tuple(_hashable(k) for k in key)
+        try:
+            hash(items)
+        except TypeError:  # pragma: no cover - every item is hashable by now
+            return repr(key)
+        return items
+    return repr(key)
 
 
-def parse_tag_header(buf) -> tuple[int, list[GrTag], int]:
+def parse_tag_header(buf, max_tags: int = _MAX_TAGS) -> tuple[int, list[GrTag], int]:
     """Parse the gr-zeromq ``pass_tags`` header at the start of a payload.
 
     Parameters
@@ -269,8 +286,19 @@ def parse_tag_header(buf) -> tuple[int, list[GrTag], int]:
     Raises
     ------
     GrMessageError
-        Too short, wrong magic or version, or a malformed tag.
+        Too short, wrong magic or version, more than ``max_tags`` tags, or a malformed tag;
+        no other exception escapes, whatever the bytes.
     """
+    try:
+        return _parse_tag_header(buf, max_tags)
+    except GrMessageError:
+        raise
+    except (ValueError, TypeError, OverflowError, IndexError, KeyError, RecursionError,
+            MemoryError, struct.error) as exc:
+        raise GrMessageError(f"tag header: cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _parse_tag_header(buf, max_tags: int):
     if len(buf) < GR_HEADER_SIZE:
         raise GrMessageError(f"tag header: message of {len(buf)} bytes is shorter than the "
                              f"{GR_HEADER_SIZE}-byte gr-zeromq tag header")
@@ -280,8 +308,10 @@ def parse_tag_header(buf) -> tuple[int, list[GrTag], int]:
                              "(is pass_tags enabled on the GNU Radio sink?)")
     if version != GR_HEADER_VERSION:
         raise GrMessageError(f"tag header: version {version}, expected {GR_HEADER_VERSION}")
-    if ntags > _MAX_TAGS or ntags * 11 > len(buf) - GR_HEADER_SIZE:  # >= 8 + 3 bytes per tag
+    if ntags * 11 > len(buf) - GR_HEADER_SIZE:  # >= 8 + 3 bytes per tag
         raise GrMessageError(f"tag header: {ntags} tags cannot fit in a {len(buf)}-byte message")
+    if ntags > max_tags:
+        raise GrMessageError(f"tag header: {ntags} tags, more than the limit max_tags={max_tags}")
     pos = GR_HEADER_SIZE
     tags = []
     for i in range(ntags):
@@ -431,14 +461,14 @@ class StreamFramer:
             take = min(self.t - self._fill, m - pos)
             seq = self._seq_base + k
             if self._fill == 0 and take == self.t:       # a whole frame inside the message
-                snap = np.ascontiguousarray(items[pos:pos + take].T)
+                snap = items[pos:pos + take].T.copy()   # fresh, C-order (a view when N == 1)
                 out.append((seq, absolute, arrival, snap))
                 self._next_seq = seq + 1
             else:
                 self._buf[self._fill:self._fill + take] = items[pos:pos + take]
                 self._fill += take
                 if self._fill == self.t:
-                    out.append((seq, self._start, self._start_time, np.ascontiguousarray(self._buf.T)))
+                    out.append((seq, self._start, self._start_time, self._buf.T.copy()))
                     self._next_seq = seq + 1
                     self._fill = 0
             pos += take
@@ -480,14 +510,18 @@ class ZMQSource(Source):
               "item rate of the stream, Hz: t0 = item offset / rate (null: t0 = arrival time)",
               check=positive),
         Param("hwm", int, 1000, "receive high-water mark, messages", check=positive),
+        Param("max_message_bytes", int, 256 << 20,
+              "largest message accepted (ZeroMQ MAXMSGSIZE), bytes", check=positive),
+        Param("max_tags", int, 10_000, "most tags one message may carry (more: message dropped)",
+              check=positive),
+        Param("max_pending_tags", int, 10_000,
+              "most tags waiting for their frame; further tags are discarded and counted", check=positive),
+        Param("max_tag_lead_frames", int, 1000,
+              "tags dated more than this many frames ahead of the stream are discarded", check=positive),
     )
 
     #: poll period, s: the longest the source takes to notice stop() or the timeout
     poll_s = 0.05
-    #: while no data arrives, ``generate()`` yields ``None`` once per poll period, so the
-    #: runtime (whose source loop checks its stop flag between items and ignores ``None``)
-    #: can stop a source that waits forever; iterate with ``if frame is None: continue``.
-    idle_none = True
 
     def validate(self) -> None:
         try:
@@ -499,7 +533,7 @@ class ZMQSource(Source):
         self._stop = threading.Event()
         self._ctx = None
         self._sock = None
-        self.counters = {"messages": 0, "bad_messages": 0, "frames": 0}
+        self.counters = {"messages": 0, "bad_messages": 0, "frames": 0, "dropped_tags": 0}
         self._framer = None
 
     # -- life cycle ---------------------------------------------------------------
@@ -509,6 +543,7 @@ class ZMQSource(Source):
         sock = self._ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self.hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         if kind == zmq.SUB:
             sock.setsockopt(zmq.SUBSCRIBE, self.key.encode())
         try:
@@ -557,7 +592,7 @@ class ZMQSource(Source):
         payload = split_message(parts, self.key.encode())
         offset, tags, start = None, [], 0
         if self.pass_tags:
-            offset, tags, start = parse_tag_header(payload)
+            offset, tags, start = parse_tag_header(payload, self.max_tags)
         nbytes = len(payload) - start
         item_bytes = 8 * self.n_antennas
         if nbytes % item_bytes:
@@ -571,9 +606,24 @@ class ZMQSource(Source):
         items = np.frombuffer(payload, dtype="<c8", offset=start).reshape(-1, self.n_antennas)
         return items, offset, tags
 
+    def _keep_tags(self, pending: list, tags: list, position: int) -> list:
+        """Add ``tags`` to the backlog within the limits; count (and log) the rest."""
+        horizon = position + self.max_tag_lead_frames * self.snapshots
+        room = self.max_pending_tags - len(pending)
+        keep = [t for t in tags if t.offset < horizon][:max(0, room)]
+        lost = len(tags) - len(keep)
+        if lost:
+            before = self.counters["dropped_tags"]
+            self.counters["dropped_tags"] += lost
+            if before < _LOG_FIRST:
+                log.warning("zmq source %r: discarded %d tag(s) from %s: dated more than %d frames "
+                            "ahead (max_tag_lead_frames) or backlog full (max_pending_tags=%d)",
+                            self.name, lost, self.address, self.max_tag_lead_frames,
+                            self.max_pending_tags)
+        pending.extend(keep)
+        return pending
+
     def generate(self) -> Iterator[Frame]:
-        if self._sock is None:
-            self.start()
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         framer = self._framer
@@ -591,8 +641,6 @@ class ZMQSource(Source):
             else:
                 wait = self.poll_s
             if not poller.poll(max(1, int(wait * 1000))):
-                if self.idle_none:
-                    yield None        # idle: lets the runtime check its stop flag
                 continue
             parts = self._sock.recv_multipart(copy=False)
             last = time.monotonic()
@@ -610,14 +658,15 @@ class ZMQSource(Source):
                             "(about %d message(s) dropped)", self.name, gap, self.address, offset,
                             max(1, math.ceil(gap / max(1, items.shape[0]))))
             if tags:
-                pending_tags.extend(tags)
+                pending_tags = self._keep_tags(pending_tags, tags, framer._expected or 0)
             for seq, start, t_arr, snap in done:
                 t0 = start / self.sample_rate_hz if self.sample_rate_hz else t_arr
                 c = framer.counters
                 meta = {"array": dict(describe),
                         "stream": {"address": self.address, "offset": int(start),
                                    "gaps": c["gaps"], "dropped_items": c["dropped_items"],
-                                   "bad_messages": self.counters["bad_messages"]}}
+                                   "bad_messages": self.counters["bad_messages"],
+                                   "dropped_tags": self.counters["dropped_tags"]}}
                 if pending_tags:
                     end = start + self.snapshots
                     mine = [t for t in pending_tags if start <= t.offset < end]

@@ -1,6 +1,6 @@
 """Shared test-only blocks for the runtime, flowgraph and CLI tests.
 
-They are registered with :func:`nearfield.registry.register` at import time under names
+They are registered with :func:`nearfield.runtime.registry.register` at import time under names
 starting with ``t_``; the runtime forks its block processes, so the children see them too.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from nearfield import registry
+from nearfield.runtime import registry
 from nearfield.block import BadFrame, Block, Param, Sink, Source
 from nearfield.frame import Frame
 

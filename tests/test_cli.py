@@ -81,7 +81,7 @@ def test_blocks_lists_types_with_kind_doc_and_parameters(capsys):
 def test_blocks_shows_a_type_that_fails_to_import(capsys, monkeypatch):
     import importlib.metadata as md
 
-    from nearfield import registry
+    from nearfield.runtime import registry
     registry.available()
     eps = dict(registry._entry_points)
     eps["t_broken"] = [md.EntryPoint("t_broken", "nf_no_such_mod_cli:X", registry.GROUP)]

@@ -18,7 +18,7 @@ import yaml
 from nearfield import registry
 from nearfield.array import ULA
 from nearfield.block import ParamError
-from nearfield.flowgraph import parse_flowgraph
+from nearfield.runtime.flowgraph import parse_flowgraph
 from nearfield.runtime import run_flowgraph
 from nearfield.sources.coherent_rtlsdr import CoherentRtlSdrSource, PacketError, incoherent_channels, parse_packet
 

@@ -104,7 +104,7 @@ def test_music_localizer_reads_depend_on_the_centre_parameter():
 def test_the_shipped_flowgraphs_keep_the_contract(name):
     from pathlib import Path
 
-    from nearfield.flowgraph import load_flowgraph
+    from nearfield.runtime.flowgraph import load_flowgraph
 
     fg = load_flowgraph(Path(__file__).resolve().parents[1] / "flowgraphs" / f"{name}.yaml")
     blocks = {n: spec.instantiate() for n, spec in fg.blocks.items()}

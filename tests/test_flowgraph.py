@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from nearfield.flowgraph import FlowgraphError, load_flowgraph, parse_flowgraph, parse_override
+from nearfield.runtime.flowgraph import FlowgraphError, load_flowgraph, parse_flowgraph, parse_override
 
 GOOD = """\
 name: test-graph
@@ -85,7 +85,7 @@ def test_unknown_block_type_lists_known_types_and_line(tmp_path):
 def test_block_type_that_fails_to_import(tmp_path, monkeypatch):
     import importlib.metadata as md
 
-    from nearfield import registry
+    from nearfield.runtime import registry
     registry.available()
     eps = dict(registry._entry_points)
     eps["t_broken"] = [md.EntryPoint("t_broken", "nf_no_such_mod_abc:X", registry.GROUP)]

@@ -23,8 +23,8 @@ def test_records_have_exact_keys_sorted_targets_and_latency(tmp_path):
                        faulty=[12, 77], t_emit=t_emit, n_targets=2,
                        truth={"targets": [{"theta": 0.2618, "range": 10.0}], "faulty": [12, 78],
                               "fault_phase": [1.0, 2.0], "noise_var": 0.1}))
-    # flush_every=1: the line is on disk before close
-    first = json.loads(path.read_text().splitlines()[0])
+    # flush_every=1: the line is on disk (in the .partial file) before close
+    first = json.loads((tmp_path / "deep" / "dir" / "est.jsonl.partial").read_text().splitlines()[0])
     sink.process(frame(8))
     sink.finish()
     sink.close()
@@ -44,6 +44,7 @@ def test_non_finite_estimates_become_null(tmp_path):
     sink = JsonlSink(path=str(path))
     sink.start()
     sink.process(frame(0, targets=[{"theta": float("nan"), "range": 3.0}], t_emit=time.time()))
+    sink.finish()
     sink.close()
     rec = json.loads(path.read_text())   # strict JSON parser accepts it
     assert rec["targets"][0]["theta"] is None
@@ -65,7 +66,7 @@ def test_path_is_required():
 
 def test_default_flowgraph_writes_one_line_per_frame(tmp_path):
     from pathlib import Path
-    flowgraph = pytest.importorskip("nearfield.flowgraph")
+    flowgraph = pytest.importorskip("nearfield.runtime.flowgraph")
     runtime = pytest.importorskip("nearfield.runtime")
     fg = Path(__file__).resolve().parent.parent / "flowgraphs" / "synthetic.yaml"
     out = tmp_path / "estimates.jsonl"

@@ -19,7 +19,7 @@ from nearfield import registry
 from nearfield.array import ULA
 from nearfield.block import ParamError
 from nearfield.cli import main as cli_main
-from nearfield.flowgraph import parse_flowgraph
+from nearfield.runtime.flowgraph import parse_flowgraph
 from nearfield.runtime import run_flowgraph
 from nearfield.sources.krakensdr import (HEADER_SIZE, SYNC_WORD, HeaderError, KrakenSDRSource, frame_problem,
                                          parse_header)

@@ -157,17 +157,18 @@ def test_parameter_and_dependency_errors(tmp_path, monkeypatch):
         PlotSink(name="p", directory=str(tmp_path))
 
 
-def test_plot_flowgraph_runs(tmp_path):
+def test_plot_flowgraph_runs(tmp_path, tmp_path_factory):
     """flowgraphs/plot.yaml (small overrides), in-process: one PNG every `every` frames."""
     from pathlib import Path
 
-    from nearfield.flowgraph import load_flowgraph
+    from nearfield.runtime.flowgraph import load_flowgraph
     from nearfield.runtime import run_flowgraph
 
     path = Path(__file__).resolve().parents[1] / "flowgraphs" / "plot.yaml"
     graph = load_flowgraph(path, overrides=[
         "source.n_antennas=32", "source.frames=4", "source.snapshots=20", "plot.every=2",
-        "plot.dpi=30", f"plot.directory={tmp_path}"])
+        "plot.dpi=30", f"plot.directory={tmp_path}",
+        f"out.path={tmp_path_factory.mktemp('out') / 'estimates.jsonl'}"])   # not ./estimates.jsonl
     res = run_flowgraph(graph, inproc=True, quiet=True)
     assert res.ok, res.error
     files = sorted(p.name for p in tmp_path.iterdir())

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from nearfield import registry
+from nearfield.runtime import registry
 from nearfield.block import Block, Sink
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import read_collect
 
-from nearfield.flowgraph import parse_flowgraph
+from nearfield.runtime.flowgraph import parse_flowgraph
 from nearfield.runtime import format_summary, run_flowgraph
 
 MODES = [pytest.param(False, id="process"), pytest.param(True, id="inproc")]
@@ -302,7 +302,7 @@ def test_argument_checks_and_summary_format():
 
 
 def _real_blocks_available():
-    from nearfield import registry
+    from nearfield.runtime import registry
     try:
         for t in ("synthetic", "covariance", "jsonl"):
             registry.get(t)
@@ -333,8 +333,8 @@ def test_end_to_end_synthetic_covariance_jsonl(tmp_path, inproc):
 
 def test_a_message_that_fails_validation_is_dropped_and_counted(tmp_path, monkeypatch, caplog):
     """In-process mode shares the module, so a corrupt message can be injected at decode."""
-    import nearfield.runtime as rt
-    from nearfield.wire import WireError, decode
+    import nearfield.runtime.worker as rt
+    from nearfield.runtime.wire import WireError, decode
 
     def corrupt_seq_4(parts, limits):
         f = decode(parts, limits)
@@ -391,7 +391,7 @@ def test_block_processes_die_with_a_killed_runner(tmp_path):
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import conftest
-        from nearfield.flowgraph import parse_flowgraph
+        from nearfield.runtime.flowgraph import parse_flowgraph
         from nearfield.runtime import run_flowgraph
         g = parse_flowgraph({{"blocks": {{"src": {{"type": "t_count", "frames": 0, "sleep": 0.01}},
                                          "out": {{"type": "t_collect", "path": {str(tmp_path / 'o')!r}}}}},

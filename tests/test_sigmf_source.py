@@ -215,7 +215,7 @@ def test_replayed_frames_give_the_same_covariance_as_live(tmp_path):
 
 def test_record_then_replay_through_the_runtime(tmp_path):
     """synthetic -> sigmf_writer, then sigmf -> jsonl: the same records as synthetic -> jsonl."""
-    flowgraph = pytest.importorskip("nearfield.flowgraph")
+    flowgraph = pytest.importorskip("nearfield.runtime.flowgraph")
     runtime = pytest.importorskip("nearfield.runtime")
     src = {"type": "synthetic", "n_antennas": 16, "snapshots": 10, "frames": 4, "seed": 9}
     graphs = {
@@ -245,7 +245,7 @@ def test_record_then_replay_through_the_runtime(tmp_path):
 def test_shipped_record_and_replay_flowgraphs(tmp_path):
     """flowgraphs/record_sigmf.yaml then replay_sigmf.yaml (small overrides) run and agree."""
     from pathlib import Path
-    flowgraph = pytest.importorskip("nearfield.flowgraph")
+    flowgraph = pytest.importorskip("nearfield.runtime.flowgraph")
     runtime = pytest.importorskip("nearfield.runtime")
     fg = Path(__file__).resolve().parent.parent / "flowgraphs"
     rec = tmp_path / "rec"

@@ -6,7 +6,7 @@ import pytest
 import zmq
 
 from nearfield.frame import Frame
-from nearfield.wire import (DTYPES, EOS, Limits, WireError, decode, encode, encode_eos, recv_frame,
+from nearfield.runtime.wire import (DTYPES, EOS, Limits, WireError, decode, encode, encode_eos, recv_frame,
                             send_eos, send_frame)
 
 ALL_DTYPES = sorted(DTYPES)
@@ -178,7 +178,7 @@ def test_nan_in_meta_is_sent_as_null_and_nan_t0_refused():
     import json as _json
 
     from nearfield.frame import Frame as _Frame
-    from nearfield.wire import WireError as _WireError, decode as _decode, encode as _encode
+    from nearfield.runtime.wire import WireError as _WireError, decode as _decode, encode as _encode
 
     parts = _encode(_Frame(3, 0.5, {}, {"noise_var": float("nan"), "x": [1.0, float("inf")]}))
     head = bytes(parts[0])

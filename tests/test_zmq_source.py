@@ -302,15 +302,28 @@ def test_timeout_ends_an_empty_stream_quickly():
     assert 0.25 < time.monotonic() - t < 1.5
 
 
-def test_idle_source_yields_none_so_a_runtime_can_stop_it():
-    src = ZMQSource(address="tcp://127.0.0.1:1", n_antennas=4)   # timeout_s null: forever
-    src.start()
-    gen = src.generate()
-    t = time.monotonic()
-    assert next(gen) is None and next(gen) is None
-    assert time.monotonic() - t < 0.5
-    gen.close()
-    src.close()
+@pytest.mark.parametrize("inproc", [False, True], ids=["process", "inproc"])
+def test_the_runtime_cancels_an_idle_source_that_never_yields(tmp_path, inproc):
+    """No sender and no timeout: generate() never yields; SIGTERM still stops the graph at once,
+    every worker reporting 'stopped' (the runtime calls stop(), no thread is left stuck)."""
+    import io
+    import os
+    import signal
+
+    from nearfield.runtime import run_flowgraph
+    from nearfield.runtime.flowgraph import parse_flowgraph
+    g = parse_flowgraph({"blocks": {"src": {"type": "zmq", "address": "tcp://127.0.0.1:1", "n_antennas": 4},
+                                    "out": {"type": "t_collect", "path": str(tmp_path / "o")}},
+                         "connections": [["src", "out"]]})
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        res = run_flowgraph(g, inproc=inproc, stream=io.StringIO(), grace_s=3.0)
+    finally:
+        timer.cancel()
+    assert res.interrupted and not res.ok
+    assert [r["status"] for r in res.summary] == ["stopped", "stopped"]
+    assert not [t for t in threading.enumerate() if t.name.startswith(("nf:", "nf-gen:"))]
 
 
 def test_stop_ends_a_stream_that_waits_forever():
@@ -341,7 +354,7 @@ def test_gnuradio_zmq_flowgraph_end_to_end(ctx, tmp_path):
     import json
     from pathlib import Path
 
-    from nearfield.flowgraph import load_flowgraph
+    from nearfield.runtime.flowgraph import load_flowgraph
     from nearfield.runtime import run_flowgraph
 
     from nearfield.array import ULA

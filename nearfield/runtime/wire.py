@@ -1,4 +1,4 @@
-"""The ZeroMQ encoding of a :class:`~nearfield.frame.Frame` (DESIGN.md, "Frames and the wire").
+"""The ZeroMQ encoding of a :class:`~nearfield.frame.Frame`: the frame contract between blocks.
 
 A frame is one multipart message:
 
@@ -7,7 +7,11 @@ A frame is one multipart message:
 * parts 1..n -- one part per array, in the order of ``header["arrays"]``, holding the raw
   C-order, little-endian bytes of the array.
 
-End of stream is a one-part message with the header ``{"v": 1, "eos": true}``.
+End of stream is a one-part message with the header ``{"v": 1, "eos": true}``, plus, from
+the runtime, ``"token": "<hex>"``: a random secret drawn per run and per link, known only
+to the two ends of that link.  A receiver counts an end of stream only when its token is
+one it expects and has not seen yet, so a forged or replayed end-of-stream message can
+neither end a stream early (losing frames) nor be needed to end it (a hang).
 
 Both directions are zero-copy: :func:`encode` hands the arrays' own buffers to pyzmq
 (send with ``copy=False``), and :func:`decode` returns read-only ``np.frombuffer`` views on
@@ -15,8 +19,9 @@ the received :class:`zmq.Frame` buffers (receive with ``copy=False``).  A copy h
 when the caller passes an array that is not C-contiguous or not little-endian.
 
 The receiver validates the whole header -- version, JSON object shape, dtype whitelist,
-shapes against part lengths, number of parts, size limits -- *before* it touches any data,
-and raises :class:`WireError` naming the offending field.
+shapes against part lengths, number of parts, size limits, JSON nesting depth -- *before*
+it touches any data, and raises :class:`WireError` naming the offending field.  No other
+exception escapes :func:`decode`, whatever the bytes (a hypothesis fuzz test checks it).
 
 Contract: an array handed to :func:`encode` / :func:`send_frame` must not be modified
 afterwards (the message may still reference its memory after ``send`` returns).
@@ -29,11 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .frame import Frame, finite_or_none
+from ..frame import Frame, finite_or_none
 
 __all__ = [
     "WIRE_VERSION", "DTYPES", "Limits", "DEFAULT_LIMITS", "WireError", "EOS", "EndOfStream",
-    "encode", "encode_eos", "decode", "send_frame", "send_eos", "recv_frame", "is_eos",
+    "encode", "encode_eos", "decode", "send_frame", "send_eos", "recv_frame",
 ]
 
 #: Version number carried in every header (``"v"``).
@@ -47,7 +52,8 @@ DTYPES = frozenset({
 
 _WIRE_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}
 _FRAME_KEYS = frozenset({"v", "seq", "t0", "meta", "arrays"})
-_EOS_KEYS = frozenset({"v", "eos"})
+_EOS_KEYS = frozenset({"v", "eos", "token"})
+_MAX_TOKEN = 128
 
 
 class WireError(ValueError):
@@ -68,32 +74,51 @@ class Limits:
         Largest number of dimensions of one array.
     max_arrays : int
         Largest number of arrays in one frame.
+    max_depth : int
+        Deepest nesting of JSON objects/lists in the header (the meta dict included).
+    max_dim : int
+        Largest length of one array dimension (a zero-size array may not declare a huge
+        dimension either).
     """
 
     max_header_bytes: int = 1 << 20
     max_total_bytes: int = 1 << 31
     max_ndim: int = 8
     max_arrays: int = 64
+    max_depth: int = 32
+    max_dim: int = 1 << 31
+
+    def max_message_bytes(self) -> int:
+        """The largest single message part a receiver needs (ZeroMQ ``MAXMSGSIZE``), bytes."""
+        return max(self.max_header_bytes, self.max_total_bytes)
 
 
 DEFAULT_LIMITS = Limits()
 
 
 class EndOfStream:
-    """The end-of-stream marker returned by :func:`decode` (use the singleton :data:`EOS`)."""
+    """An end-of-stream marker returned by :func:`decode`.
 
-    _instance = None
+    A message without a token decodes to the singleton :data:`EOS`; one with a token to an
+    ``EndOfStream`` whose :attr:`token` is that string.  Test with ``isinstance``.
+    """
 
-    def __new__(cls):
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    __slots__ = ("token",)
+
+    def __init__(self, token: str | None = None):
+        self.token = token
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, EndOfStream) and other.token == self.token
+
+    def __hash__(self) -> int:
+        return hash(("EOS", self.token))
 
     def __repr__(self) -> str:
-        return "EOS"
+        return "EOS" if self.token is None else f"EOS(token={self.token[:6]}...)"
 
 
-#: The end-of-stream marker.
+#: The end-of-stream marker without a token.
 EOS = EndOfStream()
 
 _EOS_HEADER = json.dumps({"v": WIRE_VERSION, "eos": True}).encode()
@@ -183,9 +208,13 @@ def encode(frame: Frame) -> list:
     return [head, *bufs]
 
 
-def encode_eos() -> list:
-    """The parts of an end-of-stream message."""
-    return [_EOS_HEADER]
+def encode_eos(token: str | None = None) -> list:
+    """The parts of an end-of-stream message, carrying ``token`` when given."""
+    if token is None:
+        return [_EOS_HEADER]
+    if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN:
+        raise WireError(f"end-of-stream token: expected a string of 1 to {_MAX_TOKEN} characters")
+    return [json.dumps({"v": WIRE_VERSION, "eos": True, "token": token}).encode()]
 
 
 def _part_bytes(part):
@@ -200,8 +229,25 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _depth_ok(obj, limit: int) -> bool:
+    """True when ``obj`` (parsed JSON) nests at most ``limit`` containers deep (iterative)."""
+    stack = [(obj, 1)]
+    while stack:  # hand-written walk: json has no depth limit and recursion could overflow
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            o = o.values()
+        elif not isinstance(o, list):
+            continue
+        if d > limit:
+            return False
+        stack.extend((x, d + 1) for x in o if isinstance(x, (dict, list)))
+    return True
+
+
 def decode(parts, limits: Limits = DEFAULT_LIMITS):
-    """Decode one multipart message into a :class:`Frame`, or :data:`EOS`.
+    """Decode one multipart message into a :class:`Frame`, or an :class:`EndOfStream`.
+
+    Any malformed input raises :class:`WireError`, never another exception.
 
     Parameters
     ----------
@@ -220,6 +266,16 @@ def decode(parts, limits: Limits = DEFAULT_LIMITS):
     WireError
         For any malformed, inconsistent or oversized message; the message names the field.
     """
+    try:
+        return _decode(parts, limits)
+    except WireError:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError, AttributeError) as exc:
+        # a case the checks below did not foresee: still the documented error, never a crash
+        raise WireError(f"message: cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _decode(parts, limits: Limits):
     if not isinstance(parts, (list, tuple)) or len(parts) == 0:
         raise WireError("message: expected at least one part (the JSON header)")
     head = _part_bytes(parts[0])
@@ -232,8 +288,12 @@ def decode(parts, limits: Limits = DEFAULT_LIMITS):
         raise WireError(f"header: not valid UTF-8 ({exc})") from None
     try:
         header = json.loads(text)
+    except RecursionError:
+        raise WireError(f"header: JSON nested deeper than {limits.max_depth} levels") from None
     except ValueError as exc:
         raise WireError(f"header: not valid JSON ({exc})") from None
+    if not _depth_ok(header, limits.max_depth):
+        raise WireError(f"header: JSON nested deeper than {limits.max_depth} levels")
     if not isinstance(header, dict):
         raise WireError(f"header: expected a JSON object, got {type(header).__name__}")
     v = header.get("v")
@@ -250,7 +310,12 @@ def decode(parts, limits: Limits = DEFAULT_LIMITS):
             raise WireError(f"header field 'eos': expected true, got {header['eos']!r}")
         if len(parts) != 1:
             raise WireError(f"end-of-stream message: expected 1 part, got {len(parts)}")
-        return EOS
+        if "token" not in header:
+            return EOS
+        token = header["token"]
+        if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN:
+            raise WireError(f"header field 'token': expected a string of 1 to {_MAX_TOKEN} characters")
+        return EndOfStream(token)
 
     missing = _FRAME_KEYS - set(header)
     if missing:
@@ -296,6 +361,8 @@ def decode(parts, limits: Limits = DEFAULT_LIMITS):
             raise WireError(f"{where}.shape: expected a list of non-negative integers, got {shape!r}")
         if len(shape) > limits.max_ndim:
             raise WireError(f"{where}.shape: {len(shape)} dimensions exceeds the limit of {limits.max_ndim}")
+        if any(s > limits.max_dim for s in shape):
+            raise WireError(f"{where}.shape: a dimension exceeds the limit of {limits.max_dim}")
         dt = _WIRE_DTYPES[dname]
         nbytes = math.prod(shape) * dt.itemsize  # Python ints: no overflow
         total += nbytes
@@ -320,19 +387,14 @@ def decode(parts, limits: Limits = DEFAULT_LIMITS):
     return Frame(seq=seq, t0=t0, arrays=out, meta=meta)
 
 
-def is_eos(obj) -> bool:
-    """True for the end-of-stream marker."""
-    return obj is EOS
-
-
 def send_frame(socket, frame: Frame, flags: int = 0) -> None:
     """Send one frame on a ZeroMQ socket, zero-copy."""
     socket.send_multipart(encode(frame), flags=flags, copy=False)
 
 
-def send_eos(socket, flags: int = 0) -> None:
-    """Send the end-of-stream message."""
-    socket.send_multipart(encode_eos(), flags=flags)
+def send_eos(socket, flags: int = 0, token: str | None = None) -> None:
+    """Send the end-of-stream message (with ``token`` when given)."""
+    socket.send_multipart(encode_eos(token), flags=flags)
 
 
 def recv_frame(socket, flags: int = 0, limits: Limits = DEFAULT_LIMITS):

@@ -1,4 +1,4 @@
-"""Flowgraph files: load, override, validate (DESIGN.md, "Flowgraph files").
+"""Flowgraph files: load, override, validate.
 
 A flowgraph is a YAML file loaded with a ``yaml.SafeLoader`` (plain data only; floats such as
 ``1e-3`` are read as floats, as in YAML 1.2)::
@@ -14,6 +14,13 @@ A flowgraph is a YAML file loaded with a ``yaml.SafeLoader`` (plain data only; f
       - [covariance, out]
       - {from: covariance.out, to: view, lossy: true}   # mapping form; lossy = PUB/SUB link
 
+Loading is bounded: a file larger than ``max_bytes`` (default 1 MiB) is refused before it
+is read, and a document whose node count *after alias expansion* exceeds ``max_nodes``
+(default 200 000) -- a "billion laughs" alias bomb -- or that nests deeper than the YAML
+parser can follow is refused before it is constructed; error messages quote at most a few
+hundred characters of any value.  Validation takes time linear in the number of blocks
+and connections.
+
 Everything is validated before anything starts -- YAML syntax, the top-level shape, block
 names and types, every parameter (by constructing the block: ``Block.__init__`` checks the
 declared :class:`~nearfield.block.Param` s), connections (syntax, blocks, ports, duplicates),
@@ -25,13 +32,14 @@ each downstream block receives every frame); several outputs may feed one input 
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from . import registry
-from .block import Block, ParamError
+from ..block import Block, ParamError
 
 __all__ = ["FlowgraphError", "BlockSpec", "Edge", "Flowgraph", "load_flowgraph", "parse_flowgraph",
            "parse_override"]
@@ -57,12 +65,81 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def _yaml_load(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+#: Largest flowgraph file accepted, bytes.
+MAX_BYTES = 1 << 20
+#: Largest number of YAML nodes after alias expansion.
+MAX_NODES = 200_000
+_MAX_MESSAGE = 2000      # characters of an error message
 
 
 class FlowgraphError(ValueError):
     """A flowgraph file (or dict) that cannot run; the message says where and what was expected."""
+
+
+def _short(value, n: int = 200) -> str:
+    """``repr(value)`` cut to about ``n`` characters (error messages stay small)."""
+    r = repr(value) if not isinstance(value, (dict, list, tuple)) or len(value) < 50 else None
+    if r is None:
+        r = f"<{type(value).__name__} of {len(value)} items>"
+    return r if len(r) <= n else r[:n] + "..."
+
+
+def expanded_size(node, limit: int) -> int:
+    """Number of nodes of a composed YAML document once every alias is expanded, counted
+    without expanding (each node once, memoised), or ``limit + 1`` as soon as it exceeds
+    ``limit``.  A recursive alias counts as exceeding.  Linear in the composed document."""
+    size: dict[int, int] = {}
+    stack = [(node, False)]
+    on_stack: set[int] = set()
+    while stack:  # iterative post-order walk: a deep document must not overflow the C stack
+        n, done = stack.pop()
+        key = id(n)
+        if done:
+            on_stack.discard(key)
+            kids = _children(n)
+            size[key] = min(limit + 1, 1 + sum(size[id(k)] for k in kids))
+            continue
+        if key in size:
+            continue
+        if key in on_stack:
+            return limit + 1     # recursive alias: infinite expansion
+        on_stack.add(key)
+        stack.append((n, True))
+        stack.extend((k, False) for k in _children(n) if id(k) not in size)
+    return size[id(node)]
+
+
+def _children(n) -> list:
+    if isinstance(n, yaml.MappingNode):
+        return [x for kv in n.value for x in kv]
+    if isinstance(n, yaml.SequenceNode):
+        return list(n.value)
+    return []
+
+
+def _yaml_compose_load(text: str, path: str, max_nodes: int = MAX_NODES):
+    """(data, root node) of a YAML text, refusing alias bombs and runaway nesting first."""
+    loader = _Loader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except RecursionError:
+            _fail(f"{path}: YAML nested too deeply to read")
+        if root is None:
+            return None, None
+        if expanded_size(root, max_nodes) > max_nodes:
+            _fail(f"{path}: YAML document expands to more than {max_nodes} nodes (aliases that "
+                  f"multiply, or a recursive alias); expected a plain flowgraph")
+        try:
+            return loader.construct_document(root), root
+        except RecursionError:
+            _fail(f"{path}: YAML nested too deeply to read")
+    finally:
+        loader.dispose()
+
+
+def _yaml_load(text: str):
+    return _yaml_compose_load(text, "<--set value>")[0]
 
 
 @dataclass
@@ -145,15 +222,20 @@ class _Where:
     def __init__(self, path: str, root):
         self.path = path
         self.root = root
+        self._index: dict[int, dict] = {}
+
+    def _lookup(self, node, key):
+        idx = self._index.get(id(node))
+        if idx is None:  # built once per mapping: each lookup is O(1), validation stays linear
+            idx = {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+            self._index[id(node)] = idx
+        return idx.get(str(key))
 
     def node(self, *keys):
         node = self.root
         for key in keys:
             if isinstance(node, yaml.MappingNode):
-                nxt = None
-                for k, v in node.value:
-                    if isinstance(k, yaml.ScalarNode) and k.value == str(key):
-                        nxt = v
+                nxt = self._lookup(node, key)
                 if nxt is None:
                     return node
                 node = nxt
@@ -171,6 +253,8 @@ class _Where:
 
 
 def _fail(msg: str):
+    if len(msg) > _MAX_MESSAGE:
+        msg = msg[:_MAX_MESSAGE] + " ... (message cut)"
     raise FlowgraphError(msg)
 
 
@@ -198,10 +282,10 @@ def _toposort(blocks, edges):
     for e in edges:
         succ[e.src].append(e.dst)
         indeg[e.dst] += 1
-    ready = [b for b in blocks if indeg[b] == 0]
+    ready = deque(b for b in blocks if indeg[b] == 0)
     order = []
     while ready:
-        b = ready.pop(0)
+        b = ready.popleft()
         order.append(b)
         for d in succ[b]:
             indeg[d] -= 1
@@ -210,7 +294,8 @@ def _toposort(blocks, edges):
     if len(order) == len(blocks):
         return order, None
     # find one cycle among the remaining nodes (DFS)
-    remaining = {b for b in blocks if b not in order}
+    placed = set(order)
+    remaining = {b for b in blocks if b not in placed}
     color = {}
     stack = []
 
@@ -266,7 +351,7 @@ def _endpoint(text, which, spec_of, where, idx, shown):
 
 # -- public API ------------------------------------------------------------------------
 
-def load_flowgraph(path, overrides=()) -> Flowgraph:
+def load_flowgraph(path, overrides=(), *, max_bytes: int = MAX_BYTES, max_nodes: int = MAX_NODES) -> Flowgraph:
     """Load, override and validate a flowgraph file.
 
     Parameters
@@ -276,6 +361,10 @@ def load_flowgraph(path, overrides=()) -> Flowgraph:
     overrides : iterable of str or dict
         ``"block.param=value"`` strings (``--set``; value parsed as YAML), or a dict
         ``{"block.param": value}``.
+    max_bytes : int
+        Largest file accepted, bytes (checked before reading).
+    max_nodes : int
+        Largest YAML node count after alias expansion (checked before constructing).
 
     Raises
     ------
@@ -284,15 +373,21 @@ def load_flowgraph(path, overrides=()) -> Flowgraph:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        size = p.stat().st_size
+        if size > max_bytes:
+            _fail(f"{path}: flowgraph file of {size} bytes exceeds the limit of {max_bytes} bytes")
+        with open(p, "rb") as fh:
+            text = fh.read(max_bytes + 1).decode("utf-8")
+        if len(text) > max_bytes:
+            _fail(f"{path}: flowgraph file exceeds the limit of {max_bytes} bytes")
     except FileNotFoundError:
         _fail(f"{path}: flowgraph file not found")
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"{path}: cannot read flowgraph file: {exc}")
-    return parse_flowgraph(text, path=str(path), overrides=overrides)
+    return parse_flowgraph(text, path=str(path), overrides=overrides, max_nodes=max_nodes)
 
 
-def parse_flowgraph(source, path: str = "<flowgraph>", overrides=()) -> Flowgraph:
+def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_nodes: int = MAX_NODES) -> Flowgraph:
     """Validate a flowgraph given as YAML text or as an already-parsed dict.
 
     See :func:`load_flowgraph`.
@@ -300,8 +395,7 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=()) -> Flowgrap
     root = None
     if isinstance(source, str):
         try:
-            data = _yaml_load(source)
-            root = yaml.compose(source, Loader=_Loader)
+            data, root = _yaml_compose_load(source, path, max_nodes)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             loc = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
@@ -320,14 +414,14 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=()) -> Flowgrap
         _fail(f"{where(extra[0])}: unknown top-level key {extra[0]!r} (expected: {', '.join(_TOP_KEYS)})")
     name = data.get("name", Path(path).stem)
     if not isinstance(name, str):
-        _fail(f"{where('name')}: 'name': expected a string, got {name!r}")
+        _fail(f"{where('name')}: 'name': expected a string, got {_short(name)}")
     description = data.get("description", "") or ""
     if not isinstance(description, str):
-        _fail(f"{where('description')}: 'description': expected a string, got {description!r}")
+        _fail(f"{where('description')}: 'description': expected a string, got {_short(description)}")
     blocks = data.get("blocks")
     if not isinstance(blocks, dict) or not blocks:
         _fail(f"{where('blocks')}: 'blocks': expected a non-empty mapping of block name -> "
-              f"{{type: ..., <param>: ...}}, got {blocks!r}")
+              f"{{type: ..., <param>: ...}}, got {_short(blocks)}")
     conns = data.get("connections", [])
     if conns is None:
         conns = []
@@ -370,13 +464,13 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=()) -> Flowgrap
                   f"letter or '_' (no dots: 'block.port' names a port)")
         if not isinstance(body, dict):
             _fail(f"{loc}: block {bname!r}: expected a mapping {{type: <block type>, <param>: <value>}}, "
-                  f"got {body!r}")
+                  f"got {_short(body)}")
         if "type" not in body:
             _fail(f"{loc}: block {bname!r}: missing 'type' (known types: {', '.join(registry.available())})")
         btype = body["type"]
         tloc = where("blocks", bname, "type")
         if not isinstance(btype, str):
-            _fail(f"{tloc}: block {bname!r}: 'type' expected a string, got {btype!r}")
+            _fail(f"{tloc}: block {bname!r}: 'type' expected a string, got {_short(btype)}")
         try:
             cls = registry.get(btype)
         except registry.UnknownBlockType:
@@ -409,6 +503,7 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=()) -> Flowgrap
 
     # connections
     edges: list[Edge] = []
+    seen_edges: set = set()
     for i, c in enumerate(conns):
         cloc = where("connections", i)
         lossy = False
@@ -427,24 +522,26 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=()) -> Flowgrap
             a, b = c["from"], c["to"]
             lossy = c.get("lossy", False)
             if not isinstance(lossy, bool):
-                _fail(f"{cloc}: connection #{i + 1} {shown}: 'lossy' expected true or false, got {lossy!r}")
+                _fail(f"{cloc}: connection #{i + 1} {shown}: 'lossy' expected true or false, got {_short(lossy)}")
         else:
             _fail(f"{cloc}: connection #{i + 1}: expected [from, to] (e.g. [source, covariance] or "
-                  f"[a.out, b.in]) or {{from: ..., to: ..., lossy: true}}, got {c!r}")
+                  f"[a.out, b.in]) or {{from: ..., to: ..., lossy: true}}, got {_short(c)}")
         sb, sp = _endpoint(a, "from", specs, cloc, i, shown)
         db, dp = _endpoint(b, "to", specs, cloc, i, shown)
         if sb == db:
             _fail(f"{cloc}: connection #{i + 1} {shown}: block {sb!r} is connected to itself "
                   f"(expected an acyclic graph)")
         e = Edge(sb, sp, db, dp, lossy)
-        if any((x.src, x.src_port, x.dst, x.dst_port) == (sb, sp, db, dp) for x in edges):
+        if (sb, sp, db, dp) in seen_edges:
             _fail(f"{cloc}: connection #{i + 1} {shown}: duplicate connection {sb}.{sp} -> {db}.{dp}")
+        seen_edges.add((sb, sp, db, dp))
         edges.append(e)
 
     # every input connected
+    fed = {(e.dst, e.dst_port) for e in edges}
     for bname, spec in specs.items():
         for port in spec.cls.inputs:
-            if not any(e.dst == bname and e.dst_port == port for e in edges):
+            if (bname, port) not in fed:
                 target = bname if port == spec.cls.inputs[0] else f"{bname}.{port}"
                 _fail(f"{where('blocks', bname)}: block {bname!r} (type {spec.type}): input port "
                       f"{port!r} is not connected (expected a connection [<upstream block>, {target}])")

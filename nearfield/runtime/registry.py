@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.metadata as _md
 import threading
 
-from .block import Block
+from ..block import Block
 
 __all__ = ["GROUP", "RegistryError", "UnknownBlockType", "BlockLoadError",
            "register", "unregister", "get", "available", "origin", "reset"]
