@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nearfield import registry
+from nearfield.runtime import registry
 from nearfield.array import ULA
 from nearfield.block import ParamError
 from nearfield.runtime.flowgraph import parse_flowgraph
@@ -103,6 +103,8 @@ def _run(tmp_path, emu, **source):
     assert emu.error is None, emu.error
     (src,) = ProbeRtl.instances
     path = tmp_path / "est.jsonl"
+    if not path.exists():  # a failed run leaves its records in <path>.partial (the jsonl sink never clobbers)
+        path = tmp_path / "est.jsonl.partial"
     recs = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
     return res, src, recs
 

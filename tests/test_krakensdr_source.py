@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nearfield import registry
+from nearfield.runtime import registry
 from nearfield.array import ULA
 from nearfield.block import ParamError
 from nearfield.cli import main as cli_main
@@ -127,7 +127,10 @@ def _run(tmp_path, emu, cal_sink=False, **source):
         emu.join(10)
     assert emu.error is None, emu.error
     (src,) = ProbeKraken.instances
-    lines = (tmp_path / "est.jsonl").read_text().splitlines() if (tmp_path / "est.jsonl").exists() else []
+    path = tmp_path / "est.jsonl"
+    if not path.exists():  # a failed run leaves its records in <path>.partial (the jsonl sink never clobbers)
+        path = tmp_path / "est.jsonl.partial"
+    lines = path.read_text().splitlines() if path.exists() else []
     return res, src.all_counters(), [json.loads(x) for x in lines]
 
 
@@ -315,6 +318,7 @@ def test_cli_exit_status_when_the_device_stops(tmp_path, capsys, on_timeout, sta
         emu.stop_flag.set()
         emu.join(10)
     assert rc == status
-    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 2
+    out = tmp_path / ("e.jsonl.partial" if status else "e.jsonl")  # a failed run keeps its records in .partial
+    assert len(out.read_text().splitlines()) == 2
     if status:
         assert "DeviceStopped" in capsys.readouterr().err

@@ -179,7 +179,8 @@ def _truth_hi(frame):
 
 def test_shipped_calibration_flowgraph_writes_the_hi_state(tmp_path):
     from pathlib import Path
-    from nearfield import flowgraph, runtime
+    from nearfield import runtime
+    from nearfield.runtime import flowgraph
     from nearfield.estimators.reference import load_hi
     from nearfield.sources.synthetic import SyntheticSource
     fg = Path(__file__).resolve().parent.parent / "flowgraphs" / "calibrate_reference.yaml"
@@ -245,6 +246,6 @@ def test_reference_calibrator_params_and_bad_frames(tmp_path):
     assert blk.stats is None and blk.c is None                   # a bad frame leaves the state as it was
     blk.close()
     assert not (tmp_path / "s.json").exists()                     # nothing estimated, nothing written
-    (tmp_path / "other.json").write_text('{"version": 1, "evidence": []}')
+    (tmp_path / "other.json").write_text('{"version": 1, "evidence": [[1.0, 0.0], [0.5, 0.5]]}')  # a calibrator's state
     with pytest.raises(ValueError, match="hi_vector"):
         HIApply(state_path=str(tmp_path / "other.json")).start()
