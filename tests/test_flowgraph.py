@@ -239,3 +239,24 @@ def test_parse_from_dict():
     with pytest.raises(FlowgraphError, match="^d: block 'o'"):
         parse_flowgraph({"blocks": {"a": {"type": "t_count"}, "o": {"type": "t_collect", "path": "p"}}},
                         path="d")
+
+
+def test_a_graph_breaking_the_frame_contract_is_refused_at_load_naming_both_blocks_and_the_field(tmp_path):
+    # the calibrator reads meta.faulty, which only a fault_detector adds; here nothing upstream does
+    text = textwrap.dedent("""\
+        blocks:
+          source: {type: synthetic, n_antennas: 32, frames: 1}
+          calibrate: {type: calibrator}
+          out: {type: jsonl, path: x.jsonl}
+        connections:
+          - [source, calibrate]
+          - [calibrate, out]
+        """)
+    with pytest.raises(FlowgraphError) as err:
+        parse_flowgraph(text, str(tmp_path / "g.yaml"))
+    msg = str(err.value)
+    assert "frame contract" in msg and "block 'calibrate' reads meta.faulty" in msg and "upstream: source" in msg
+    # the same blocks in the right order load
+    good = text.replace("calibrate: {type: calibrator}", "detect: {type: fault_detector}\n  calibrate: {type: calibrator}")
+    good = good.replace("- [source, calibrate]", "- [source, detect]\n  - [detect, calibrate]")
+    assert list(parse_flowgraph(good, str(tmp_path / "g.yaml")).blocks) == ["source", "detect", "calibrate", "out"]

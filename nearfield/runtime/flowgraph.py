@@ -40,6 +40,7 @@ import yaml
 
 from . import registry
 from ..block import Block, ParamError
+from ..contract import check_graph
 
 __all__ = ["FlowgraphError", "BlockSpec", "Edge", "Flowgraph", "load_flowgraph", "parse_flowgraph",
            "parse_override"]
@@ -457,6 +458,7 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
 
     # blocks
     specs: dict[str, BlockSpec] = {}
+    instances: dict[str, Block] = {}  # built once here, to check parameters and the frame contract
     for bname, body in blocks.items():
         loc = where("blocks", bname)
         if not isinstance(bname, str) or not _NAME_RE.match(bname):
@@ -491,7 +493,7 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
             params[prm] = val
         spec = BlockSpec(name=bname, type=btype, cls=cls, params=params)
         try:
-            spec.instantiate()
+            instances[bname] = spec.instantiate()
         except ParamError as exc:
             bad = next((k for k in params if f"{k!r}" in str(exc)), None)
             ploc = where("blocks", bname, bad) if bad else loc
@@ -550,6 +552,12 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
     if cycle is not None:
         _fail(f"{where('connections')}: the connections form a cycle: {' -> '.join(cycle)} "
               f"(expected an acyclic graph: frames flow from sources to sinks)")
+
+    # the frame contract: every field a block reads must be added upstream of it
+    broken = check_graph(instances, [(e.src, e.dst) for e in edges])
+    if broken:
+        _fail(f"{where('connections')}: the connections break the frame contract: " + "; ".join(broken[:5])
+              + (f" (and {len(broken) - 5} more)" if len(broken) > 5 else ""))
 
     return Flowgraph(name=name, path=path, blocks=specs, edges=edges, description=description,
                      overrides={f"{b}.{p}": v for b, d in ov.items() for p, (v, _) in d.items()})
