@@ -56,6 +56,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import chi2
@@ -152,39 +153,60 @@ def grid_scan(array: ULA, X: np.ndarray, u: np.ndarray, q: np.ndarray, sw: np.nd
     Returns
     -------
     ndarray, shape (Gq, Gu) or (Gq, Gu, M) when ``per_column``.
-    Computed one range row at a time in single precision (a coarse scan).
+    Computed by a compiled loop (numba), exact phase in float64, cos/sin in single precision (a coarse scan).
     """
-    n = array.n_antennas
-    sw = np.ones(n) if sw is None else np.asarray(sw, float)
-    th = np.arcsin(u)
-    Xh = np.ascontiguousarray(X.conj().T, dtype=np.complex64)
-    Qh = None if Q is None or Q.shape[1] == 0 else np.ascontiguousarray(Q.conj().T, dtype=np.complex64)
+    sw = np.ones(array.n_antennas) if sw is None else np.asarray(sw, float)
+    X = np.ascontiguousarray(X, dtype=np.complex64)
+    Q = np.zeros((X.shape[0], 0), np.complex64) if Q is None else np.ascontiguousarray(Q, dtype=np.complex64)
+    num, den = _scan_kernel(np.asarray(array.positions, float), float(array.wavenumber), np.asarray(u, float),
+                            1.0 / np.asarray(q, float), sw.astype(np.float32), X, Q)
     wsum = float(np.sum(sw ** 2))
-    out = np.empty((q.size, u.size, X.shape[1]) if per_column else (q.size, u.size))
-    swc = None if np.all(sw == 1.0) else sw.astype(np.float32)[:, None]
-    l2 = array.positions[:, None] ** 2
-    lu = array.positions[:, None] * u[None, :]
-    k = array.wavenumber
-    B = np.empty((n, u.size), np.complex64)
-    for i, qi in enumerate(q):  # row loop: bounds memory at N x Gu per row
-        # exact phase of eq. (1) in float64, wrapped, then single-precision cos/sin (a coarse scan)
-        r = 1.0 / qi
-        psi = -k * (np.sqrt(r * r + l2 - 2.0 * r * lu) - r)
-        psi -= (2.0 * np.pi) * np.round(psi / (2.0 * np.pi))
-        p32 = psi.astype(np.float32)
-        np.cos(p32, out=B.real)
-        np.sin(p32, out=B.imag)
-        if swc is not None:
-            B *= swc
-        P = Xh @ B
-        num = P.real ** 2 + P.imag ** 2
-        den = np.full(u.size, wsum)
-        if Qh is not None:
-            QB = Qh @ B
-            den = den - np.sum(QB.real ** 2 + QB.imag ** 2, axis=0)
-        den = np.maximum(den, 0.05 * wsum)  # ignore directions (almost) inside the found span
-        out[i] = (num / den).T if per_column else np.sum(num, axis=0) / den
-    return out
+    den = np.maximum(den, 0.05 * wsum)  # ignore directions (almost) inside the span already found
+    if per_column:
+        return num / den[:, :, None]
+    return np.sum(num, axis=2) / den
+
+
+@numba.njit(cache=True, fastmath=True)
+def _scan_kernel(pos, k, u, rr, sw, X, Q):  # pragma: no cover - compiled
+    """num[i, j, m] = |b_ij^H x_m|^2, den[i, j] = ||b_ij||^2 - ||Q^H b_ij||^2, b = sw o a(asin u_j, rr_i).
+
+    Hand-written loop (numba): the (N x Gu) steering block of each range row is never stored, and the
+    exact phase of eq. (1) is formed in float64 and wrapped before the single-precision cos/sin.
+    """
+    n, m = X.shape
+    jq = Q.shape[1]
+    gq, gu = rr.size, u.size
+    num = np.zeros((gq, gu, m))
+    den = np.zeros((gq, gu))
+    two_pi = 2.0 * np.pi
+    acc = np.zeros(m, np.complex64)
+    accq = np.zeros(max(jq, 1), np.complex64)
+    for i in range(gq):
+        r = rr[i]
+        for j in range(gu):
+            acc[:] = 0
+            accq[:] = 0
+            pw = 0.0
+            for a in range(n):
+                l = pos[a]
+                psi = -k * (np.sqrt(r * r + l * l - 2.0 * r * l * u[j]) - r)
+                psi -= two_pi * np.floor(psi / two_pi + 0.5)
+                p32 = np.float32(psi)
+                b = (np.cos(p32) + 1j * np.sin(p32)) * sw[a]  # b_a; conj(b_a) x_a accumulates b^H x
+                bc = np.conj(np.complex64(b))
+                for c in range(m):
+                    acc[c] += bc * X[a, c]
+                for c in range(jq):
+                    accq[c] += np.conj(Q[a, c]) * np.complex64(b)
+                pw += sw[a] * sw[a]
+            for c in range(m):
+                num[i, j, c] = acc[c].real ** 2 + acc[c].imag ** 2
+            s = 0.0
+            for c in range(jq):
+                s += accq[c].real ** 2 + accq[c].imag ** 2
+            den[i, j] = pw - s
+    return num, den
 
 
 def estimate_order(Y: np.ndarray, w=None, k_max: int = 8) -> int:
@@ -295,7 +317,7 @@ def _robust_refine(Y, array, th, rr, S, w, lo, hi, max_rounds=3, outlier_alpha=1
         E = Y - (M if c is None else c[:, None] * M)
         e = np.sum(np.abs(E) ** 2, axis=1)
         good = w > 0
-        sig = float(np.median(e[good])) / T
+        sig = max(float(np.median(e[good])) / T, 1e-30 * float(np.mean(np.abs(Y) ** 2)) + 1e-300)
         thr = sig * chi2.ppf(1.0 - outlier_alpha, 2 * T) / 2.0
         out = good & (e > thr)
         changed = False

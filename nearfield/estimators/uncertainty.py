@@ -22,15 +22,20 @@ Model check (:func:`model_check`)
 
     * with pilots: the energy of the data *outside* the pilots' row space,
       ``||Y (I - P_S)||^2 / (N (T - rank S))`` (signal-free by construction);
-    * blind: the residual of the best *unstructured* rank-K fit (the sum of all but the K
-      largest eigenvalues of ``Y Y^H``), per degree of freedom ``(N - K)(T - K)``.
+    * blind: the residual of the best *unstructured* rank-k fit (the sum of all but the k
+      largest eigenvalues of ``Y Y^H``), per degree of freedom ``(N - k)(T - k)``, with k the
+      signal rank (MDL, at most K; coherent sources give k < K).
 
-    The structured fit can only add residual to the floor.  Under the model (white
-    circular Gaussian noise, exact steering, ML fit) the excess ``D = cost - floor_cost``
-    is ``(sigma2 / 2) chi2(2 m)`` with m the complex degrees of freedom the structured model
-    gives up (pilots: ``N rank(S) - 2K`` in the pilot span; blind: ``K (N - K) - K``), and
-    it is independent of the floor, so ``F = (D / m) / (floor_cost / m_floor)`` follows an
-    F(2 m, 2 m_floor) law.  A target whose F exceeds the (1 - alpha) quantile is flagged
+    With pilots the fit residual splits into the floor (outside the pilot rows) and the
+    part inside the pilot rows, ``D = cost - floor_cost``; under the model (white circular
+    Gaussian noise, exact steering, ML fit) D is ``(sigma2 / 2) chi2(2 m)`` with
+    ``m = N rank(S) - 2K`` complex degrees of freedom and independent of the floor, so
+    ``F = (D / m) / sigma2_floor`` follows an F(2 m, 2 m_floor) law.  Blind, the residual
+    is projected on the k leading right singular vectors of Y (the signal waveforms): a
+    signal the model cannot explain leaks there, while under the model each of those k
+    columns is noise projected off the K steering vectors, so ``m = k (N - K) - K``.  (The
+    blind excess over the unstructured floor is not used: when the signal rank is below K
+    the unstructured fit absorbs the largest noise singular values, far from chi-square.)  A target whose F exceeds the (1 - alpha) quantile is flagged
     ``model_mismatch`` (alpha = 1 % by default: one block in a hundred is flagged when the
     model holds).  With full-rank pilots the test is done per target, on the residual
     projected on that target's (decorrelated) pilot; blind, or with rank-deficient pilots,
@@ -141,24 +146,36 @@ def model_check(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None =
             iso = U @ np.diag(1.0 / np.sqrt(wv)) @ U.conj().T
             Ek = E @ S.conj().T @ iso
             m = max(n_eff - 2.0, 1.0)
-            F = np.sum(np.abs(Ek) ** 2, axis=0) / m / sig_floor
             per_target = True
         else:
             inspan = max(cost - sig_floor * dof_floor, 0.0)
             m = max(n_eff * rank - 2.0 * K, 1.0)
-            F = np.full(K, inspan / m / sig_floor)
             per_target = False
     else:
         Sh = ls_waveforms(A, Y, c, w)
         E = sw * (Y - Ac @ Sh)
         cost = float(np.sum(np.abs(E) ** 2))
-        sig_floor, dof_floor = noise_floor(Y, K, None, w)
         dof_fit = n_eff * T - K * T - K
-        m = max(K * (n_eff - K) - K, 1.0)
-        F = np.full(K, max(cost - sig_floor * dof_floor, 0.0) / m / sig_floor)
+        # signal rank (coherent sources: below K): MDL, at most K
+        from .fullarray import estimate_order
+        kf = min(K, estimate_order(Y, w, K))
+        _, sv, Vh = np.linalg.svd(sw * Y, full_matrices=False)
+        dof_floor = max((n_eff - kf) * (T - kf), 1.0)
+        sig_floor = float(np.sum(sv[kf:] ** 2)) / dof_floor
+        # residual along the kf leading waveforms (rows of Vh): ~ CN(0, sigma2 P_A^perp) per column under H0
+        m = max(kf * (n_eff - K) - K, 1.0)
+        res_sig = float(np.sum(np.abs(E @ Vh[:kf].conj().T) ** 2))
         per_target = False
+    tiny = 1e-30 * max(float(np.mean(np.abs(Y) ** 2)), 1e-300)  # noise-free data: keep the ratios finite
+    sig_floor = max(sig_floor, tiny)
+    if per_target and pilots is not None:
+        F = np.sum(np.abs(Ek) ** 2, axis=0) / m / sig_floor
+    elif pilots is not None:
+        F = np.full(K, inspan / m / sig_floor)
+    else:
+        F = np.full(K, res_sig / m / sig_floor)
     thr = float(f_dist.ppf(1.0 - alpha, 2 * m, 2 * dof_floor))
-    sig_fit = cost / max(dof_fit, 1.0)
+    sig_fit = max(cost / max(dof_fit, 1.0), tiny)
     return {"sigma2_fit": sig_fit, "sigma2_floor": sig_floor, "ratio": sig_fit / sig_floor, "F": F,
             "threshold": thr, "mismatch": F > thr, "per_target": per_target, "residual": cost / (n_eff * T),
             "cost": cost, "alpha": alpha}
@@ -207,6 +224,7 @@ def estimate_uncertainty(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray
     n_eff = float(np.sum(w > 0))
     A = steering(array, theta, r, model)
     c_eff = (np.ones(N, complex) if c is None else np.asarray(c, complex)) * np.sqrt(w)
+    tiny = 1e-30 * max(float(np.mean(np.abs(Y) ** 2)), 1e-300)  # noise-free data: a (tiny) positive bound
     if pilots is not None:
         S = np.atleast_2d(np.asarray(pilots, np.complex128))
         g = ls_gains(A, S, Y, c, w) if gains is None else np.atleast_1d(np.asarray(gains, complex))
@@ -214,6 +232,7 @@ def estimate_uncertainty(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray
             cw = np.ones(N, complex) if c is None else np.asarray(c, complex)
             E = Y - (cw[:, None] * A) @ (g[:, None] * S)
             sigma2 = float(np.sum(w[:, None] * np.abs(E) ** 2) / max(n_eff * T - 2 * K, 1.0))
+        sigma2 = max(float(sigma2), tiny)
         C = crb_positions(array, theta, r, g, S, sigma2, c_eff, model)
         kind = "pilots"
     else:
@@ -222,6 +241,7 @@ def estimate_uncertainty(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray
             cw = np.ones(N, complex) if c is None else np.asarray(c, complex)
             E = Y - (cw[:, None] * A) @ Sh
             sigma2 = float(np.sum(w[:, None] * np.abs(E) ** 2) / max(n_eff * T - K * T - K, 1.0))
+        sigma2 = max(float(sigma2), tiny)
         C = crb_unknown_waveforms(array, theta, r, Sh, sigma2, c_eff, model)
         kind = "unknown_waveforms"
     d = np.sqrt(np.maximum(np.diag(C), 0.0))
