@@ -30,12 +30,16 @@ Model check (:func:`model_check`)
     part inside the pilot rows, ``D = cost - floor_cost``; under the model (white circular
     Gaussian noise, exact steering, ML fit) D is ``(sigma2 / 2) chi2(2 m)`` with
     ``m = N rank(S) - 2K`` complex degrees of freedom and independent of the floor, so
-    ``F = (D / m) / sigma2_floor`` follows an F(2 m, 2 m_floor) law.  Blind, the residual
-    is projected on the k leading right singular vectors of Y (the signal waveforms): a
-    signal the model cannot explain leaks there, while under the model each of those k
-    columns is noise projected off the K steering vectors, so ``m = k (N - K) - K``.  (The
-    blind excess over the unstructured floor is not used: when the signal rank is below K
-    the unstructured fit absorbs the largest noise singular values, far from chi-square.)  A target whose F exceeds the (1 - alpha) quantile is flagged
+    ``F = (D / m) / sigma2_floor`` follows an F(2 m, 2 m_floor) law.  Blind, the snapshots
+    are split in two halves: the K leading left singular vectors U1 of the first half of the
+    residual ``E = P_A^perp Y`` span whatever signal the model leaves unexplained (a
+    mismatch leaks into a fixed K-dimensional set of antenna-domain directions), and the
+    energy of the second half in them, ``||U1^H E2||^2``, is ``(sigma2 / 2) chi2(2 K T2)``
+    under the model because U1 lies in range(P_A^perp) and does not depend on the second
+    half's noise; so ``m = K T2``.  (Neither the blind excess over the unstructured floor nor
+    the residual along the leading *right* singular vectors of Y is used: the first is far
+    from chi-square when the signal rank is below K (coherent sources), the second is biased
+    up at low SNR because those vectors are partly aligned with the noise.)  A target whose F exceeds the (1 - alpha) quantile is flagged
     ``model_mismatch`` (alpha = 1 % by default: one block in a hundred is flagged when the
     model holds).  With full-rank pilots the test is done per target, on the residual
     projected on that target's (decorrelated) pilot; blind, or with rank-deficient pilots,
@@ -162,9 +166,16 @@ def model_check(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None =
         _, sv, Vh = np.linalg.svd(sw * Y, full_matrices=False)
         dof_floor = max((n_eff - kf) * (T - kf), 1.0)
         sig_floor = float(np.sum(sv[kf:] ** 2)) / dof_floor
-        # residual along the kf leading waveforms (rows of Vh): ~ CN(0, sigma2 P_A^perp) per column under H0
-        m = max(kf * (n_eff - K) - K, 1.0)
-        res_sig = float(np.sum(np.abs(E @ Vh[:kf].conj().T) ** 2))
+        # split the snapshots: the K leading left singular vectors U1 of the residual's first half
+        # (inside range(P_A^perp), independent of the second half's noise) collect any signal the
+        # model cannot explain; on the second half ||U1^H E2||^2 ~ (sigma2 / 2) chi2(2 K T2) under H0
+        T2 = T // 2
+        if T2 >= 1 and T - T2 >= 1:
+            U1 = np.linalg.svd(E[:, :T - T2], full_matrices=False)[0][:, :K]
+            res_sig = float(np.sum(np.abs(U1.conj().T @ E[:, T - T2:]) ** 2))
+            m = float(U1.shape[1] * T2)
+        else:
+            res_sig, m = 0.0, 1.0
         per_target = False
     tiny = 1e-30 * max(float(np.mean(np.abs(Y) ** 2)), 1e-300)  # noise-free data: keep the ratios finite
     sig_floor = max(sig_floor, tiny)
