@@ -33,14 +33,21 @@ from scipy.optimize import linear_sum_assignment
 from nearfield.array import ULA, paper_array
 from nearfield.bounds import crb_positions, crb_unknown_waveforms
 from nearfield.estimators.fullarray import full_array_localize
-from nearfield.scenario import complex_noise, make_pilots, noise_variance, noiseless_signal, paper_scenario
+from nearfield.scenario import (
+    complex_noise,
+    make_pilots,
+    noise_variance,
+    noiseless_signal,
+    paper_scenario,
+)
 
 D2R = np.pi / 180
 
 
 def _match(th_est, r_est, th, r, crb_t, crb_r):
     """Permutation of the estimates that best matches the truth (normalised by the CRB)."""
-    cost = ((th_est[None, :] - th[:, None]) / crb_t[:, None]) ** 2 + ((r_est[None, :] - r[:, None]) / crb_r[:, None]) ** 2
+    cost = (((th_est[None, :] - th[:, None]) / crb_t[:, None]) ** 2
+            + ((r_est[None, :] - r[:, None]) / crb_r[:, None]) ** 2)
     _, cols = linear_sum_assignment(np.log1p(cost))
     return cols
 
@@ -55,9 +62,11 @@ def scene(name, rng):
     arr = paper_array(256)
     g2 = np.exp(2j * np.pi * rng.random(2))
     if name == "pair05_pilots":
-        return arr, np.array([15.0, 15.5]) * D2R, np.array([10.0, 12.0]), g2, make_pilots(2, T, rng), None, 20.0, True, 2
+        return (arr, np.array([15.0, 15.5]) * D2R, np.array([10.0, 12.0]), g2, make_pilots(2, T, rng), None, 20.0,
+                True, 2)
     if name == "pair1_blind":
-        return arr, np.array([15.0, 16.0]) * D2R, np.array([10.0, 12.0]), g2, make_pilots(2, T, rng), None, 20.0, False, 2
+        return (arr, np.array([15.0, 16.0]) * D2R, np.array([10.0, 12.0]), g2, make_pilots(2, T, rng), None, 20.0,
+                False, 2)
     if name in ("coherent_blind", "coherent_pilots"):
         s = make_pilots(1, T, rng)
         return (arr, np.array([15.0, -10.0]) * D2R, np.array([10.0, 14.0]), g2, np.repeat(s, 2, axis=0), None, 20.0,
@@ -99,7 +108,7 @@ def run_row(name, trials, seed):
         t0 = time.perf_counter()
         try:
             res = full_array_localize(Y, arr, K, S if known else None)
-        except Exception as exc_:  # counted, reported
+        except Exception as exc_:  # noqa: BLE001 - any failure is counted and reported
             exc += K
             print(f"  {name}: exception {type(exc_).__name__}: {exc_}")
             continue
@@ -136,7 +145,8 @@ def run_row(name, trials, seed):
         sr = np.nanmean(np.array(sig_ratio)) if sig_ratio else np.nan
     extra = f" | 2-D MUSIC gross {mus_gross}/{n_cases}" if name.startswith("paper") else ""
     print(f"{name:16s} | {trials:3d} | {gross + exc:3d}/{n_cases:<3d} ({100 * (gross + exc) / n_cases:5.1f} %) | "
-          f"{np.nanmax(rt):6.2f} | {np.nanmax(rr):6.2f} | {100 * cov:5.1f} / {100 * cov_r:5.1f} % | {sr:5.2f} | {flags:3d} | "
+          f"{np.nanmax(rt):6.2f} | {np.nanmax(rr):6.2f} | {100 * cov:5.1f} / {100 * cov_r:5.1f} % | {sr:5.2f} | "
+          f"{flags:3d} | "
           f"{np.mean(secs) if secs else np.nan:5.2f}{extra}", flush=True)
 
 
@@ -146,8 +156,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
     args = ap.parse_args(argv)
-    print("row              | trials | fail = gross + exc (share) | RMSE/CRB theta | RMSE/CRB r | 2-sigma cover theta / r | "
-          "sigma/CRB | flagged | s/trial")
+    print("row              | trials | fail = gross + exc (share) | RMSE/CRB theta | RMSE/CRB r | "
+          "2-sigma cover theta / r | sigma/CRB | flagged | s/trial")
     from threadpoolctl import threadpool_limits
     with threadpool_limits(1):  # the machine is shared: one BLAS thread (small matrices anyway)
         for name in args.rows:

@@ -4,9 +4,19 @@ import pytest
 
 from nearfield.array import ULA, paper_array
 from nearfield.bounds import crb_positions, crb_unknown_waveforms
-from nearfield.estimators.fullarray import (coarse_grid, default_r_bounds, estimate_order, full_array_localize,
-                                            grid_scan)
-from nearfield.scenario import complex_noise, make_pilots, noise_variance, noiseless_signal
+from nearfield.estimators.fullarray import (
+    coarse_grid,
+    default_r_bounds,
+    estimate_order,
+    full_array_localize,
+    grid_scan,
+)
+from nearfield.scenario import (
+    complex_noise,
+    make_pilots,
+    noise_variance,
+    noiseless_signal,
+)
 from nearfield.steering import steering
 
 D2R = np.pi / 180
@@ -35,7 +45,8 @@ def test_default_r_bounds_and_grid_scale_with_the_array():
     lo, hi = default_r_bounds(big)
     assert lo == pytest.approx(0.5 * big.aperture) and hi == pytest.approx(big.rayleigh_distance)
     lo9, hi9 = default_r_bounds(small)
-    assert lo9 == pytest.approx(max(0.5 * small.aperture, small.wavelength)) and hi9 == pytest.approx(small.rayleigh_distance)
+    assert lo9 == pytest.approx(max(0.5 * small.aperture, small.wavelength))
+    assert hi9 == pytest.approx(small.rayleigh_distance)
     u, q = coarse_grid(big)
     assert u.size == 512 and np.all(np.abs(u) < 1)
     assert q[0] == pytest.approx(1 / hi) and q[-1] == pytest.approx(1 / lo)
@@ -76,7 +87,7 @@ def test_noise_free_two_targets_are_exact(case):
     arr = ULA(32, carrier_hz=5.8e9)
     th, r = np.array([-0.2, 0.25]), np.array([1.2, 2.5])
     S = make_pilots(1, 64, rng).repeat(2, axis=0) if case.startswith("coherent") else None
-    Y, S, g, _ = data(arr, th, r, None, rng, pilots=S)
+    Y, S, _, _ = data(arr, th, r, None, rng, pilots=S)
     res = full_array_localize(Y, arr, 2, S if case.endswith("pilots") else None)
     et, er = match(res.theta, res.r, th, r)
     np.testing.assert_allclose(et, 0, atol=1e-8)
@@ -116,7 +127,7 @@ def test_range_stays_in_the_window():
     arr = ULA(16, carrier_hz=2.4e9)
     lo, hi = default_r_bounds(arr)
     # a target far beyond the Rayleigh distance: range unobservable, must not run off
-    Y, S, g, _ = data(arr, [0.2], [50 * hi], 10.0, rng)
+    Y, S, _, _ = data(arr, [0.2], [50 * hi], 10.0, rng)
     res = full_array_localize(Y, arr, 1, S)
     assert lo <= res.r[0] <= hi
     assert res.status[0] == "range_at_bound"
@@ -147,7 +158,7 @@ def test_order_estimation_finds_incoherent_and_coherent_pairs():
     rng = np.random.default_rng(7)
     arr = ULA(32, carrier_hz=5.8e9)
     th, r = np.array([-0.3, 0.3]), np.array([1.5, 2.5])
-    Y, S, g, _ = data(arr, th, r, 15.0, rng)
+    Y, _, _, _ = data(arr, th, r, 15.0, rng)
     assert estimate_order(Y) == 2
     assert full_array_localize(Y, arr).theta.size == 2
     Sc = make_pilots(1, 64, rng).repeat(2, axis=0)
@@ -180,7 +191,7 @@ def test_dense_phase_errors_are_flagged_not_silent():
     rng = np.random.default_rng(9)
     arr = ULA(32, carrier_hz=5.8e9)
     c = np.exp(1j * rng.uniform(-np.pi, np.pi, 32))
-    Y, S, g, _ = data(arr, [0.2], [2.0], 20.0, rng, c=c)
+    Y, S, _, _ = data(arr, [0.2], [2.0], 20.0, rng, c=c)
     for P in (S, None):
         res = full_array_localize(Y, arr, 1, P)
         assert res.status[0] != "ok"

@@ -62,13 +62,19 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import chi2
 
 from ..array import ULA
-from ..ml import ls_gains, ls_waveforms, ml_cost, refine_ml
+from ..ml import ls_waveforms, ml_cost, refine_ml
 from ..music import mdl_order
 from ..steering import steering
 from .uncertainty import _pilot_rank, estimate_uncertainty, model_check, noise_floor
 
-__all__ = ["FullArrayResult", "full_array_localize", "default_r_bounds", "coarse_grid", "grid_scan",
-           "estimate_order"]
+__all__ = [
+    "FullArrayResult",
+    "coarse_grid",
+    "default_r_bounds",
+    "estimate_order",
+    "full_array_localize",
+    "grid_scan",
+]
 
 STATUSES = ("ok", "model_mismatch", "range_at_bound", "unresolved")
 
@@ -304,7 +310,7 @@ class _Search:
 def _robust_refine(Y, array, th, rr, S, w, lo, hi, max_rounds=3, outlier_alpha=1e-4, gain_alpha=1e-3,
                    max_outlier_share=0.25):
     """refine_ml, then exclude outlying antennas and fit per-channel real amplitudes when significant."""
-    N, T = Y.shape
+    T = Y.shape[1]
     w = w.copy()
     c = None
     info = {"excluded": [], "amplitude_fit": False}
@@ -531,7 +537,7 @@ def _add_targets(Y, array, w, th, rr, s2, u, q, lo, hi, max_targets, alpha):
     largest of ~G per-cell decreases, each ``(sigma2 / 2) chi2(2 T)``; the bound uses the
     (1 - alpha / G) quantile (Bonferroni over the G grid cells).
     """
-    N, T = Y.shape
+    T = Y.shape[1]
     G = u.size * q.size
     thr = s2 * chi2.ppf(1.0 - alpha / G, 2 * T) / 2.0
     sw = np.sqrt(w)

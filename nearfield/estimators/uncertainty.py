@@ -39,7 +39,8 @@ Model check (:func:`model_check`)
     half's noise; so ``m = K T2``.  (Neither the blind excess over the unstructured floor nor
     the residual along the leading *right* singular vectors of Y is used: the first is far
     from chi-square when the signal rank is below K (coherent sources), the second is biased
-    up at low SNR because those vectors are partly aligned with the noise.)  A target whose F exceeds the (1 - alpha) quantile is flagged
+    up at low SNR because those vectors are partly aligned with the noise.)  A target whose
+    F exceeds the (1 - alpha) quantile is flagged
     ``model_mismatch`` (alpha = 1 % by default: one block in a hundred is flagged when the
     model holds).  With full-rank pilots the test is done per target, on the residual
     projected on that target's (decorrelated) pilot; blind, or with rank-deficient pilots,
@@ -55,7 +56,7 @@ from ..bounds import crb_positions, crb_unknown_waveforms
 from ..ml import ls_gains, ls_waveforms
 from ..steering import steering
 
-__all__ = ["noise_floor", "model_check", "estimate_uncertainty"]
+__all__ = ["estimate_uncertainty", "model_check", "noise_floor"]
 
 
 def _weights(w, n):
@@ -142,7 +143,7 @@ def model_check(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None =
         E = sw * (Y - M)
         cost = float(np.sum(np.abs(E) ** 2))
         sig_floor, dof_floor = noise_floor(Y, K, S, w)
-        rank, V = _pilot_rank(S)
+        rank, _ = _pilot_rank(S)
         dof_fit = n_eff * T - 2 * K
         if rank == K and T > K:
             # residual along each decorrelated pilot: E S^H (S S^H)^-1/2, column k ~ CN(0, sigma2 I) under H0
@@ -163,7 +164,7 @@ def model_check(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None =
         # signal rank (coherent sources: below K): MDL, at most K
         from .fullarray import estimate_order
         kf = min(K, estimate_order(Y, w, K))
-        _, sv, Vh = np.linalg.svd(sw * Y, full_matrices=False)
+        sv = np.linalg.svd(sw * Y, compute_uv=False)
         dof_floor = max((n_eff - kf) * (T - kf), 1.0)
         sig_floor = float(np.sum(sv[kf:] ** 2)) / dof_floor
         # split the snapshots: the K leading left singular vectors U1 of the residual's first half
