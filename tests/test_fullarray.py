@@ -224,3 +224,16 @@ def test_bad_inputs_are_named():
         full_array_localize(Y, arr, 1, r_bounds=(2.0, 1.0))
     with pytest.raises(ValueError, match="dead"):
         full_array_localize(np.zeros((8, 10)), arr, 1)
+
+
+def test_known_hi_weights_make_the_error_bars_those_of_the_raw_data():
+    """With hi given, the CRB at the estimate is the CRB of the raw data with c = hi known."""
+    rng = np.random.default_rng(12)
+    arr = ULA(16, carrier_hz=2.4e9)
+    c = 10 ** (rng.normal(0, 3.0, 16) / 20) * np.exp(1j * rng.uniform(-np.pi, np.pi, 16))
+    th, r = np.array([-0.2]), np.array([1.8])
+    Y, S, g, s2 = data(arr, th, r, 15.0, rng, T=200, c=c)
+    res = full_array_localize(Y, arr, 1, S, hi=c)
+    ref = np.sqrt(np.diag(crb_positions(arr, th, r, g, S, s2, c=c)))
+    np.testing.assert_allclose([res.theta_std[0], res.r_std[0]], ref, rtol=0.1)
+    assert res.sigma2 == pytest.approx(s2 / np.mean(np.abs(c) ** 2), rel=0.1)

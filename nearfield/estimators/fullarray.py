@@ -327,7 +327,7 @@ def _robust_refine(Y, array, th, rr, S, w, lo, hi, max_rounds=3, outlier_alpha=1
         M = steering(array, th, rr) @ (fit.gains[:, None] * fit.pilots) if S is not None else \
             steering(array, th, rr) @ fit.pilots
         E = Y - (M if c is None else c[:, None] * M)
-        e = np.sum(np.abs(E) ** 2, axis=1)
+        e = w * np.sum(np.abs(E) ** 2, axis=1)  # weighted: noise level equal on every antenna
         good = w > 0
         sig = max(float(np.median(e[good])) / T, 1e-30 * float(np.mean(np.abs(Y) ** 2)) + 1e-300)
         thr = sig * chi2.ppf(1.0 - outlier_alpha, 2 * T) / 2.0
@@ -338,11 +338,11 @@ def _robust_refine(Y, array, th, rr, S, w, lo, hi, max_rounds=3, outlier_alpha=1
             info["excluded"] += np.flatnonzero(out).tolist()
             good = w > 0
             changed = True
-        # per-channel real amplitudes g_n = Re<m_n, y_n> / ||m_n||^2, var = sig / (2 ||m_n||^2)
+        # per-channel real amplitudes g_n = Re<m_n, y_n> / ||m_n||^2, var = sig / (2 w_n ||m_n||^2)
         mm = np.sum(np.abs(M) ** 2, axis=1)
         g = np.real(np.sum(M.conj() * Y, axis=1)) / np.maximum(mm, 1e-300)
         gm = np.median(g[good])
-        x2 = float(np.sum((g[good] - gm) ** 2 * 2.0 * mm[good] / sig))
+        x2 = float(np.sum((g[good] - gm) ** 2 * 2.0 * w[good] * mm[good] / sig))
         if x2 > chi2.ppf(1.0 - gain_alpha, max(int(good.sum()) - 1, 1)) and gm > 0:
             c_new = np.clip(g / gm, 0.1, 10.0).astype(complex)
             if c is None or np.max(np.abs(c_new - c)) > 1e-3:
@@ -378,7 +378,8 @@ def full_array_localize(Y: np.ndarray, array: ULA, n_targets: int | None = None,
         Known waveforms; identical or collinear rows are allowed.
     hi : ndarray, shape (N,), optional
         Known HI vector (gain and phase per antenna, e.g. from a reference calibration);
-        the data are divided by it first (antennas with hi = 0 are excluded).
+        the data are divided by it first (antennas with hi = 0 are excluded) and antenna n
+        is weighted by ``|hi_n|^2`` (its noise was scaled by ``1 / |hi_n|``).
     r_bounds : (float, float), optional
         Range window in metres; :func:`default_r_bounds` by default.
     weights : ndarray, shape (N,), optional
@@ -427,6 +428,10 @@ def full_array_localize(Y: np.ndarray, array: ULA, n_targets: int | None = None,
         ok = np.abs(hv) > 1e-12
         Y = np.where(ok[:, None], Y / np.where(ok, hv, 1.0)[:, None], 0.0)
         w[~ok] = 0.0
+        # after the division the noise of antenna n has variance sigma2 / |hi_n|^2: weight by |hi_n|^2
+        # (normalised), which makes the weighted LS fit the ML fit and the weighted CRB the data's
+        if np.any(ok):
+            w[ok] *= np.abs(hv[ok]) ** 2 / np.mean(np.abs(hv[ok]) ** 2)
     S = None
     if pilots is not None:
         S = np.atleast_2d(np.asarray(pilots, np.complex128))
