@@ -69,7 +69,8 @@ from .steering import steering_derivatives
 
 __all__ = [
     "pack", "unpack", "mean_model", "derivative_vectors", "jacobian", "fim", "crb", "pseudo_true",
-    "PseudoTrue", "MisspecifiedBounds", "misspecified_bounds", "root_bounds",
+    "PseudoTrue", "MisspecifiedBounds", "misspecified_bounds", "root_bounds", "fim_unknown_waveforms",
+    "crb_unknown_waveforms", "crb_positions",
 ]
 
 
@@ -193,6 +194,73 @@ def fim(array: ULA, theta, r, gains, pilots, sigma2: float, c=None, model: str =
 def crb(array: ULA, theta, r, gains, pilots, sigma2: float, c=None, model: str = "exact") -> np.ndarray:
     """CRB matrix J^-1 (Sec. V-B, the full matrix, not the trace of eq. (47)), (4K, 4K)."""
     return _inv_sym(fim(array, theta, r, gains, pilots, sigma2, c, model))
+
+
+def fim_unknown_waveforms(array: ULA, theta, r, waveforms, sigma2: float, c=None, model: str = "exact") -> np.ndarray:
+    """Fisher information of the positions alone with unknown deterministic waveforms, (2K, 2K).
+
+    Blind model: ``Y = diag(c) A(theta, r) S + noise`` with S (K, T) unknown and deterministic
+    (the gains are absorbed in S).  Parameters ``alpha = [theta (K,), r (K,)]`` and the
+    nuisance ``S``.  The derivative of the mean w.r.t. ``alpha_i`` (target ``k_i``) is
+    ``d_i s_{k_i}^T`` with ``d_i = c o da_k/dalpha_i``; w.r.t. the waveform of snapshot t it
+    is ``A_c = diag(c) A`` acting on column t.  The full FIM is
+    ``(2 / sigma2) Re{[D, A_c-blocks]^H [D, A_c-blocks]}``; eliminating the nuisance
+    (the Schur complement, i.e. replacing every derivative by its part orthogonal to the
+    columns of A_c, snapshot by snapshot) gives
+
+        J_alpha = (2 / sigma2) Re{ (D^H P_A^perp D) o (S^* S^T)[k_i, k_j] },
+        P_A^perp = I - A_c (A_c^H A_c)^-1 A_c^H,
+
+    the deterministic ("conditional") CRB of Stoica & Nehorai (1989), here for the 2-D
+    near-field parameters.  With known waveforms and unknown complex gains (the pilot case,
+    :func:`crb`) only the directions ``a_k s_k^T`` are projected out, so this bound is never
+    below that one; for K = 1 the two coincide exactly (projecting a s^T out of d s^T equals
+    projecting a out of d), and for well-separated targets they agree closely.
+
+    Parameters
+    ----------
+    array : ULA
+    theta, r : array_like, shape (K,)
+        Angles (rad) and ranges (m).
+    waveforms : array_like, shape (K, T), complex
+        The (estimated or true) waveforms, gains included.
+    sigma2 : float
+        Noise variance of CN(0, sigma2 I).
+    c : array_like, shape (N,), optional
+        Known HI vector (0 for an excluded antenna).
+
+    Returns
+    -------
+    ndarray, shape (2K, 2K)
+        Ordered [theta_1..K, r_1..K].
+    """
+    theta = np.atleast_1d(np.asarray(theta, float))
+    gains = np.ones(theta.size, complex)
+    theta, r, gains, S, c = _inputs(theta, r, gains, waveforms, c, array.n_antennas)
+    if not sigma2 > 0:
+        raise ValueError(f"sigma2: expected a positive noise variance, got {sigma2!r}")
+    K = theta.size
+    d = steering_derivatives(array, theta, r, model)
+    A = c[:, None] * d.a
+    Dm = c[:, None] * np.concatenate([d.a_t, d.a_r], axis=1)  # (N, 2K)
+    # P_A^perp D by a least-squares projection (stable for close targets)
+    coef = np.linalg.lstsq(A, Dm, rcond=None)[0]
+    PD = Dm - A @ coef
+    kidx = np.tile(np.arange(K), 2)
+    P = S.conj() @ S.T
+    return (2.0 / sigma2) * np.real((Dm.conj().T @ PD) * P[np.ix_(kidx, kidx)])
+
+
+def crb_unknown_waveforms(array: ULA, theta, r, waveforms, sigma2: float, c=None,
+                          model: str = "exact") -> np.ndarray:
+    """Deterministic CRB of [theta, r] with unknown waveforms, (2K, 2K); see :func:`fim_unknown_waveforms`."""
+    return _inv_sym(fim_unknown_waveforms(array, theta, r, waveforms, sigma2, c, model))
+
+
+def crb_positions(array: ULA, theta, r, gains, pilots, sigma2: float, c=None, model: str = "exact") -> np.ndarray:
+    """The [theta, r] block (2K, 2K) of :func:`crb` (known pilots, unknown complex gains)."""
+    K = np.atleast_1d(theta).size
+    return crb(array, theta, r, gains, pilots, sigma2, c, model)[2 * K:, 2 * K:]
 
 
 # ----------------------------------------------------------------------------- pseudo-true

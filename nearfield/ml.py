@@ -94,7 +94,7 @@ def ml_cost(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None, c=No
     return _cost(Y, A, ls_gains(A, pilots, Y, c, w), np.asarray(pilots), c, w)[0]
 
 
-def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min):
+def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=np.inf):
     K = theta.size
     A = steering(array, theta, r, model)
     cost, E = _cost(Y, A, gains, S, c, w)
@@ -118,7 +118,7 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min):
             step = np.linalg.solve(JJ + mu * np.diag(diag), g)
             nb = gains + step[:K] + 1j * step[K:2 * K]
             nt = np.clip(theta + step[2 * K:3 * K], -np.pi / 2 + 1e-6, np.pi / 2 - 1e-6)
-            nr = np.maximum(r + step[3 * K:], r_min)
+            nr = np.clip(r + step[3 * K:], r_min, r_max)
             nA = steering(array, nt, nr, model)
             ncost, nE = _cost(Y, nA, nb, S, c, w)
             if ncost <= cost:
@@ -136,7 +136,7 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min):
 
 def refine_ml(Y: np.ndarray, array: ULA, theta0, r0, pilots: np.ndarray | None = None, c=None,
               w=None, model: str = "exact", max_iter: int = 30, tol: float = 1e-10,
-              waveform_rounds: int = 3) -> MLFit:
+              waveform_rounds: int = 3, r_min: float | None = None, r_max: float | None = None) -> MLFit:
     """Levenberg-Marquardt refinement of (beta, theta, r) on the exact model.
 
     Parameters
@@ -157,6 +157,11 @@ def refine_ml(Y: np.ndarray, array: ULA, theta0, r0, pilots: np.ndarray | None =
     max_iter, tol : LM limits (relative cost decrease).
     waveform_rounds : int
         Alternations between waveform LS and LM when ``pilots`` is None.
+    r_min, r_max : float, optional
+        Range window in metres; every LM step is clipped into it, so the fit cannot run off
+        to r -> infinity where the wavefront curvature (and with it the range) stops being
+        observable.  Defaults: the element spacing d and no upper limit (the behaviour before
+        the window existed).  The starting ranges are clipped into the window too.
 
     Returns
     -------
@@ -166,16 +171,22 @@ def refine_ml(Y: np.ndarray, array: ULA, theta0, r0, pilots: np.ndarray | None =
     theta = np.array(theta0, dtype=float, ndmin=1)
     r = np.array(r0, dtype=float, ndmin=1)
     w = None if w is None else np.asarray(w, dtype=float)
-    r_min = array.d
+    r_min = array.d if r_min is None else float(r_min)
+    r_max = np.inf if r_max is None else float(r_max)
+    if not 0 < r_min < r_max:
+        raise ValueError(f"r_min, r_max: expected 0 < r_min < r_max (metres), got {r_min}, {r_max}")
+    r = np.clip(r, r_min, r_max)
     if pilots is not None:
         S = np.asarray(pilots, dtype=np.complex128)
         gains = ls_gains(steering(array, theta, r, model), S, Y, c, w)
-        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min)
+        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min,
+                                             r_max)
         return MLFit(theta, r, gains, cost, it, conv, S)
     it_total, conv = 0, False
     for _ in range(max(1, waveform_rounds)):
         S = ls_waveforms(steering(array, theta, r, model), Y, c, w)
         gains = np.ones(theta.size, dtype=np.complex128)
-        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min)
+        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min,
+                                             r_max)
         it_total += it
     return MLFit(theta, r, gains, cost, it_total, conv, S * gains[:, None])
