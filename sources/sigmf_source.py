@@ -80,6 +80,10 @@ SUPPORTED_DATATYPES = ("cf32_le", "ci16_le", "cf64_le")
 _CI16_SCALE = np.float32(2.0 ** -15)
 
 
+#: Largest .sigmf-meta / .sigmf-collection file read (bytes); metadata is small, data is not in it.
+MAX_META_BYTES = 64 << 20
+
+
 class SigMFFormatError(ParamError):
     """A SigMF recording that cannot be replayed; the message names file and field."""
 
@@ -183,14 +187,19 @@ class SigMFSource(Source):
 
     def _load_json(self, path: Path) -> dict:
         try:
-            with open(path, "r", encoding="utf-8") as fh:
+            if path.stat().st_size > MAX_META_BYTES:
+                raise self._fail(path, None, f"{path.stat().st_size} bytes: metadata larger than "
+                                             f"{MAX_META_BYTES} bytes is refused")
+            with open(path, encoding="utf-8") as fh:
                 doc = json.load(fh)
         except FileNotFoundError:
             raise self._fail(path, None, "no such file") from None
         except OSError as exc:
             raise self._fail(path, None, f"cannot read: {exc.strerror or exc}") from None
-        except json.JSONDecodeError as exc:
-            raise self._fail(path, None, f"not valid JSON: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise self._fail(path, None, f"not valid JSON: {str(exc)[:200]}") from None
+        except RecursionError:
+            raise self._fail(path, None, "not valid JSON: nested too deeply") from None
         if not isinstance(doc, dict):
             raise self._fail(path, None, "expected a JSON object")
         return doc
@@ -202,13 +211,22 @@ class SigMFSource(Source):
                                    f"got {self.stop_sample}")
         p = Path(self.path)
         names = get_sigmf_filenames(p)
-        if p.suffix == ".sigmf-collection" or (not names["meta_fn"].is_file() and names["collection_fn"].is_file()):
-            self._parse_collection(names["collection_fn"])
-        elif p.suffix == ".sigmf":
+        if p.suffix == ".sigmf":
             raise self._fail(p, None, "SigMF archives (.sigmf tar files) are not supported; extract them first")
-        else:
-            self._parse_recording(names["meta_fn"])
-        self._plan_frames()
+        collection = p.suffix == ".sigmf-collection" or (not names["meta_fn"].is_file()
+                                                         and names["collection_fn"].is_file())
+        meta_path = names["collection_fn"] if collection else names["meta_fn"]
+        try:
+            if collection:
+                self._parse_collection(meta_path)
+            else:
+                self._parse_recording(meta_path)
+            self._plan_frames()
+        except SigMFFormatError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as exc:
+            # a field of an unexpected type or shape that no specific check caught: still the file's fault
+            raise self._fail(meta_path, None, f"malformed metadata ({type(exc).__name__}: {str(exc)[:200]})") from None
 
     def _global(self, doc, path) -> dict:
         g = doc.get("global")
