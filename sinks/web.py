@@ -76,7 +76,7 @@ from collections import deque
 
 import numpy as np
 
-from ..block import BadFrame, Param, ParamError, Sink, positive
+from ..block import BadFrame, Param, Sink, positive
 from ..frame import Frame, finite_or_none
 
 __all__ = ["WebSink", "view_state"]
@@ -354,7 +354,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(length))
         self.end_headers()
 
-    def do_GET(self):  # noqa: N802 (http.server naming)
+    def do_GET(self):
         path = self.path.split("?", 1)[0]
         srv = self.server
         if path in _ASSETS:
@@ -455,7 +455,7 @@ class WebSink(Sink):
         Param("port", int, 8050, "TCP port of the page http://host:port/ (0 = any free port)", check=_port_check),
         Param("host", str, "127.0.0.1", "bind address (loopback by default; another address exposes the "
                                         "page, without authentication, to that network)"),
-        Param("max_rate_hz", float, 20.0, "page updates per second and browser, at most", check=positive),
+        Param("max_rate_hz", float, 10.0, "page updates per second and browser, at most", check=positive),
         Param("history", int, 300, "frames of history (errors, HI NMSE, latency) sent to the page",
               check=lambda v: None if 1 <= v <= 10000 else "an integer in 1..10000"),
     )
@@ -550,12 +550,10 @@ class WebSink(Sink):
         }
         state["history"] = {k: list(v) for k, v in h.items()}   # copies: the deques go on changing
         self._hub.publish(state)
-        return None
 
     def finish(self):
         if getattr(self, "_hub", None) is not None:
             self._hub.end()
-        return None
 
     def close(self) -> None:
         server = getattr(self, "_server", None)

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nearfield.sinks.web import WebSink
 
 from nearfield.array import ULA
 from nearfield.block import BadFrame, ParamError
 from nearfield.cli import main as cli_main
 from nearfield.frame import Frame
-from nearfield.sinks.web import WebSink
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -319,7 +319,7 @@ def _chromium(url: str, out: Path, profile: Path, dump: bool = False) -> str:
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             f"--user-data-dir={profile}", "--window-size=1200,800", "--virtual-time-budget=4000"]
     args += ["--dump-dom"] if dump else [f"--screenshot={out}"]
-    res = subprocess.run(args + [url], capture_output=True, text=True, timeout=90)
+    res = subprocess.run(args + [url], capture_output=True, text=True, timeout=90, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout
 
@@ -365,10 +365,10 @@ def test_live_flowgraph_renders_in_headless_chromium(tmp_path):
     finally:
         run.send_signal(signal.SIGINT)
         try:
-            out, err = run.communicate(timeout=60)
+            _, err = run.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             run.kill()
-            out, err = run.communicate()
+            _, err = run.communicate()
             pytest.fail("Ctrl-C did not end the run")
     assert run.returncode == 130, err[-2000:]
     assert "live view on http://127.0.0.1" in err

@@ -369,7 +369,13 @@ function drawHistory() {
 }
 
 // ---- fault map -----------------------------------------------------------------------------
+let faultKey = "";
 function drawFaults() {
+  // The fault map changes rarely (static impairments): skip the redraw when nothing changed.
+  const c = $("c-fault");
+  const key = S ? [c.clientWidth, c.clientHeight, S.faulty, S.true_faulty, S.hi_dev].join("|") : "";
+  if (S && key === faultKey) return;
+  faultKey = key;
   const [g, w, h] = prep("c-fault");
   if (!S) return note(g, w, h, "waiting for the first frame");
   const n = S.array.n_antennas;
