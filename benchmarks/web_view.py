@@ -11,7 +11,11 @@ one process per block, in pairs alternating the last block:
 
 The rate of a run is the steady rate at the sink over the second half of the frames (the
 sink records each frame's arrival time): by then the client is connected and a browser has
-started, so its start-up is not counted.  Prints each run and the median per variant.
+started, so its start-up is not counted.  Wall-clock rates on a shared machine vary from
+run to run; the CPU time does not, so each run also reports CPU milliseconds per frame: of
+the whole pipeline (every block process, from ``RUSAGE_CHILDREN``), of the sink's process
+alone (its ``process()`` and, for the web sink, the server threads) and of Chromium.  Prints
+each run and the median per variant.
 
 Usage: ``python benchmarks/web_view.py [--frames 600] [--pairs 5] [--chromium]``
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -56,7 +61,8 @@ def _timed(base):
             return out
 
         def finish(self):
-            np.save(self.times, np.array(getattr(self, "_t", [])))
+            ru = resource.getrusage(resource.RUSAGE_SELF)     # this block's process, all its threads
+            np.save(self.times, np.array([ru.ru_utime + ru.ru_stime, *getattr(self, "_t", [])]))
             return super().finish()
 
     Timed.__name__ = f"Timed{base.__name__}"
@@ -113,7 +119,12 @@ def _chromium(port: int, stop: threading.Event, procs: list) -> None:
          f"http://127.0.0.1:{port}/"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
-def run_once(variant: str, frames: int, tmp: Path, max_rate: float = 10.0) -> tuple[float, int]:
+def _cpu_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_once(variant: str, frames: int, tmp: Path, max_rate: float = 10.0) -> dict:
     sets = ["source.rate_hz=null", f"source.frames={frames}"]
     port = _free_port()
     times = tmp / f"times_{variant}.npy"
@@ -131,19 +142,27 @@ def run_once(variant: str, frames: int, tmp: Path, max_rate: float = 10.0) -> tu
         helper = threading.Thread(target=_chromium, args=(port, stop, procs), daemon=True)
     if helper:
         helper.start()
+    cpu0 = _cpu_children()
+    browser_cpu = 0.0
     try:
         result = run_flowgraph(load_flowgraph(path, sets), quiet=True)
+        pipeline_cpu = _cpu_children() - cpu0            # the block processes (Chromium not reaped yet)
     finally:
         stop.set()
         if helper:
             helper.join(timeout=5)
         for p in procs:
             p.terminate()
-            p.wait(timeout=10)
+            _, _, ru = os.wait4(p.pid, 0)                  # Chromium and its reaped helpers
+            p.returncode = 0
+            browser_cpu += ru.ru_utime + ru.ru_stime
     assert result.ok, "run failed"
     t = np.load(times)
+    sink_cpu, t = t[0], t[1:]
     half = t[len(t) // 2:]
-    return (len(half) - 1) / (half[-1] - half[0]), counts[0]
+    return {"rate": (len(half) - 1) / (half[-1] - half[0]), "events": counts[0],
+            "cpu_ms": 1e3 * pipeline_cpu / frames, "sink_cpu_ms": 1e3 * sink_cpu / frames,
+            "browser_cpu_ms": 1e3 * browser_cpu / frames}
 
 
 def main(argv=None) -> int:
@@ -154,19 +173,26 @@ def main(argv=None) -> int:
     ap.add_argument("--max-rate", type=float, default=10.0, help="the web sink's max_rate_hz (page updates/s)")
     args = ap.parse_args(argv)
     variants = ["jsonl", "web"] + (["chromium"] if args.chromium and os.path.exists(CHROMIUM) else [])
-    rates: dict[str, list[float]] = {v: [] for v in variants}
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as d:
         for i in range(args.pairs):
             for v in (variants if i % 2 == 0 else variants[::-1]):
-                rate, events = run_once(v, args.frames, Path(d), args.max_rate)
-                rates[v].append(rate)
-                extra = f"  ({events} page updates read)" if v == "web" else ""
-                print(f"pair {i + 1}  {v:9s} {rate:6.1f} frames/s{extra}", flush=True)
-    base = statistics.median(rates["jsonl"])
-    print(f"\nmedian over {args.pairs} runs of {args.frames} frames (N = 256, T = 100, K = 3, unpaced):")
+                r = run_once(v, args.frames, Path(d), args.max_rate)
+                runs[v].append(r)
+                extra = f"  ({r['events']} page updates read)" if v == "web" else ""
+                print(f"run {i + 1}  {v:9s} {r['rate']:6.1f} frames/s  CPU/frame: pipeline {r['cpu_ms']:5.2f} ms, "
+                      f"sink {r['sink_cpu_ms']:5.2f} ms, browser {r['browser_cpu_ms']:5.2f} ms{extra}", flush=True)
+
+    def med(v, key):
+        return statistics.median(r[key] for r in runs[v])
+
+    base, base_cpu = med("jsonl", "rate"), med("jsonl", "cpu_ms")
+    print(f"\nmedian over {args.pairs} runs of {args.frames} frames (N = 256, T = 100, K = 3, unpaced, "
+          f"max_rate_hz {args.max_rate:g}):")
     for v in variants:
-        m = statistics.median(rates[v])
-        print(f"  {v:9s} {m:6.1f} frames/s  ({100 * (m / base - 1):+.1f} % vs jsonl)")
+        print(f"  {v:9s} {med(v, 'rate'):6.1f} frames/s ({100 * (med(v, 'rate') / base - 1):+5.1f} %)   "
+              f"CPU/frame: pipeline {med(v, 'cpu_ms'):5.2f} ms ({100 * (med(v, 'cpu_ms') / base_cpu - 1):+5.1f} %), "
+              f"sink {med(v, 'sink_cpu_ms'):5.2f} ms, browser {med(v, 'browser_cpu_ms'):5.2f} ms")
     return 0
 
 

@@ -126,6 +126,8 @@ def _positions(items, where: str) -> list[dict] | None:
 def _indices(items, n: int, where: str) -> list[int] | None:
     if items is None:
         return None
+    if isinstance(items, list) and all(type(i) is int and 0 <= i < n for i in items):
+        return sorted(items)                  # the usual case, without numpy's per-call overhead
     try:
         idx = np.asarray(items, dtype=float).reshape(-1)
     except (TypeError, ValueError):
@@ -168,7 +170,7 @@ def _spectrum(arrays: dict, gname: str, sname: str, ndim: int):
     for gk, sk in zip(g.reshape(-1, g.shape[-1]), s.reshape(-1, s.shape[-1])):
         o = np.argsort(gk, kind="stable")
         x, y = _decimate(gk[o], _db(sk[o]))
-        rows.append((np.round(x, 6).tolist(), np.round(y, 2).tolist()))
+        rows.append((np.round(x, 6), np.round(y, 2)))     # lists only when sent (_Hub.text)
     return rows
 
 
@@ -197,7 +199,8 @@ def view_state(frame: Frame) -> tuple[dict, dict]:
     Returns
     -------
     state : dict
-        The fields of the module docstring, JSON-ready (plain floats, lists).
+        The fields of the module docstring, JSON-ready except that ``hi_dev`` and the spectra
+        are small numpy arrays (made lists when sent).
     scalars : dict
         ``pos_err`` (m), ``hi_nmse_db`` (dB) and ``n_faulty`` of this frame, each ``None``
         when the frame lacks what it needs.
@@ -245,7 +248,7 @@ def view_state(frame: Frame) -> tuple[dict, dict]:
         if c_hat.size != n or not np.all(np.isfinite(c_hat)):
             raise BadFrame(f"arrays.c_hat: expected {n} finite values (one per antenna), got shape "
                            f"{np.shape(arrays['c_hat'])}")
-        hi_dev = np.round(np.abs(c_hat - 1.0), 4).tolist()
+        hi_dev = np.round(np.abs(c_hat - 1.0), 4)
         phases = truth_meta.get("fault_phase")
         if true_faulty is not None and isinstance(phases, list) and len(phases) == len(true_faulty):
             c = np.ones(n, complex)
@@ -273,6 +276,13 @@ def view_state(frame: Frame) -> tuple[dict, dict]:
 # ---------------------------------------------------------------------------------------
 # The mailbox shared by process() and the client threads
 # ---------------------------------------------------------------------------------------
+
+def _to_list(obj):
+    """JSON fallback: the small numpy arrays of a view state become lists when a state is sent."""
+    if isinstance(obj, np.ndarray):
+        return finite_or_none(obj.tolist())
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
 
 class _Hub:
     """One-slot mailbox: ``publish`` replaces the state; clients wait for a newer version."""
@@ -319,7 +329,7 @@ class _Hub:
             version, state, cached = self.version, self.state, self._text
         if cached is not None and cached[0] == version:
             return cached
-        body = json.dumps(finite_or_none(state), allow_nan=False, separators=(",", ":"))
+        body = json.dumps(finite_or_none(state), allow_nan=False, separators=(",", ":"), default=_to_list)
         with self.cond:
             if self._text is None or self._text[0] < version:
                 self._text = (version, body)
@@ -430,6 +440,14 @@ class _Server(http.server.ThreadingHTTPServer):
 # ---------------------------------------------------------------------------------------
 # The block
 # ---------------------------------------------------------------------------------------
+
+def _p95(values) -> float | None:
+    """95th percentile (nearest rank) of a short sequence; plain sort, cheaper than numpy's for ~200 values."""
+    if not values:
+        return None
+    v = sorted(values)
+    return float(v[min(len(v) - 1, math.ceil(0.95 * len(v)) - 1)])
+
 
 def _port_check(value) -> str | None:
     return None if 0 <= value <= 65535 else "a TCP port in 0..65535 (0 = any free port)"
@@ -544,7 +562,7 @@ class WebSink(Sink):
             "frames": self.frames,
             "rate_hz": (len(self._arrivals) - 1) / span if span > 0 else None,
             "latency_ms": lat,
-            "latency_p95_ms": float(np.percentile(self._latency, 95)) if self._latency else None,
+            "latency_p95_ms": _p95(self._latency),
             "missing": self.missing, "bad": self.bad,
             "clients": [dict(c) for c in list(self._hub.clients.values())],
         }
