@@ -13,8 +13,9 @@ The rate of a run is the steady rate at the sink over the second half of the fra
 sink records each frame's arrival time): by then the client is connected and a browser has
 started, so its start-up is not counted.  Wall-clock rates on a shared machine vary from
 run to run; the CPU time does not, so each run also reports CPU milliseconds per frame: of
-the whole pipeline (every block process, from ``RUSAGE_CHILDREN``), of the sink's process
-alone (its ``process()`` and, for the web sink, the server threads) and of Chromium.  Prints
+the whole pipeline (every block process, from ``RUSAGE_CHILDREN``, start-up included), of the
+sink's process alone after its first frame (receiving, ``process()`` and, for the web sink, the
+server threads) and of Chromium.  Prints
 each run and the median per variant.
 
 Usage: ``python benchmarks/web_view.py [--frames 600] [--pairs 5] [--chromium]``
@@ -48,6 +49,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 
 
+def _cpu_self() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)             # this block's process, all its threads
+    return ru.ru_utime + ru.ru_stime
+
+
 def _timed(base):
     """``base`` sink that also writes each frame's arrival time (perf_counter, s) to ``times``."""
 
@@ -58,11 +64,14 @@ def _timed(base):
             out = super().process(frame)
             self._t = getattr(self, "_t", [])
             self._t.append(time.perf_counter())
+            if len(self._t) == 1:                             # start-up and first frame excluded
+                self._cpu0 = _cpu_self()
             return out
 
         def finish(self):
-            ru = resource.getrusage(resource.RUSAGE_SELF)     # this block's process, all its threads
-            np.save(self.times, np.array([ru.ru_utime + ru.ru_stime, *getattr(self, "_t", [])]))
+            t = getattr(self, "_t", [])
+            per_frame = (_cpu_self() - self._cpu0) / (len(t) - 1) if len(t) > 1 else 0.0
+            np.save(self.times, np.array([per_frame, *t]))
             return super().finish()
 
     Timed.__name__ = f"Timed{base.__name__}"
@@ -161,7 +170,7 @@ def run_once(variant: str, frames: int, tmp: Path, max_rate: float = 10.0) -> di
     sink_cpu, t = t[0], t[1:]
     half = t[len(t) // 2:]
     return {"rate": (len(half) - 1) / (half[-1] - half[0]), "events": counts[0],
-            "cpu_ms": 1e3 * pipeline_cpu / frames, "sink_cpu_ms": 1e3 * sink_cpu / frames,
+            "cpu_ms": 1e3 * pipeline_cpu / frames, "sink_cpu_ms": 1e3 * sink_cpu,
             "browser_cpu_ms": 1e3 * browser_cpu / frames}
 
 

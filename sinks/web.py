@@ -329,7 +329,10 @@ class _Hub:
             version, state, cached = self.version, self.state, self._text
         if cached is not None and cached[0] == version:
             return cached
-        body = json.dumps(finite_or_none(state), allow_nan=False, separators=(",", ":"), default=_to_list)
+        try:        # the state holds finite numbers (checked in view_state): no walk needed
+            body = json.dumps(state, allow_nan=False, separators=(",", ":"), default=_to_list)
+        except ValueError:   # a NaN/Inf slipped in (e.g. meta.blocks): strict JSON has null for it
+            body = json.dumps(finite_or_none(state), allow_nan=False, separators=(",", ":"), default=_to_list)
         with self.cond:
             if self._text is None or self._text[0] < version:
                 self._text = (version, body)
