@@ -81,6 +81,7 @@ function axes(g, box, o) {
   const X = (v) => L + ((lx(v) - x0) / (x1 - x0)) * W;
   const Y = (v) => T + H - ((v - o.y[0]) / (o.y[1] - o.y[0])) * H;
   g.save();
+  g.font = "11px system-ui, 'DejaVu Sans', sans-serif";
   g.strokeStyle = "#e7ebef"; g.lineWidth = 1; g.fillStyle = "#5d6671";
   let xt;
   if (o.logx) {
@@ -174,8 +175,8 @@ function drawTop() {
   if (zf < L) {
     g.strokeStyle = "#9467bd"; g.setLineDash([3, 4]);
     g.beginPath(); g.arc(ox, oy, zf * sc, -Math.PI / 2, Math.PI / 2); g.stroke(); g.setLineDash([]);
-    g.fillStyle = "#9467bd"; g.textAlign = "left"; g.textBaseline = "bottom";
-    g.fillText(`Fresnel distance ${zf.toFixed(2)} m`, ox + zf * sc * Math.cos(1.25) + 4, oy - zf * sc * Math.sin(1.25) - 2);
+    g.fillStyle = "#9467bd"; g.textAlign = "left"; g.textBaseline = "bottom";   // at the top end of the arc
+    g.fillText(`Fresnel distance ${zf.toFixed(2)} m`, ox + 4, oy - zf * sc - 2);
   }
   // the array, drawn to scale (at least 6 px long)
   const half = Math.max(S.array.aperture * sc / 2, 3);
