@@ -341,7 +341,9 @@ class _Hub:
     def register(self) -> dict:
         with self.cond:
             self._next_id += 1
-            rec = {"id": self._next_id, "sent": 0, "skipped": 0, "since": time.time()}
+            # versions before the latest one were published before this browser came
+            rec = {"id": self._next_id, "sent": 0, "skipped": 0, "since": time.time(),
+                   "base": max(self.version - 1, 0)}
             self.clients[rec["id"]] = rec
             return rec
 
@@ -401,11 +403,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     break
                 if version > seen:
                     version, body = hub.text()
-                    if seen and version > seen + 1:
-                        rec["skipped"] += version - seen - 1
                     self.wfile.write(f"id: {version}\nevent: frame\ndata: {body}\n\n".encode())
                     self.wfile.flush()
                     rec["sent"] += 1
+                    rec["skipped"] = version - rec["base"] - rec["sent"]   # replaced before it could go
                     seen = version
                     time.sleep(srv.min_interval)      # at most max_rate_hz updates per second
                 elif hub.ended:
@@ -567,10 +568,14 @@ class WebSink(Sink):
             "latency_ms": lat,
             "latency_p95_ms": _p95(self._latency),
             "missing": self.missing, "bad": self.bad,
-            "clients": [dict(c) for c in list(self._hub.clients.values())],
+            "clients": self._clients(),
         }
         state["history"] = {k: list(v) for k, v in h.items()}   # copies: the deques go on changing
         self._hub.publish(state)
+
+    def _clients(self) -> list[dict]:
+        with self._hub.cond:
+            return [{k: c[k] for k in ("id", "sent", "skipped", "since")} for c in self._hub.clients.values()]
 
     def finish(self):
         if getattr(self, "_hub", None) is not None:

@@ -203,6 +203,8 @@ def test_a_slow_browser_skips_updates_and_holds_back_nothing(sink):
     assert seen[:-1] == sorted(seen[:-1])              # in order, older states replaced, not queued
     assert slow_rec["sent"] == last_sent and slow_rec["sent"] < seq   # the slow one went no further
     assert sink.frames == seq + 1                      # ... and every frame was processed
+    fast_rec = next(c for c in sink._hub.clients.values() if c is not slow_rec)
+    assert fast_rec["sent"] == len(seen) and fast_rec["sent"] + fast_rec["skipped"] == seq + 1
     slow.close()
     conn.close()
 
