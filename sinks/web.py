@@ -558,10 +558,11 @@ class WebSink(Sink):
             self._latency.append(lat)
         span = self._arrivals[-1] - self._arrivals[0]
         h = self._hist
-        for key, value in (("seq", frame.seq), ("pos_err", scalars["pos_err"]),
-                           ("hi_nmse_db", scalars["hi_nmse_db"]), ("n_faulty", scalars["n_faulty"]),
-                           ("latency_ms", lat)):
-            h[key].append(value)
+        # rounded to what the page shows (0.1 um, 0.01 dB, 0.01 ms): a shorter JSON text to build
+        for key, value, digits in (("seq", frame.seq, None), ("pos_err", scalars["pos_err"], 7),
+                                   ("hi_nmse_db", scalars["hi_nmse_db"], 2), ("n_faulty", scalars["n_faulty"], None),
+                                   ("latency_ms", lat, 2)):
+            h[key].append(value if value is None or digits is None else round(value, digits))
         state["counters"] = {
             "frames": self.frames,
             "rate_hz": (len(self._arrivals) - 1) / span if span > 0 else None,
