@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 from .contract import ContractError, Field, read_fields
 from .frame import Frame
@@ -176,6 +176,11 @@ class Block:
     adds: ClassVar[tuple[Field, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[str] = "block"
+
+    if TYPE_CHECKING:
+        # Parameters become instance attributes from ``params`` at run time (``__init__``
+        # sets them); this tells the type checker so, without changing attribute lookup.
+        def __getattr__(self, name: str) -> Any: ...
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
