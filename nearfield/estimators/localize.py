@@ -56,6 +56,7 @@ import numpy as np
 
 from ..array import ULA
 from ..ml import refine_ml
+from ..steering import steering
 from .interface import Estimate
 from .phase1 import detect_faults
 from .phase2 import calibrate_phases
@@ -219,14 +220,10 @@ def localize(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targ
     R = (Yc @ Yc.conj().T) / Y.shape[1]
     est = fine_positions(R, Yc, array, p1.coarse_theta, p1.coarse_r, pilots, refine=refine,
                          fallback=(p1.theta, p1.r), **(music or {}))
-    th, rr, gains = est.theta, est.r, est.gains
-    if np.any(rr < lo) or np.any(rr > hi_r) or not np.all(np.isfinite(rr)):
-        # the chain's refinement has no range window: refit inside it (never 1e14 m)
-        fit = refine_ml(Yc, array, th, np.clip(np.nan_to_num(rr, nan=hi_r, posinf=hi_r), lo, hi_r), pilots,
-                        w=w, r_min=lo, r_max=hi_r)
-        th, rr, gains = fit.theta, fit.r, (fit.gains if pilots is not None else None)
     S = None if pilots is None else np.asarray(pilots, np.complex128)
-    mc = model_check(Yc, array, th, rr, S, None, w, alpha=mismatch_alpha)
+    fin = finish_estimate(Yc, array, est.theta, est.r, est.gains, S, w, (lo, hi_r), refine=refine,
+                          mismatch_alpha=mismatch_alpha)
+    th, rr, gains, mc = fin["theta"], fin["r"], fin["gains"], fin["model_check"]
     c_hat = c_ph if hi is None else np.asarray(hi, complex) * c_ph
     diag = {"path": "chain", "fallback_reason": None, "model_check": mc, "noise_var": p1.sigma2,
             "r_bounds": (lo, hi_r), "phase1_iterations": p1.iterations, "n_subarrays": p1.n_subarrays,
@@ -240,21 +237,71 @@ def localize(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targ
         if amc["ratio"] < mc["ratio"] - margin and (not np.any(amc["mismatch"]) or amc["ratio"] < 0.8 * mc["ratio"]):
             return alt
         diag["fallback_rejected"] = {"theta": alt.theta, "r": alt.r, "model_check": amc}
-    th_std, r_std, ud = estimate_uncertainty(Yc, array, th, rr, S, gains if S is not None else None, None,
-                                             sigma2=mc["sigma2_fit"], w=w)
-    status = []
-    for k in range(th.size):
-        if rr[k] <= lo * (1 + 1e-6) or rr[k] >= hi_r * (1 - 1e-6):
-            status.append("range_at_bound")
-        elif mc["mismatch"][k] and refine:  # the check tests an ML fit; un-refined MUSIC is not one
-            status.append("model_mismatch")
-        else:
-            status.append("ok")
-    diag["crb"] = ud["crb"]
+    th_std, r_std, status = fin["theta_std"], fin["r_std"], fin["status"]
+    diag["crb"] = fin["crb"]
     faulty = np.union1d(p1.faulty, dead).astype(int)
     return Localization(th, rr, gains, faulty, c_hat, status, th_std, r_std, float(mc["residual"]), diag,
                         coarse_theta=p1.coarse_theta, coarse_r=p1.coarse_r, music_theta=est.music_theta,
                         music_r=est.music_r)
+
+
+def target_status(array: ULA, theta, r, mismatch, r_bounds, w=None, base: str = "ok",
+                  check_mismatch: bool = True) -> list[str]:
+    """Status word per target: ``unresolved`` (steering correlation with another target > 0.9),
+    ``range_at_bound`` (range at an edge of ``r_bounds``), ``model_mismatch`` (the model check
+    flags it, when ``check_mismatch``), else ``base`` ("ok", or "fallback" on the full-array path)."""
+    theta, r = np.atleast_1d(theta), np.atleast_1d(r)
+    lo, hi_r = r_bounds
+    w = np.ones(array.n_antennas) if w is None else np.asarray(w, float)
+    A = steering(array, theta, r)
+    G = np.abs(A.conj().T @ (w[:, None] * A)) / max(float(np.sum(w)), 1e-300)
+    np.fill_diagonal(G, 0.0)
+    out = []
+    for k in range(theta.size):
+        if G[k].size and G[k].max() > 0.9:
+            out.append("unresolved")
+        elif r[k] <= lo * (1 + 1e-6) or r[k] >= hi_r * (1 - 1e-6):
+            out.append("range_at_bound")
+        elif check_mismatch and mismatch[k]:
+            out.append("model_mismatch")
+        else:
+            out.append(base)
+    return out
+
+
+def finish_estimate(Y: np.ndarray, array: ULA, theta, r, gains, pilots: np.ndarray | None, w, r_bounds, *,
+                    refine: bool = True, mismatch_alpha: float = 0.01, base: str = "ok") -> dict:
+    """Bound the ranges, run the model check, the error bars and the status words of a final estimate.
+
+    Parameters
+    ----------
+    Y : (N, T) calibrated snapshots the estimate was fitted to.  theta, r : (K,) rad, m.
+    gains : (K,) complex or None.  pilots : (K, T) or None (blind: LS waveforms).
+    w : (N,) antenna weights (0 = excluded).  r_bounds : (r_min, r_max) metres.
+    refine : the estimate is an ML fit (the model check then sets ``model_mismatch``).
+    base : status of a sound target ("ok" or "fallback").
+
+    Returns
+    -------
+    dict
+        ``theta``, ``r`` (inside ``r_bounds``: an estimate outside is refitted by
+        :func:`nearfield.ml.refine_ml` with the window), ``gains``, ``status`` (K,),
+        ``theta_std``, ``r_std`` (K,) rad/m, ``model_check`` (dict), ``residual`` (float), ``crb``.
+    """
+    lo, hi_r = r_bounds
+    th, rr = np.atleast_1d(np.asarray(theta, float)), np.atleast_1d(np.asarray(r, float))
+    w = np.ones(array.n_antennas) if w is None else np.asarray(w, float)
+    if np.any(rr < lo) or np.any(rr > hi_r) or not np.all(np.isfinite(rr)):
+        # the chain's refinement has no range window: refit inside it (never 1e14 m)
+        fit = refine_ml(Y, array, th, np.clip(np.nan_to_num(rr, nan=hi_r, posinf=hi_r), lo, hi_r), pilots,
+                        w=w, r_min=lo, r_max=hi_r)
+        th, rr, gains = fit.theta, fit.r, (fit.gains if pilots is not None else None)
+    mc = model_check(Y, array, th, rr, pilots, None, w, alpha=mismatch_alpha)
+    th_std, r_std, ud = estimate_uncertainty(Y, array, th, rr, pilots, gains if pilots is not None else None, None,
+                                             sigma2=mc["sigma2_fit"], w=w)
+    status = target_status(array, th, rr, mc["mismatch"], (lo, hi_r), w, base, check_mismatch=refine)
+    return {"theta": th, "r": rr, "gains": gains, "status": status, "theta_std": th_std, "r_std": r_std,
+            "model_check": mc, "residual": float(mc["residual"]), "crb": ud["crb"]}
 
 
 def paper(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targets=None, **options) -> Localization:
