@@ -11,7 +11,8 @@ full-array fallback; never the full-array path called directly):
     TRUE HI vector known), gross errors (> 10 CRB), 2-sigma coverage of the reported error bars,
     path / status counts.
 (b) ``standin``: a stand-in for a recorded small SDR array: N = 9 at 1.24 GHz, dense errors
-    (5 dB gain std, uniform phase; and a second table with a 20 deg phase std), one transmitter at theta ~ U(-50, 50) deg, r ~ U(0.5, 5.5) m
+    (5 dB gain std, uniform phase; and a second table with a 20 deg phase std), one transmitter
+    at theta ~ U(-50, 50) deg, r ~ U(0.5, 5.5) m
     plus one or two weak specular reflections (coherent image sources sharing the transmitter's
     waveform, 8-14 dB weaker, at other angles and 1-4 m longer paths), frames of 256
     snapshots at 20 dB, K = 1 asked.  Uncalibrated, and calibrated from a reference transmitter
@@ -99,7 +100,8 @@ class Stats:
                 f"{np.mean(self.secs):.2f} |")
 
 
-HEADER = ("| row | trials | fail = gross (>10 CRB) + missing | RMSE/CRB theta (worst target) | RMSE/CRB r (worst) | 2-sigma cover theta / r | "
+HEADER = ("| row | trials | fail = gross (>10 CRB) + missing | RMSE/CRB theta (worst target) | RMSE/CRB r (worst) | "
+          "2-sigma cover theta / r | "
           "path (trials) | status (targets) | s/call |\n|---|---|---|---|---|---|---|---|---|")
 
 

@@ -17,5 +17,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ULA", "paper_array", "localize", "calibrate", "apply_hi", "Localization", "Estimate", "Frame",
-    "draw_impairments", "hi_nmse", "Scenario", "make_pilots", "noiseless_signal", "paper_scenario", "steering", "steering_derivatives", "far_field_steering",
+    "draw_impairments", "hi_nmse", "Scenario", "make_pilots", "noiseless_signal", "paper_scenario", "steering",
+    "steering_derivatives", "far_field_steering",
 ]

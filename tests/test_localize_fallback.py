@@ -205,3 +205,45 @@ def test_record_calibrate_localize_workflow_flowgraphs(tmp_path):
         assert t["status"] in STATUSES and t["theta_std"] > 0 and t["range_std"] > 0
         # calibrated: within a few error bars of the truth (N = 16 takes the full-array path)
         assert abs(t["theta"] + 0.3) < 5 * t["theta_std"] + 1e-3 and abs(t["range"] - 3.0) < 5 * t["range_std"] + 0.02
+
+
+@pytest.mark.parametrize("fallback", ["auto", "never"])
+def test_streaming_dense_errors_n32_fall_back_or_drop(tmp_path, fallback):
+    """N = 32 with dense errors: the detector's subarray premise fails; auto localizes every frame with the
+    full array (meta coarse_method 'fallback'), never drops every frame and the run exits 3 (degraded)."""
+    import yaml
+
+    from nearfield.runtime import exit_code, run_flowgraph
+    from nearfield.runtime.flowgraph import parse_flowgraph
+
+    out = tmp_path / "est.jsonl"
+    g = yaml.safe_load(textwrap.dedent(f"""
+        name: t-dense-32
+        blocks:
+          source:     {{type: synthetic, n_antennas: 32, carrier_hz: 5.8e+9, snapshots: 100, snr_db: 20,
+                       targets: [{{theta: 0.3, range: 3.0}}], p_fault: 0.0, gain_std_db: 1.5,
+                       phase_std: uniform, frames: 3, seed: 9}}
+          detect:     {{type: fault_detector, fallback: {fallback}}}
+          calibrate:  {{type: calibrator}}
+          covariance: {{type: covariance}}
+          locate:     {{type: music_localizer}}
+          out:        {{type: jsonl, path: {out}}}
+        connections:
+          - [source, detect]
+          - [detect, calibrate]
+          - [calibrate, covariance]
+          - [covariance, locate]
+          - [locate, out]
+        """))
+    res = run_flowgraph(parse_flowgraph(g, path="t.yaml"), inproc=True, quiet=True)
+    assert res.ok, res.error
+    path = out if out.exists() else tmp_path / "est.jsonl.partial"
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    if fallback == "never":
+        assert exit_code(res) == 3 and all(not r["targets"] for r in recs)
+        return
+    assert exit_code(res) == 0 and len(recs) == 3
+    for r in recs:
+        (t,) = r["targets"]
+        assert t["status"] in STATUSES - {"ok"}     # uncalibrated dense errors: never the chain's "ok"
+        assert r["model_check"] > 0 and r["residual"] > 0

@@ -26,5 +26,6 @@ LOCALIZERS: dict[str, Localizer] = {
 }
 
 __all__ = ["Estimate", "Localizer", "Localization", "localize", "paper", "coarse", "bcd_localize", "music2d",
-           "music2d_localize", "detect_faults", "calibrate", "calibrate_phases", "apply_hi", "decoupled_music", "fine_positions", "coarse_localize",
+           "music2d_localize", "detect_faults", "calibrate", "calibrate_phases", "apply_hi", "decoupled_music",
+           "fine_positions", "coarse_localize",
            "estimate_order", "LOCALIZERS"]
