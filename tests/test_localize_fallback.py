@@ -247,3 +247,28 @@ def test_streaming_dense_errors_n32_fall_back_or_drop(tmp_path, fallback):
         (t,) = r["targets"]
         assert t["status"] in STATUSES - {"ok"}     # uncalibrated dense errors: never the chain's "ok"
         assert r["model_check"] > 0 and r["residual"] > 0
+
+
+def test_estimator_block_writes_error_bars_status_and_residual():
+    """A generic EstimatorBlock around nearfield.localize passes std, status and residual into the frame meta."""
+    from nearfield.blocks.estimator import EstimatorBlock
+    from nearfield.frame import Frame
+    from nearfield.sinks.jsonl import estimates_record
+
+    class Localize(EstimatorBlock):
+        estimator = staticmethod(nf.localize)
+
+        def estimate(self, inputs, frame):
+            return nf.localize(inputs["snapshots"], inputs["array"], inputs.get("pilots"), 1)
+
+    rng = np.random.default_rng(4)
+    sc = paper_scenario(rng, n_antennas=9, snr_db=20, p_fault=0.0, n_snapshots=128, targets=[(0.3, 2.0)],
+                        wavelength_m=None, carrier_hz=1.24e9)
+    frame = Frame(seq=0, t0=0.0, arrays={"snapshots": sc.sample(rng)}, meta={"array": sc.array.describe()})
+    blk = Localize(name="loc")
+    blk.start()
+    out = blk.process(frame)
+    (t,) = estimates_record(out)["targets"]
+    assert t["status"] == "fallback" and t["theta_std"] > 0 and t["range_std"] > 0
+    assert abs(t["theta"] - 0.3) < 5 * t["theta_std"]
+    assert out.meta["residual"] > 0 and out.meta["model_check"] > 0
