@@ -78,6 +78,7 @@ class MusicLocalizer(Block):
     def _finish(self, frame, x, theta, r, gains, w, base):
         """Meta ``targets`` (sorted by theta, with theta_std, range_std, status), ``residual``, ``model_check``."""
         array = x["array"]
+        w = w * np.any(x["snapshots"] != 0, axis=1)  # channels zeroed upstream (hi_apply: dead) carry nothing
         try:
             fin = finish_estimate(x["snapshots"], array, theta, r, gains, x["pilots"], w, array.range_window(),
                                   refine=self.refine, base=base)
