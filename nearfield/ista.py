@@ -22,6 +22,7 @@ it is the point ISTA converges to, without iterating and without a compiled kern
 :func:`ista` and :func:`ista_iterate` keep the iterations of eq. (10) (vectorised over
 antennas) as the paper's algorithm and as a cross-check of the closed form.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,7 +63,9 @@ def ista_iterate(e, b, rho, step=None, tol=1e-7, max_iter=1000, z0=None):
         step = 1.0 / L if L > 0 else 1.0
     z = np.zeros(e.size, np.complex128) if z0 is None else np.array(z0, dtype=np.complex128)
     it = 0
-    for it in range(1, int(max_iter) + 1):  # a loop over iterations; each one is vectorised over antennas
+    # a loop over iterations; each one is vectorised over antennas. `it` is the returned count (B007 misses the use
+    # after the loop).
+    for it in range(1, int(max_iter) + 1):  # noqa: B007
         new = soft_threshold(z - step * (e * z - b), step * rho)
         change = float(np.max(np.abs(new - z))) if z.size else 0.0
         z = new
@@ -87,8 +90,15 @@ def noise_rho(X: np.ndarray, sigma2: float, kappa: float = 3.0) -> float:
     return float(kappa * np.sqrt(sigma2) * np.sqrt(np.mean(np.sum(np.abs(X) ** 2, axis=1))))
 
 
-def ista(Y: np.ndarray, X: np.ndarray, rho: float, step: float | None = None,
-         tol: float = 1e-7, max_iter: int = 1000, z0: np.ndarray | None = None):
+def ista(
+    Y: np.ndarray,
+    X: np.ndarray,
+    rho: float,
+    step: float | None = None,
+    tol: float = 1e-7,
+    max_iter: int = 1000,
+    z0: np.ndarray | None = None,
+):
     """Solve (P3) by ISTA.
 
     Parameters
