@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def ista_stats(Y: np.ndarray, X: np.ndarray):
+def ista_stats(Y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-antenna sufficient statistics of (P3): ``e_n = sum_t |x|^2``, ``b_n = sum_t conj(x)(y - x)``.
 
     The gradient (11) is ``e * z - b``, so ISTA needs only these; statistics of several
@@ -54,7 +54,15 @@ def ista_solve(e, b, rho: float) -> np.ndarray:
     return np.where(e > 0, soft_threshold(b / safe, rho / safe), 0.0).astype(np.complex128)
 
 
-def ista_iterate(e, b, rho, step=None, tol=1e-7, max_iter=1000, z0=None):
+def ista_iterate(
+    e: np.ndarray,
+    b: np.ndarray,
+    rho: float,
+    step: float | None = None,
+    tol: float = 1e-7,
+    max_iter: int = 1000,
+    z0: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
     """ISTA iterations (10) on the statistics of :func:`ista_stats`; returns (z, n_iter)."""
     e = np.asarray(e, dtype=np.float64)
     b = np.asarray(b, dtype=np.complex128)
@@ -98,7 +106,7 @@ def ista(
     tol: float = 1e-7,
     max_iter: int = 1000,
     z0: np.ndarray | None = None,
-):
+) -> tuple[np.ndarray, int]:
     """Solve (P3) by ISTA.
 
     Parameters

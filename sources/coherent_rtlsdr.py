@@ -238,6 +238,11 @@ class CoherentRtlSdrSource(Source):
     poll_s = 0.05
     idle_none = True
 
+    # None from validate() until start()
+    _ctx: zmq.Context | None
+    _sock: zmq.Socket | None
+    _mon: zmq.Socket | None  # the SUB socket's connect/disconnect monitor
+
     def validate(self) -> None:
         if self.channels is not None and self.reference_channel in self.channels:
             raise self.param_error(
@@ -346,9 +351,9 @@ class CoherentRtlSdrSource(Source):
             raise DeviceStopped(msg)
         log.warning(msg)
 
-    def _monitor(self) -> None:
-        while self._mon.poll(0):
-            ev = recv_monitor_message(self._mon)["event"]
+    def _monitor(self, mon: zmq.Socket) -> None:
+        while mon.poll(0):
+            ev = recv_monitor_message(mon)["event"]
             if ev == zmq.EVENT_CONNECTED:
                 self.counters["connects"] += 1
                 if self.counters["connects"] > 1:
@@ -361,9 +366,12 @@ class CoherentRtlSdrSource(Source):
     def generate(self) -> Iterator:
         if self._sock is None:
             self.start()
+        sock, mon = self._sock, self._mon
+        if sock is None or mon is None:
+            raise RuntimeError(f"coherent_rtlsdr {self.name!r}: no socket after start()")
         poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._mon, zmq.POLLIN)
+        poller.register(sock, zmq.POLLIN)
+        poller.register(mon, zmq.POLLIN)
         last = time.monotonic()
         while not self._stop.is_set():
             left = self.timeout_s - (time.monotonic() - last)
@@ -371,12 +379,12 @@ class CoherentRtlSdrSource(Source):
                 self._device_stopped()
                 return
             events = dict(poller.poll(max(1, int(min(self.poll_s, left) * 1000))))
-            if self._mon in events:
-                self._monitor()
-            if self._sock not in events:
+            if mon in events:
+                self._monitor(mon)
+            if sock not in events:
                 yield None
                 continue
-            msg = self._sock.recv(copy=False)
+            msg = sock.recv(copy=False)
             last = time.monotonic()
             arrival = time.time()
             self.counters["packets"] += 1

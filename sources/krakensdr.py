@@ -213,8 +213,8 @@ def parse_header(buf, max_payload_bytes: int) -> IQHeader:
     if len(buf) != HEADER_SIZE:
         raise HeaderError("bad_size", f"header of {len(buf)} bytes, expected {HEADER_SIZE}")
     v = _HEADER.unpack(buf)
-    hdr = IQHeader(*v[:17], tuple(v[17:49]), *v[49:54])
-    hdr = hdr._replace(hardware_id=hdr.hardware_id.split(b"\0", 1)[0].decode("ascii", "replace"))
+    hardware_id = v[2].split(b"\0", 1)[0].decode("ascii", "replace")  # NUL-padded char[16]
+    hdr = IQHeader._make((*v[:2], hardware_id, *v[3:17], tuple(v[17:49]), *v[49:54]))
     if hdr.sync_word != SYNC_WORD:
         hint = " (byte-swapped: a big-endian sender?)" if hdr.sync_word == _SWAPPED_SYNC else ""
         raise HeaderError("bad_sync", f"sync word 0x{hdr.sync_word:08x}, expected 0x{SYNC_WORD:08x}{hint}")
@@ -342,6 +342,16 @@ class KrakenSDRSource(Source):
     #: socket poll period, s: the longest generate() goes without yielding
     poll_s = 0.05
     idle_none = True
+
+    _sock: socket.socket | None  # the open connection; None between connections
+    _last_rx: float  # monotonic time of the last byte received, s
+    _connected_at: float  # monotonic time of the last connect, s
+
+    def _conn(self) -> socket.socket:
+        """The open connection (generate() connects before any I/O on it)."""
+        if self._sock is None:
+            raise _Lost("not connected")
+        return self._sock
 
     def validate(self) -> None:
         self._stop = threading.Event()
@@ -478,7 +488,7 @@ class KrakenSDRSource(Source):
             if self._stop.is_set():
                 raise _Stopped
             try:
-                k = self._sock.recv_into(view[got:], min(n - got, 1 << 22))
+                k = self._conn().recv_into(view[got:], min(n - got, 1 << 22))
             except TimeoutError:
                 if time.monotonic() - max(self._last_rx, self._connected_at) > self.stall_s:
                     self.counters["stalls"] += 1
@@ -522,7 +532,7 @@ class KrakenSDRSource(Source):
                         hdr = exc.header
                         self._track(hdr)
                         yield from self._recv_exact(hdr.payload_bytes)  # skip the payload
-                        self._sock.sendall(b"IQDownload")
+                        self._conn().sendall(b"IQDownload")
                         continue
                     status = self._track(hdr)
                     payload = (yield from self._recv_exact(hdr.payload_bytes)) if hdr.payload_bytes else b""
@@ -542,7 +552,7 @@ class KrakenSDRSource(Source):
                 if done:
                     return
                 try:
-                    self._sock.sendall(b"IQDownload")
+                    self._conn().sendall(b"IQDownload")
                 except OSError as exc:
                     self.counters["disconnects"] += 1
                     log.warning("%s: connection lost (%s); reconnecting", self._where(), exc)

@@ -64,6 +64,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sigmf import hashing
@@ -120,6 +121,7 @@ class _Dataset:
     mm: np.ndarray | None = field(default=None, repr=False)
 
     def open(self) -> None:
+        shape: tuple[int, ...]
         if self.datatype == "ci16_le":
             shape = (self.n_samples, self.n_channels, 2)
             dtype = np.dtype("<i2")
@@ -133,6 +135,8 @@ class _Dataset:
 
     def read(self, s0: int, s1: int) -> np.ndarray:
         """Samples [s0, s1) as a (C, T) complex64 C-contiguous array."""
+        if self.mm is None:
+            raise RuntimeError(f"{self.path}: read() before open()")
         block = self.mm[s0:s1]
         if self.datatype == "ci16_le":
             out = np.empty((self.n_channels, s1 - s0), np.complex64)
@@ -144,8 +148,9 @@ class _Dataset:
 
     def close(self) -> None:
         mm, self.mm = self.mm, None
-        if isinstance(mm, np.memmap) and getattr(mm, "_mmap", None) is not None:
-            mm._mmap.close()
+        handle = getattr(mm, "_mmap", None)  # numpy's private mmap: closing it releases the file now
+        if isinstance(mm, np.memmap) and handle is not None:
+            handle.close()
 
 
 class SigMFSource(Source):
@@ -243,6 +248,10 @@ class SigMFSource(Source):
             raise self._fail(path, None, "expected a JSON object")
         return doc
 
+    # set while parsing (validate)
+    _geo_order: np.ndarray | None
+    _pilot_ds: _Dataset | None
+
     # -- parsing (runs in validate: errors before anything starts) -------------------
     def validate(self) -> None:
         if self.stop_sample is not None and self.stop_sample <= self.start_sample:
@@ -284,7 +293,7 @@ class SigMFSource(Source):
         return dt
 
     def _carrier(self, captures, path) -> float | None:
-        freqs = {c.get("core:frequency") for c in captures if isinstance(c, dict)} - {None}
+        freqs: set[Any] = {c.get("core:frequency") for c in captures if isinstance(c, dict)} - {None}
         if not freqs and self.carrier_hz is not None:
             return None  # the parameter supplies it
         if not freqs:
@@ -592,7 +601,11 @@ class SigMFSource(Source):
         if not carriers:
             carriers = {None}
         if len(carriers) > 1:
-            raise self._fail(coll_path, "core:frequency", f"streams with different carriers {sorted(carriers)}")
+            raise self._fail(
+                coll_path,
+                "core:frequency",
+                f"streams with different carriers {sorted(c for c in carriers if c is not None)}",
+            )
         carrier = carriers.pop()
         geo = coll.get("spatial:element_geometry")
         if geo is None:
@@ -778,7 +791,7 @@ class SigMFSource(Source):
         rep = 0
         while True:
             for s0, s1, seq, t0, truth in self._plan:
-                meta = {"array": dict(self._array)}
+                meta: dict[str, Any] = {"array": dict(self._array)}
                 if truth is not None:
                     meta["truth"] = json.loads(json.dumps(truth))  # a private copy per frame
                 if self._fs:
@@ -800,5 +813,6 @@ class SigMFSource(Source):
     def close(self) -> None:
         for ds in getattr(self, "_datasets", []):
             ds.close()
-        if getattr(self, "_pilot_ds", None) is not None:
-            self._pilot_ds.close()
+        pilot_ds = getattr(self, "_pilot_ds", None)
+        if pilot_ds is not None:
+            pilot_ds.close()

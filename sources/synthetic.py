@@ -240,6 +240,10 @@ class SyntheticSource(Source):
         ),
     )
 
+    # steering cache of _weighted_steering(), reset by start()
+    _B: np.ndarray | None
+    _B_key: tuple[bytes, bytes] | None
+
     def validate(self) -> None:
         try:
             self.array = ULA(
@@ -264,7 +268,7 @@ class SyntheticSource(Source):
             t_last = (self.frames - 1) * self.snapshots / self.sample_rate_hz
             theta, r = target_positions(self._theta0, self._r0, self._vel, t_last)
             x = r * np.cos(theta)
-            for i in np.flatnonzero(~(x > 0)):
+            for i in np.flatnonzero(~(x > 0)).tolist():
                 raise self.param_error(
                     "targets",
                     f"target {i} moves behind the array plane (x <= 0) before the last frame "

@@ -103,7 +103,7 @@ _PST_TRUE, _PST_FALSE, _PST_SYMBOL, _PST_INT32, _PST_DOUBLE = 0x00, 0x01, 0x02, 
 _PST_COMPLEX, _PST_NULL, _PST_PAIR, _PST_VECTOR, _PST_DICT = 0x05, 0x06, 0x07, 0x08, 0x09
 _PST_UNIFORM_VECTOR, _PST_UINT64, _PST_TUPLE, _PST_INT64 = 0x0A, 0x0B, 0x0C, 0x0D
 # uniform-vector element types; pmt::serialize writes multi-byte elements big-endian
-_UVI_DTYPES = {
+_UVI_DTYPES: dict[int, np.dtype[Any]] = {
     0x00: np.dtype("u1"),
     0x01: np.dtype("i1"),
     0x02: np.dtype(">u2"),
@@ -591,6 +591,11 @@ class ZMQSource(Source):
     #: poll period, s: the longest the source takes to notice stop() or the timeout
     poll_s = 0.05
 
+    # set by validate() (None) and start(); generate() runs only after start()
+    _ctx: zmq.Context | None
+    _sock: zmq.Socket | None
+    _framer: StreamFramer | None
+
     def validate(self) -> None:
         try:
             self.array = ULA(self.n_antennas, self.carrier_hz, self.spacing, self.wavelength_m)
@@ -707,9 +712,11 @@ class ZMQSource(Source):
         return pending
 
     def generate(self) -> Iterator[Frame]:
+        sock, framer = self._sock, self._framer
+        if sock is None or framer is None:
+            raise RuntimeError(f"zmq source {self.name!r}: generate() called before start()")
         poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        framer = self._framer
+        poller.register(sock, zmq.POLLIN)
         describe = self.array.describe()
         pending_tags: list[GrTag] = []
         last = time.monotonic()
@@ -729,7 +736,7 @@ class ZMQSource(Source):
                 wait = self.poll_s
             if not poller.poll(max(1, int(wait * 1000))):
                 continue
-            parts = self._sock.recv_multipart(copy=False)
+            parts = sock.recv_multipart(copy=False)
             last = time.monotonic()
             arrival = time.time()
             self.counters["messages"] += 1
@@ -754,7 +761,7 @@ class ZMQSource(Source):
             for seq, start, t_arr, snap in done:
                 t0 = start / self.sample_rate_hz if self.sample_rate_hz else t_arr
                 c = framer.counters
-                meta = {
+                meta: dict[str, Any] = {
                     "array": dict(describe),
                     "stream": {
                         "address": self.address,
