@@ -221,6 +221,8 @@ def view_state(frame: Frame) -> tuple[dict, dict]:
     try:
         arr = ULA.from_meta(meta["array"])
         n = arr.n_antennas
+        if arr.spacing is None:
+            raise TypeError("missing spacing")
         geometry = {
             "n_antennas": n,
             "spacing": float(arr.spacing),
@@ -373,6 +375,7 @@ class _Hub:
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "nearfield-web"
     protocol_version = "HTTP/1.0"  # one request per connection; the event stream ends with it
+    server: _Server  # the handler is only served by _Server (it reads hub, assets, min_interval)
 
     def log_message(self, fmt, *args):  # no access log on stderr
         log.debug("web %s: " + fmt, self.client_address[0], *args)
@@ -563,10 +566,12 @@ class WebSink(Sink):
         )
         self._thread.start()
         self.frames = self.bad = self.missing = 0
-        self._last_seq = None
+        self._last_seq: int | None = None
         self._arrivals: deque = deque(maxlen=50)
         self._latency: deque = deque(maxlen=200)
-        self._hist = {k: deque(maxlen=self.history) for k in ("seq", "pos_err", "hi_nmse_db", "n_faulty", "latency_ms")}
+        self._hist: dict[str, deque] = {
+            k: deque(maxlen=self.history) for k in ("seq", "pos_err", "hi_nmse_db", "n_faulty", "latency_ms")
+        }
         print(f"{self.name}: live view on {self.url}", file=sys.stderr, flush=True)
         if not _is_loopback(host):
             log.warning(
@@ -590,7 +595,7 @@ class WebSink(Sink):
         self._last_seq = frame.seq
         self._arrivals.append(now)
         t_emit = (frame.meta or {}).get("t_emit")
-        lat = None
+        lat: float | None = None
         if isinstance(t_emit, (int, float)) and not isinstance(t_emit, bool):
             lat = 1e3 * (now_wall - float(t_emit))
             self._latency.append(lat)
