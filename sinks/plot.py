@@ -266,18 +266,18 @@ def plot_frame(data: PlotData, path, figsize=(12.0, 6.75), dpi: int = 100) -> No
             cost = np.abs(np.log(peaks[:, None]) - np.log(est[None, :, 1]))
             row_est = dict(_match(cost))
         for k, (rg, rs) in enumerate(rows):
-            j = row_est.get(k)
-            c = colours[j] if j is not None else "0.5"
-            label = f"θ = {np.degrees(est[j, 0]):.1f}°" if j is not None else f"row {k}"
+            je = row_est.get(k)  # the estimate this row belongs to, if any
+            c = colours[je] if je is not None else "0.5"
+            label = f"θ = {np.degrees(est[je, 0]):.1f}°" if je is not None else f"row {k}"
             ax_r.plot(rg, rs, color=c, lw=1.2, label=label)
-            if j is not None:
-                ax_r.axvline(est[j, 1], color=c, lw=1.5, ls="--")
-                i = truth_of.get(j)
-                if i is not None:
-                    ax_r.plot(truth[i, 1], 1.5, marker="v", color=c, mec=_TRUTH_C, ms=7, clip_on=False)
+            if je is not None:
+                ax_r.axvline(est[je, 1], color=c, lw=1.5, ls="--")
+                it = truth_of.get(je)
+                if it is not None:
+                    ax_r.plot(truth[it, 1], 1.5, marker="v", color=c, mec=_TRUTH_C, ms=7, clip_on=False)
         ax_r.set_xscale("log")
         ax_r.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax_r.xaxis.set_minor_locator(LogLocator(subs=np.arange(1.0, 10.0)))
+        ax_r.xaxis.set_minor_locator(LogLocator(subs=[float(m) for m in range(1, 10)]))
         ax_r.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax_r.xaxis.set_minor_formatter(NullFormatter())
         ax_r.set_ylim(_DB_FLOOR - 2, 3)
@@ -381,9 +381,9 @@ def plot_frame(data: PlotData, path, figsize=(12.0, 6.75), dpi: int = 100) -> No
     if len(est):
         ex, ey = _xy(est)
         for j in range(len(est)):
-            i = truth_of.get(j)
-            if i is not None:
-                ax_t.plot([ex[j], tx[i]], [ey[j], ty[i]], color=colours[j], lw=1, zorder=4)
+            it = truth_of.get(j)
+            if it is not None:
+                ax_t.plot([ex[j], tx[it]], [ey[j], ty[it]], color=colours[j], lw=1, zorder=4)
             ax_t.plot(ex[j], ey[j], "x", color=colours[j], ms=10, mew=2.5, zorder=5)
             ax_t.annotate(
                 f"θ {np.degrees(est[j, 0]):+.2f}°\nr {est[j, 1]:.2f} m",
@@ -463,7 +463,7 @@ class PlotSink(Sink):
             )
         self.written: list[str] = []
         self._count = 0
-        self._last = None
+        self._last: PlotData | None = None
 
     def start(self) -> None:
         import matplotlib  # noqa: F401  (fail here, in the worker, if it vanished)
