@@ -111,7 +111,7 @@ class _Dataset:
 
     def append(self, block: np.ndarray) -> None:
         """Append ``block`` (T, C) complex64 (C-contiguous, little-endian)."""
-        buf = memoryview(block).cast("B")
+        buf = block.data.cast("B")
         self.fh.write(buf)
         self.sha.update(buf)
         self.samples += block.shape[0]
@@ -158,6 +158,15 @@ class SigMFWriter(Sink):
         Param("description", str, "", "core:description of the recording"),
     )
 
+    # set by start() (None until the first frame fixes them)
+    _data: _Dataset
+    _pilots: _Dataset | None
+    _n: int | None  # antennas N
+    _k: int | None  # pilot channels K
+    _array: dict | None  # the frames' meta["array"]
+    _fs: float | None  # sample rate, Hz
+    _last_checkpoint: float | None  # monotonic time, s
+
     def validate(self) -> None:
         if not self.path.strip():
             raise self.param_error("path", "expected a file path, got an empty string")
@@ -191,8 +200,8 @@ class SigMFWriter(Sink):
         self._k = None
         self._array = None
         self._fs = self.sample_rate_hz
-        self._annotations = []
-        self._truths = []
+        self._annotations: list[dict] = []
+        self._truths: list[dict | None] = []
         self._datetime = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
         self._last_checkpoint = None
         self._finalized = False
@@ -340,6 +349,8 @@ class SigMFWriter(Sink):
 
     # -- metadata ----------------------------------------------------------------
     def _metadata(self, final: bool) -> dict:
+        if self._n is None or self._array is None:
+            raise RuntimeError(f"block {self.name!r}: no metadata before the first frame")
         ula = ULA.from_meta(self._array)
         g = {
             "core:datatype": "cf32_le",
@@ -389,6 +400,8 @@ class SigMFWriter(Sink):
         return None if first is None else bearing_from_target(*first)
 
     def _pilots_metadata(self, final: bool) -> dict:
+        if self._k is None or self._pilots is None:
+            raise RuntimeError(f"block {self.name!r}: no pilot metadata before the first frame with pilots")
         g = {
             "core:datatype": "cf32_le",
             "core:version": sigmf.__specification__,
