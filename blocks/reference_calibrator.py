@@ -23,6 +23,7 @@ import logging
 
 import numpy as np
 
+from nearfield.array import ULA
 from nearfield.block import BadFrame, Block, Param, positive
 from nearfield.contract import ARRAY, C_HAT, PILOTS, SNAPSHOTS, meta_field
 from nearfield.estimators.reference import CalibrationStats, apply_hi, calibrate_stats, hi_error, hi_state, load_hi
@@ -80,6 +81,12 @@ class ReferenceCalibrator(Block):
         meta_field("hi_nmse", "float", doc="HI-vector NMSE against the truth", optional=True),
     )
 
+    # set by start(); filled by the first accumulated frame
+    stats: CalibrationStats | None
+    c: np.ndarray | None  # HI vector estimate, (N,) complex
+    array: ULA | None
+    n_frames: int
+
     def validate(self) -> None:
         if self.targets is None:
             if self.theta is None or self.range is None:
@@ -101,21 +108,24 @@ class ReferenceCalibrator(Block):
         self.saved = False
 
     def _save(self) -> None:
+        stats, c, array = self.stats, self.c, self.array
+        if stats is None or c is None or array is None:  # callers save only after a frame was accumulated
+            raise RuntimeError(f"{self.name}: no HI vector to save")
         st = hi_state(
-            self.c,
-            self.array,
+            c,
+            array,
             self._theta,
             self._r,
-            method="blind" if self.stats.blind else "pilots",
+            method="blind" if stats.blind else "pilots",
             frames=self.n_frames,
-            snapshots=self.stats.n_snapshots,
+            snapshots=stats.n_snapshots,
         )
         save_json_atomic(self.state_path, st)
         self.saved = True
         log.info(
             "%s: HI vector of %d antennas from %d frames saved to %s",
             self.name,
-            self.c.size,
+            c.size,
             self.n_frames,
             self.state_path,
         )
