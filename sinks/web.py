@@ -74,6 +74,7 @@ import sys
 import threading
 import time
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -308,7 +309,7 @@ def _to_list(obj):
 class _Hub:
     """One-slot mailbox: ``publish`` replaces the state; clients wait for a newer version."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.cond = threading.Condition()
         self.version = 0
         self.state: dict | None = None
@@ -363,7 +364,13 @@ class _Hub:
         with self.cond:
             self._next_id += 1
             # versions before the latest one were published before this browser came
-            rec = {"id": self._next_id, "sent": 0, "skipped": 0, "since": time.time(), "base": max(self.version - 1, 0)}
+            rec: dict[str, Any] = {
+                "id": self._next_id,
+                "sent": 0,
+                "skipped": 0,
+                "since": time.time(),
+                "base": max(self.version - 1, 0),
+            }
             self.clients[rec["id"]] = rec
             return rec
 

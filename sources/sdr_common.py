@@ -100,7 +100,7 @@ class IndexTracker:
     are not counted again as lost.  ``unwrapped`` is the index as an unbounded int.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.last: int | None = None
         self.unwrapped = 0
 
@@ -129,8 +129,8 @@ class SeqMapper:
     frame re-bases the mapping at the current frame.  ``seq`` always increases.
     """
 
-    def __init__(self):
-        self.fpd = None
+    def __init__(self) -> None:
+        self.fpd: int | None = None  # frames per device frame of the current mapping
         self.index_base = 0
         self.seq_base = 0
         self.next_seq = 0
