@@ -21,6 +21,7 @@ Usage::
     python benchmarks/hard_scenes.py --trials 20            # all rows
     python benchmarks/hard_scenes.py --trials 10 --rows pair05_pilots small9_k1_10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,9 @@ D2R = np.pi / 180
 
 def _match(th_est, r_est, th, r, crb_t, crb_r):
     """Permutation of the estimates that best matches the truth (normalised by the CRB)."""
-    cost = (((th_est[None, :] - th[:, None]) / crb_t[:, None]) ** 2
-            + ((r_est[None, :] - r[:, None]) / crb_r[:, None]) ** 2)
+    cost = ((th_est[None, :] - th[:, None]) / crb_t[:, None]) ** 2 + (
+        (r_est[None, :] - r[:, None]) / crb_r[:, None]
+    ) ** 2
     _, cols = linear_sum_assignment(np.log1p(cost))
     return cols
 
@@ -62,15 +64,42 @@ def scene(name, rng):
     arr = paper_array(256)
     g2 = np.exp(2j * np.pi * rng.random(2))
     if name == "pair05_pilots":
-        return (arr, np.array([15.0, 15.5]) * D2R, np.array([10.0, 12.0]), g2, make_pilots(2, T, rng), None, 20.0,
-                True, 2)
+        return (
+            arr,
+            np.array([15.0, 15.5]) * D2R,
+            np.array([10.0, 12.0]),
+            g2,
+            make_pilots(2, T, rng),
+            None,
+            20.0,
+            True,
+            2,
+        )
     if name == "pair1_blind":
-        return (arr, np.array([15.0, 16.0]) * D2R, np.array([10.0, 12.0]), g2, make_pilots(2, T, rng), None, 20.0,
-                False, 2)
+        return (
+            arr,
+            np.array([15.0, 16.0]) * D2R,
+            np.array([10.0, 12.0]),
+            g2,
+            make_pilots(2, T, rng),
+            None,
+            20.0,
+            False,
+            2,
+        )
     if name in ("coherent_blind", "coherent_pilots"):
         s = make_pilots(1, T, rng)
-        return (arr, np.array([15.0, -10.0]) * D2R, np.array([10.0, 14.0]), g2, np.repeat(s, 2, axis=0), None, 20.0,
-                name.endswith("pilots"), 2)
+        return (
+            arr,
+            np.array([15.0, -10.0]) * D2R,
+            np.array([10.0, 14.0]),
+            g2,
+            np.repeat(s, 2, axis=0),
+            None,
+            20.0,
+            name.endswith("pilots"),
+            2,
+        )
     if name.startswith("n1024"):  # paper targets (inside the Fresnel distance of this aperture), 0 dB
         sc = paper_scenario(rng, n_antennas=1024, snr_db=0.0, p_fault=0.0)
         return sc.array, sc.theta, sc.r, sc.gains, sc.pilots, None, 0.0, name.endswith("pilots"), 3
@@ -87,10 +116,25 @@ def scene(name, rng):
     raise ValueError(f"unknown row {name!r}")
 
 
-ROWS = ["pair05_pilots", "pair1_blind", "coherent_blind", "coherent_pilots", "paper_20", "paper_m10", "paper_m10_blind",
-        "paper_m15", "paper_m15_blind",
-        "small9_k1_10", "small9_k1_20", "small9_k2_10", "small9_k2_20",
-        "small16_k1_10", "small16_k1_20", "small16_k2_10", "small16_k2_20"]
+ROWS = [
+    "pair05_pilots",
+    "pair1_blind",
+    "coherent_blind",
+    "coherent_pilots",
+    "paper_20",
+    "paper_m10",
+    "paper_m10_blind",
+    "paper_m15",
+    "paper_m15_blind",
+    "small9_k1_10",
+    "small9_k1_20",
+    "small9_k2_10",
+    "small9_k2_20",
+    "small16_k1_10",
+    "small16_k1_20",
+    "small16_k2_10",
+    "small16_k2_20",
+]
 
 
 #: slow rows (N = 1024: ~20 s per scan), run only when named with --rows
@@ -145,28 +189,39 @@ def run_row(name, trials, seed):
     et, er = np.array(err_t), np.array(err_r)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns when every trial was gross
-        rt = np.sqrt(np.nanmean(et ** 2, axis=0)) if et.size else np.array([np.nan])
-        rr = np.sqrt(np.nanmean(er ** 2, axis=0)) if er.size else np.array([np.nan])
+        rt = np.sqrt(np.nanmean(et**2, axis=0)) if et.size else np.array([np.nan])
+        rr = np.sqrt(np.nanmean(er**2, axis=0)) if er.size else np.array([np.nan])
         cov = np.nanmean(np.array(cover)) if cover else np.nan
         cov_r = np.nanmean(np.array(cover_r)) if cover_r else np.nan
         sr = np.nanmean(np.array(sig_ratio)) if sig_ratio else np.nan
     extra = f" | 2-D MUSIC gross {mus_gross}/{n_cases}" if name.startswith("paper") else ""
-    print(f"{name:16s} | {trials:3d} | {gross + exc:3d}/{n_cases:<3d} ({100 * (gross + exc) / n_cases:5.1f} %) | "
-          f"{np.nanmax(rt):6.2f} | {np.nanmax(rr):6.2f} | {100 * cov:5.1f} / {100 * cov_r:5.1f} % | {sr:5.2f} | "
-          f"{flags:3d} | "
-          f"{np.mean(secs) if secs else np.nan:5.2f}{extra}", flush=True)
+    print(
+        f"{name:16s} | {trials:3d} | {gross + exc:3d}/{n_cases:<3d} ({100 * (gross + exc) / n_cases:5.1f} %) | "
+        f"{np.nanmax(rt):6.2f} | {np.nanmax(rr):6.2f} | {100 * cov:5.1f} / {100 * cov_r:5.1f} % | {sr:5.2f} | "
+        f"{flags:3d} | "
+        f"{np.mean(secs) if secs else np.nan:5.2f}{extra}",
+        flush=True,
+    )
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=20, help="Monte Carlo trials per row")
     ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS + EXTRA_ROWS,
-                    help="rows to run (default: all but the slow N = 1024 rows)")
+    ap.add_argument(
+        "--rows",
+        nargs="+",
+        default=ROWS,
+        choices=ROWS + EXTRA_ROWS,
+        help="rows to run (default: all but the slow N = 1024 rows)",
+    )
     args = ap.parse_args(argv)
-    print("row              | trials | fail = gross + exc (share) | RMSE/CRB theta | RMSE/CRB r | "
-          "2-sigma cover theta / r | sigma/CRB | flagged | s/trial")
+    print(
+        "row              | trials | fail = gross + exc (share) | RMSE/CRB theta | RMSE/CRB r | "
+        "2-sigma cover theta / r | sigma/CRB | flagged | s/trial"
+    )
     from threadpoolctl import threadpool_limits
+
     with threadpool_limits(1):  # the machine is shared: one BLAS thread (small matrices anyway)
         for name in args.rows:
             run_row(name, args.trials, args.seed)

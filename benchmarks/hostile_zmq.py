@@ -22,6 +22,7 @@ Usage::
 
     python benchmarks/hostile_zmq.py [--hostile 200] [--ordinary 10] [--n 64] [--t 50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,9 +74,15 @@ def _sym(s: str) -> bytes:
     return b"\x02" + struct.pack(">H", len(s)) + s.encode()
 
 
-TUPLE_KEY_DICT = (b"\x09\x07" + b"\x0c\x00\x00\x00\x02" + _sym("k")
-                  + b"\x08\x00\x00\x00\x02\x03\x00\x00\x00\x07\x03\x00\x00\x00\x07"
-                  + b"\x04" + struct.pack(">d", 0.5) + b"\x06")
+TUPLE_KEY_DICT = (
+    b"\x09\x07"
+    + b"\x0c\x00\x00\x00\x02"
+    + _sym("k")
+    + b"\x08\x00\x00\x00\x02\x03\x00\x00\x00\x07\x03\x00\x00\x00\x07"
+    + b"\x04"
+    + struct.pack(">d", 0.5)
+    + b"\x06"
+)
 
 
 def _message(items: np.ndarray, offset: int, tags) -> bytes:
@@ -101,21 +108,36 @@ def main(argv=None) -> int:
     n, t = args.n, args.t
     total = 1 + args.hostile + args.ordinary
     rng = np.random.default_rng(11)
-    sc = Scenario(ULA(n, 30e9, wavelength_m=0.01), [0.3, -0.2], [2.0, 3.0], np.ones(2, complex),
-                  make_pilots(2, total * t, rng), np.ones(n, complex), 20.0)
-    x = np.ascontiguousarray(sc.sample(rng).T)            # (items, N), item-major as on the wire
+    sc = Scenario(
+        ULA(n, 30e9, wavelength_m=0.01),
+        [0.3, -0.2],
+        [2.0, 3.0],
+        np.ones(2, complex),
+        make_pilots(2, total * t, rng),
+        np.ones(n, complex),
+        20.0,
+    )
+    x = np.ascontiguousarray(sc.sample(rng).T)  # (items, N), item-major as on the wire
     far = [(10**15 + i, _sym("far"), b"\x04" + struct.pack(">d", i)) for i in range(args.tags)]
     msgs = [_message(x[0:t], 0, [(0, _sym("meta"), TUPLE_KEY_DICT)])]
-    msgs += [_message(x[t * k:t * (k + 1)], t * k, far) for k in range(1, 1 + args.hostile)]
-    msgs += [_message(x[t * k:t * (k + 1)], t * k, []) for k in range(1 + args.hostile, total)]
+    msgs += [_message(x[t * k : t * (k + 1)], t * k, far) for k in range(1, 1 + args.hostile)]
+    msgs += [_message(x[t * k : t * (k + 1)], t * k, []) for k in range(1 + args.hostile, total)]
 
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     port = push.bind_to_random_port("tcp://127.0.0.1")
     out = Path(tempfile.mkdtemp(prefix="nf-hostile-")) / "est.jsonl"
-    graph = load_flowgraph(ROOT / "flowgraphs" / "gnuradio_zmq.yaml", overrides=[
-        f"source.address=tcp://127.0.0.1:{port}", f"source.n_antennas={n}", f"source.snapshots={t}",
-        "source.timeout_s=3.0", f"out.path={out}", "publish.address=tcp://127.0.0.1:*"])
+    graph = load_flowgraph(
+        ROOT / "flowgraphs" / "gnuradio_zmq.yaml",
+        overrides=[
+            f"source.address=tcp://127.0.0.1:{port}",
+            f"source.n_antennas={n}",
+            f"source.snapshots={t}",
+            "source.timeout_s=3.0",
+            f"out.path={out}",
+            "publish.address=tcp://127.0.0.1:*",
+        ],
+    )
 
     peak = [0, 0, 0]
     done = threading.Event()
@@ -150,13 +172,17 @@ def main(argv=None) -> int:
     seqs = {r["seq"] for r in recs}
     ordinary = set(range(1 + args.hostile, total))
     print(err.getvalue(), end="")
-    print(f"messages sent: 1 tuple-key tag, {args.hostile} x {args.tags} far-future tags, {args.ordinary} ordinary "
-          f"(N={n}, T={t})")
+    print(
+        f"messages sent: 1 tuple-key tag, {args.hostile} x {args.tags} far-future tags, {args.ordinary} ordinary "
+        f"(N={n}, T={t})"
+    )
     print(f"run ok: {res.ok}   exit code: {exit_code(res)}   error: {res.error}   wall {wall:.1f} s")
     print(f"frames in the jsonl file: {len(recs)} of {total}; every ordinary frame delivered: {ordinary <= seqs}")
-    print(f"peak memory of the whole graph (runner + {len(graph.blocks)} block processes): "
-          f"PSS {peak[1] / 1024:.0f} MB (shared pages counted once), RSS summed {peak[0] / 1024:.0f} MB "
-          f"(shared pages counted in every process); largest block process RSS {peak[2] / 1024:.0f} MB")
+    print(
+        f"peak memory of the whole graph (runner + {len(graph.blocks)} block processes): "
+        f"PSS {peak[1] / 1024:.0f} MB (shared pages counted once), RSS summed {peak[0] / 1024:.0f} MB "
+        f"(shared pages counted in every process); largest block process RSS {peak[2] / 1024:.0f} MB"
+    )
     return 0 if res.ok and ordinary <= seqs and peak[1] < 600 * 1024 else 1
 
 

@@ -22,6 +22,7 @@ same frames without calibration.
 
     python benchmarks/reference_calibration.py [--trials 20] [--localize] [--localize-trials 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,18 @@ REF = (0.2, 2.0)
 
 
 def trial(rng, n, carrier, snr_db, t, d_theta=0.0, d_range=0.0):
-    sc = paper_scenario(rng, n_antennas=n, snr_db=snr_db, p_fault=0.0, n_snapshots=t, targets=[REF],
-                        wavelength_m=None, carrier_hz=carrier, gain_std_db=1.5, phase_std="uniform")
+    sc = paper_scenario(
+        rng,
+        n_antennas=n,
+        snr_db=snr_db,
+        p_fault=0.0,
+        n_snapshots=t,
+        targets=[REF],
+        wavelength_m=None,
+        carrier_hz=carrier,
+        gain_std_db=1.5,
+        phase_std="uniform",
+    )
     Y = sc.sample(rng, np.complex128)
     th, r = sc.theta + d_theta, sc.r + d_range
     e_p = hi_error(calibrate(Y, sc.array, th, r, sc.pilots), sc.c)
@@ -62,8 +73,18 @@ def localize_trials(trials: int, seed: int) -> None:
     fails = dict.fromkeys(err, 0)
     bounds = []
     for _ in range(trials):
-        ref = paper_scenario(rng, n_antennas=n, snr_db=25.0, p_fault=0.0, n_snapshots=1000, targets=[(0.1, 4.0)],
-                             wavelength_m=None, carrier_hz=f, gain_std_db=1.5, phase_std="uniform")
+        ref = paper_scenario(
+            rng,
+            n_antennas=n,
+            snr_db=25.0,
+            p_fault=0.0,
+            n_snapshots=1000,
+            targets=[(0.1, 4.0)],
+            wavelength_m=None,
+            carrier_hz=f,
+            gain_std_db=1.5,
+            phase_std="uniform",
+        )
         c_hat = calibrate(ref.sample(rng, np.complex128), ref.array, ref.theta, ref.r, ref.pilots)
         gains = np.exp(2j * np.pi * rng.random(2))
         S = make_pilots(2, 100, rng)
@@ -94,8 +115,13 @@ def localize_trials(trials: int, seed: int) -> None:
         else:
             cells = " ".join(f"{'-':>8}" for _ in range(4))
         print(f"{key:<11} {fails[key]:>6} {cells}")
-    print("sqrt(CRB): theta " + ", ".join(f"{x:.2e}" for x in crb_rmse[:2]) + " rad; r "
-          + ", ".join(f"{x:.2e}" for x in crb_rmse[2:]) + " m  (targets (0.3 rad, 3 m), (-0.25 rad, 5 m))")
+    print(
+        "sqrt(CRB): theta "
+        + ", ".join(f"{x:.2e}" for x in crb_rmse[:2])
+        + " rad; r "
+        + ", ".join(f"{x:.2e}" for x in crb_rmse[2:])
+        + " m  (targets (0.3 rad, 3 m), (-0.25 rad, 5 m))"
+    )
 
 
 def db(x: float) -> str:
@@ -112,8 +138,10 @@ def main() -> None:
     if a.localize:
         localize_trials(a.localize_trials, a.seed)
         print()
-    print(f"HI-vector NMSE in dB after calibrate(), mean of {a.trials} trials; reference at "
-          f"theta = {REF[0]} rad, r = {REF[1]} m; gain std 1.5 dB, uniform phase")
+    print(
+        f"HI-vector NMSE in dB after calibrate(), mean of {a.trials} trials; reference at "
+        f"theta = {REF[0]} rad, r = {REF[1]} m; gain std 1.5 dB, uniform phase"
+    )
     print(f"{'N':>3} {'f GHz':>6} {'SNR dB':>7} {'T':>5} {'pilots':>8} {'blind':>8} {'LS bound':>9}")
     for n, f in ARRAYS:
         for snr in (0.0, 10.0, 20.0, 30.0):

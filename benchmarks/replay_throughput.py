@@ -10,6 +10,7 @@
    runtime, one process per block (ipc://) and ``--inproc`` (threads), for both sources.
    frames/s = frames / wall time of the run (start-up included).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,16 +61,17 @@ def main(argv=None) -> None:
         rec_fps = len(frames) / (time.perf_counter() - t)
         del frames
         mb = os.path.getsize(base + ".sigmf-data") / 1e6
-        print(f"N = {args.antennas}, T = {args.snapshots}, {args.frames} frames "
-              f"({mb:.1f} MB of cf32 snapshots + pilots sidecar)")
+        print(
+            f"N = {args.antennas}, T = {args.snapshots}, {args.frames} frames "
+            f"({mb:.1f} MB of cf32 snapshots + pilots sidecar)"
+        )
         print(f"{'what':<44} {'frames/s':>10}")
         print(f"{'sigmf_writer.process (record, incl. SHA-512)':<44} {rec_fps:>10.0f}")
 
         rows = [
             ("synthetic.generate()", lambda: _loop(SyntheticSource(**syn), args.frames)),
             ("sigmf.generate() (snapshots + pilots)", lambda: _loop(SigMFSource(path=base), args.frames)),
-            ("sigmf.generate() (snapshots only)",
-             lambda: _loop(SigMFSource(path=base, pilots=False), args.frames)),
+            ("sigmf.generate() (snapshots only)", lambda: _loop(SigMFSource(path=base, pilots=False), args.frames)),
         ]
         results = {}
         for name, fn in rows:
@@ -79,21 +81,21 @@ def main(argv=None) -> None:
         print(f"{'  replay / synthetic (direct)':<44} {ratio:>10.1f}x")
 
         try:
-            from nearfield.runtime.flowgraph import parse_flowgraph
             from nearfield.runtime import run_flowgraph
+            from nearfield.runtime.flowgraph import parse_flowgraph
         except ImportError:
             print("(nearfield.runtime.run_flowgraph not available: runtime figures skipped)")
             return
-        sources = {"synthetic": {"type": "synthetic", **syn},
-                   "sigmf": {"type": "sigmf", "path": base}}
+        sources = {"synthetic": {"type": "synthetic", **syn}, "sigmf": {"type": "sigmf", "path": base}}
         for inproc in (False, True):
             mode = "inproc threads" if inproc else "processes ipc"
             fps = {}
             for sname, spec in sources.items():
-                graph = {"name": f"bench-{sname}",
-                         "blocks": {"source": spec,
-                                    "out": {"type": "jsonl", "path": os.path.join(tmp, f"{sname}.jsonl")}},
-                         "connections": [["source", "out"]]}
+                graph = {
+                    "name": f"bench-{sname}",
+                    "blocks": {"source": spec, "out": {"type": "jsonl", "path": os.path.join(tmp, f"{sname}.jsonl")}},
+                    "connections": [["source", "out"]],
+                }
                 best = 0.0
                 for _ in range(args.repeat):
                     res = run_flowgraph(parse_flowgraph(graph, path=f"bench-{sname}"), inproc=inproc, quiet=True)

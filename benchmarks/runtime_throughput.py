@@ -22,6 +22,7 @@ Usage::
 BLAS threads are set before numpy is imported (default 1, as in a block worker sharing the
 machine with the other blocks).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,34 +46,41 @@ ARGS = _args()
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = str(ARGS.blas_threads)
 
+# BLAS thread counts must be in the environment before numpy loads, hence E402 below.
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from nearfield.runtime import registry  # noqa: E402
+from nearfield.runtime import registry, run_flowgraph  # noqa: E402
 from nearfield.runtime.flowgraph import parse_flowgraph  # noqa: E402
-from nearfield.runtime import run_flowgraph  # noqa: E402
 from nearfield.runtime.wire import decode, encode  # noqa: E402
 
 
 def pipeline(n, t, frames, inproc, tmp):
     out = os.path.join(tmp, f"bench-{'inproc' if inproc else 'proc'}.jsonl")
-    g = parse_flowgraph({
-        "name": "runtime-throughput",
-        "blocks": {
-            "source": {"type": "synthetic", "n_antennas": n, "snapshots": t, "frames": frames, "seed": 1},
-            "covariance": {"type": "covariance"},
-            "out": {"type": "jsonl", "path": out},
+    g = parse_flowgraph(
+        {
+            "name": "runtime-throughput",
+            "blocks": {
+                "source": {"type": "synthetic", "n_antennas": n, "snapshots": t, "frames": frames, "seed": 1},
+                "covariance": {"type": "covariance"},
+                "out": {"type": "jsonl", "path": out},
+            },
+            "connections": [["source", "covariance"], ["covariance", "out"]],
         },
-        "connections": [["source", "covariance"], ["covariance", "out"]],
-    }, path="<benchmark>")
+        path="<benchmark>",
+    )
     res = run_flowgraph(g, inproc=inproc, quiet=True)
     if not res.ok:
         raise SystemExit(f"pipeline failed: {res.error}")
     with open(out) as fh:
         lines = sum(1 for _ in fh)
     sink = res.block("out")
-    return {"frames": lines, "steady_fps": lines / sink["wall_s"], "overall_fps": lines / res.wall_s,
-            "summary": res.summary}
+    return {
+        "frames": lines,
+        "steady_fps": lines / sink["wall_s"],
+        "overall_fps": lines / res.wall_s,
+        "summary": res.summary,
+    }
 
 
 def one_frame(n, t):
@@ -122,8 +130,10 @@ def main():
     n, t = ARGS.n, ARGS.t
     for typ in ("synthetic", "covariance", "jsonl"):
         registry.get(typ)  # fail early and clearly if a block type is missing
-    print(f"runtime throughput: synthetic -> covariance -> jsonl, N={n}, T={t}, "
-          f"{ARGS.frames} frames, BLAS threads={ARGS.blas_threads}, {os.cpu_count()} CPUs")
+    print(
+        f"runtime throughput: synthetic -> covariance -> jsonl, N={n}, T={t}, "
+        f"{ARGS.frames} frames, BLAS threads={ARGS.blas_threads}, {os.cpu_count()} CPUs"
+    )
     with tempfile.TemporaryDirectory(prefix="nf-bench-") as tmp:
         runs = {}
         for inproc in (False, True):
@@ -135,13 +145,19 @@ def main():
     nbytes = sum(a.nbytes for a in frame.arrays.values())
     for inproc, label in ((False, "process mode (ipc://) "), (True, "inproc mode (threads)  ")):
         r = runs[inproc]
-        print(f"  {label}: {r['steady_fps']:8.1f} frames/s steady, {r['overall_fps']:8.1f} frames/s "
-              f"overall ({r['frames']} frames)")
+        print(
+            f"  {label}: {r['steady_fps']:8.1f} frames/s steady, {r['overall_fps']:8.1f} frames/s "
+            f"overall ({r['frames']} frames)"
+        )
         for row in r["summary"]:
-            print(f"      {row['block']:<11} proc {row['proc_mean_ms'] or 0:7.3f} ms/frame  "
-                  f"busy {100 * (row['busy'] or 0):5.1f}%  blocked {100 * (row['blocked'] or 0):5.1f}%")
-    print(f"  transport, one frame ({nbytes / 1e3:.0f} kB: encode+send+recv+decode): "
-          f"ipc {ipc * 1e6:8.1f} us, inproc {inp * 1e6:8.1f} us")
+            print(
+                f"      {row['block']:<11} proc {row['proc_mean_ms'] or 0:7.3f} ms/frame  "
+                f"busy {100 * (row['busy'] or 0):5.1f}%  blocked {100 * (row['blocked'] or 0):5.1f}%"
+            )
+    print(
+        f"  transport, one frame ({nbytes / 1e3:.0f} kB: encode+send+recv+decode): "
+        f"ipc {ipc * 1e6:8.1f} us, inproc {inp * 1e6:8.1f} us"
+    )
     print(f"  covariance Y @ Y.conj().T ({n}x{t} complex64): {cov * 1e6:8.1f} us")
     print(f"  ratio transport/covariance: ipc {ipc / cov:.3f}, inproc {inp / cov:.3f}")
     return 0

@@ -8,6 +8,7 @@ after ``--warmup`` frames, with one BLAS thread (as the runtime's workers run).
 
     python benchmarks/synthetic_source.py [--n 256] [--t 100] [--frames 400] [--repeat 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,11 @@ def main() -> None:
     threadpool_limits(limits=1)
     print(f"synthetic source, N={a.n}, T={a.t}, K=3 (paper targets), best of {a.repeat} x {a.frames} frames")
     print(f"{'path':<34}{'ms/frame':>10}")
-    for label, legacy, kw in [("legacy (float64 noise, per frame)", True, {}),
-                              ("fast (complex64, cached steering)", False, {}),
-                              ("fast + dense impairments", False, {"gain_std_db": 1.5, "phase_std": "uniform"})]:
+    for label, legacy, kw in [
+        ("legacy (float64 noise, per frame)", True, {}),
+        ("fast (complex64, cached steering)", False, {}),
+        ("fast + dense impairments", False, {"gain_std_db": 1.5, "phase_std": "uniform"}),
+    ]:
         print(f"{label:<34}{ms_per_frame(legacy, a.n, a.t, a.frames, a.repeat, **kw):>10.3f}")
 
 

@@ -20,6 +20,7 @@ each run and the median per variant.
 
 Usage: ``python benchmarks/web_view.py [--frames 600] [--pairs 5] [--chromium]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,21 +37,22 @@ from pathlib import Path
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np
-from nearfield.sinks.jsonl import JsonlSink
-from nearfield.sinks.web import WebSink
+# BLAS thread counts must be in the environment before numpy loads, hence E402 below.
+import numpy as np  # noqa: E402
 
-from nearfield import registry
-from nearfield.block import Param
-from nearfield.flowgraph import load_flowgraph
-from nearfield.runtime import run_flowgraph
+from nearfield import registry  # noqa: E402
+from nearfield.block import Param  # noqa: E402
+from nearfield.flowgraph import load_flowgraph  # noqa: E402
+from nearfield.runtime import run_flowgraph  # noqa: E402
+from nearfield.sinks.jsonl import JsonlSink  # noqa: E402
+from nearfield.sinks.web import WebSink  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 
 
 def _cpu_self() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)             # this block's process, all its threads
+    ru = resource.getrusage(resource.RUSAGE_SELF)  # this block's process, all its threads
     return ru.ru_utime + ru.ru_stime
 
 
@@ -64,7 +66,7 @@ def _timed(base):
             out = super().process(frame)
             self._t = getattr(self, "_t", [])
             self._t.append(time.perf_counter())
-            if len(self._t) == 1:                             # start-up and first frame excluded
+            if len(self._t) == 1:  # start-up and first frame excluded
                 self._cpu0 = _cpu_self()
             return out
 
@@ -121,11 +123,27 @@ def _chromium(port: int, stop: threading.Event, procs: list) -> None:
     if not _wait_port(port, stop):
         return
     prof = tempfile.mkdtemp(prefix="nf-chromium-")
-    procs.append(subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={prof}", "--window-size=1200,800", "--remote-debugging-port=0",
-         f"http://127.0.0.1:{port}/"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    procs.append(
+        subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={prof}",
+                "--window-size=1200,800",
+                "--remote-debugging-port=0",
+                f"http://127.0.0.1:{port}/",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
 
 
 def _cpu_children() -> float:
@@ -137,8 +155,11 @@ def run_once(variant: str, frames: int, tmp: Path, max_rate: float = 10.0) -> di
     sets = ["source.rate_hz=null", f"source.frames={frames}"]
     port = _free_port()
     times = tmp / f"times_{variant}.npy"
-    sink = (f"{{type: bench_jsonl, path: {tmp / 'est.jsonl'}, times: {times}}}" if variant == "jsonl"
-            else f"{{type: bench_web, port: {port}, times: {times}, max_rate_hz: {max_rate}}}")
+    sink = (
+        f"{{type: bench_jsonl, path: {tmp / 'est.jsonl'}, times: {times}}}"
+        if variant == "jsonl"
+        else f"{{type: bench_web, port: {port}, times: {times}, max_rate_hz: {max_rate}}}"
+    )
     text = (ROOT / "flowgraphs" / "live.yaml").read_text()
     assert "view:       {type: web, port: 8050}" in text
     path = tmp / "bench.yaml"
@@ -155,23 +176,27 @@ def run_once(variant: str, frames: int, tmp: Path, max_rate: float = 10.0) -> di
     browser_cpu = 0.0
     try:
         result = run_flowgraph(load_flowgraph(path, sets), quiet=True)
-        pipeline_cpu = _cpu_children() - cpu0            # the block processes (Chromium not reaped yet)
+        pipeline_cpu = _cpu_children() - cpu0  # the block processes (Chromium not reaped yet)
     finally:
         stop.set()
         if helper:
             helper.join(timeout=5)
         for p in procs:
             p.terminate()
-            _, _, ru = os.wait4(p.pid, 0)                  # Chromium and its reaped helpers
+            _, _, ru = os.wait4(p.pid, 0)  # Chromium and its reaped helpers
             p.returncode = 0
             browser_cpu += ru.ru_utime + ru.ru_stime
     assert result.ok, "run failed"
     t = np.load(times)
     sink_cpu, t = t[0], t[1:]
-    half = t[len(t) // 2:]
-    return {"rate": (len(half) - 1) / (half[-1] - half[0]), "events": counts[0],
-            "cpu_ms": 1e3 * pipeline_cpu / frames, "sink_cpu_ms": 1e3 * sink_cpu,
-            "browser_cpu_ms": 1e3 * browser_cpu / frames}
+    half = t[len(t) // 2 :]
+    return {
+        "rate": (len(half) - 1) / (half[-1] - half[0]),
+        "events": counts[0],
+        "cpu_ms": 1e3 * pipeline_cpu / frames,
+        "sink_cpu_ms": 1e3 * sink_cpu,
+        "browser_cpu_ms": 1e3 * browser_cpu / frames,
+    }
 
 
 def main(argv=None) -> int:
@@ -185,23 +210,30 @@ def main(argv=None) -> int:
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as d:
         for i in range(args.pairs):
-            for v in (variants if i % 2 == 0 else variants[::-1]):
+            for v in variants if i % 2 == 0 else variants[::-1]:
                 r = run_once(v, args.frames, Path(d), args.max_rate)
                 runs[v].append(r)
                 extra = f"  ({r['events']} page updates read)" if v == "web" else ""
-                print(f"run {i + 1}  {v:9s} {r['rate']:6.1f} frames/s  CPU/frame: pipeline {r['cpu_ms']:5.2f} ms, "
-                      f"sink {r['sink_cpu_ms']:5.2f} ms, browser {r['browser_cpu_ms']:5.2f} ms{extra}", flush=True)
+                print(
+                    f"run {i + 1}  {v:9s} {r['rate']:6.1f} frames/s  CPU/frame: pipeline {r['cpu_ms']:5.2f} ms, "
+                    f"sink {r['sink_cpu_ms']:5.2f} ms, browser {r['browser_cpu_ms']:5.2f} ms{extra}",
+                    flush=True,
+                )
 
     def med(v, key):
         return statistics.median(r[key] for r in runs[v])
 
     base, base_cpu = med("jsonl", "rate"), med("jsonl", "cpu_ms")
-    print(f"\nmedian over {args.pairs} runs of {args.frames} frames (N = 256, T = 100, K = 3, unpaced, "
-          f"max_rate_hz {args.max_rate:g}):")
+    print(
+        f"\nmedian over {args.pairs} runs of {args.frames} frames (N = 256, T = 100, K = 3, unpaced, "
+        f"max_rate_hz {args.max_rate:g}):"
+    )
     for v in variants:
-        print(f"  {v:9s} {med(v, 'rate'):6.1f} frames/s ({100 * (med(v, 'rate') / base - 1):+5.1f} %)   "
-              f"CPU/frame: pipeline {med(v, 'cpu_ms'):5.2f} ms ({100 * (med(v, 'cpu_ms') / base_cpu - 1):+5.1f} %), "
-              f"sink {med(v, 'sink_cpu_ms'):5.2f} ms, browser {med(v, 'browser_cpu_ms'):5.2f} ms")
+        print(
+            f"  {v:9s} {med(v, 'rate'):6.1f} frames/s ({100 * (med(v, 'rate') / base - 1):+5.1f} %)   "
+            f"CPU/frame: pipeline {med(v, 'cpu_ms'):5.2f} ms ({100 * (med(v, 'cpu_ms') / base_cpu - 1):+5.1f} %), "
+            f"sink {med(v, 'sink_cpu_ms'):5.2f} ms, browser {med(v, 'browser_cpu_ms'):5.2f} ms"
+        )
     return 0
 
 

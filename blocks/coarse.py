@@ -6,6 +6,7 @@ subarray, robust triangulation) on the raw snapshots, excluding the antennas an 
 as the frame's ``targets``.  It recomputes the triangulation itself, so a detector in
 tracking mode does not leak its ML positions into this baseline.
 """
+
 from __future__ import annotations
 
 from nearfield.block import Param, n_targets_check, positive
@@ -19,9 +20,13 @@ class CoarseLocalizer(EstimatorBlock):
 
     estimator = staticmethod(coarse)
     params = (
-        Param("n_targets", (int, str, type(None)), None,
-              "K; null = pilots' rows or the detector's n_targets, else 'auto' (MDL)",
-              check=n_targets_check),
+        Param(
+            "n_targets",
+            (int, str, type(None)),
+            None,
+            "K; null = pilots' rows or the detector's n_targets, else 'auto' (MDL)",
+            check=n_targets_check,
+        ),
         Param("min_subarray", int, 10, "smallest fault-free subarray used (antennas)", check=positive),
         Param("grid_size", int, 256, "points of the subarray MUSIC scan in sin(theta)", check=positive),
     )
@@ -33,5 +38,6 @@ class CoarseLocalizer(EstimatorBlock):
         if k is None:
             k = x["pilots"].shape[0] if x["pilots"] is not None else x["n_targets"] or "auto"
         faulty = x["faulty"] if x["faulty"] is not None else []
-        return coarse(x["snapshots"], x["array"], None, k, faulty=faulty, min_subarray=self.min_subarray,
-                      grid_size=self.grid_size)
+        return coarse(
+            x["snapshots"], x["array"], None, k, faulty=faulty, min_subarray=self.min_subarray, grid_size=self.grid_size
+        )

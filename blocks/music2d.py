@@ -2,6 +2,7 @@
 
 The estimator is :func:`nearfield.estimators.music2d.music2d_localize`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,12 +26,27 @@ class Music2DLocalizer(EstimatorBlock):
     """
 
     params = (
-        Param("n_targets", (int, type(None)), None, "K; null = meta n_targets or the pilot rows",
-              check=lambda v: None if v is None or v >= 1 else "an integer >= 1 or null"),
-        Param("theta_points", (int, type(None)), None, "angle grid points (uniform in sin theta); null = 2N",
-              check=lambda v: None if v is None or v >= 3 else "an integer >= 3 or null"),
-        Param("range_points", int, 48, "range grid points (uniform in 1/r)",
-              check=lambda v: None if v >= 3 else "an integer >= 3"),
+        Param(
+            "n_targets",
+            (int, type(None)),
+            None,
+            "K; null = meta n_targets or the pilot rows",
+            check=lambda v: None if v is None or v >= 1 else "an integer >= 1 or null",
+        ),
+        Param(
+            "theta_points",
+            (int, type(None)),
+            None,
+            "angle grid points (uniform in sin theta); null = 2N",
+            check=lambda v: None if v is None or v >= 3 else "an integer >= 3 or null",
+        ),
+        Param(
+            "range_points",
+            int,
+            48,
+            "range grid points (uniform in 1/r)",
+            check=lambda v: None if v >= 3 else "an integer >= 3",
+        ),
         Param("range_min", (float, type(None)), None, "smallest range searched, m; null = Z_Fres", check=positive),
         Param("range_max", (float, type(None)), None, "largest range searched, m; null = Z_Rayl", check=positive),
         Param("model", str, "exact", "steering model of the spectrum", choices=MODELS),
@@ -60,8 +76,10 @@ class Music2DLocalizer(EstimatorBlock):
         if k is None and x["pilots"] is not None:
             k = x["pilots"].shape[0]
         if not isinstance(k, int) or not 1 <= k < n:
-            raise BadFrame(f"n_targets: expected an integer in [1, {n - 1}] from the parameter, meta "
-                           f"'n_targets' or the pilots, got {k!r}")
+            raise BadFrame(
+                f"n_targets: expected an integer in [1, {n - 1}] from the parameter, meta "
+                f"'n_targets' or the pilots, got {k!r}"
+            )
         tg, rg = default_grids(x["array"], self.theta_points, self.range_points, self.range_min, self.range_max)
         return music2d_localize(data, x["array"], k, tg, rg, model=self.model, refine=self.refine, kind=kind)
 

@@ -16,16 +16,17 @@ State file (JSON, version 1): ``{"version": 1, "kind": "hi_vector", "n_antennas"
 [[re, im]], "dead", "array", "references", "method", "frames", "snapshots",
 "normalisation"}`` (:func:`nearfield.estimators.reference.hi_state`).
 """
+
 from __future__ import annotations
 
 import logging
 
 import numpy as np
 
+from nearfield.array import ULA
 from nearfield.block import BadFrame, Block, Param, positive
 from nearfield.contract import ARRAY, C_HAT, PILOTS, SNAPSHOTS, meta_field
-from nearfield.estimators.reference import (CalibrationStats, apply_hi, calibrate_stats, hi_error, hi_state,
-                                            load_hi)
+from nearfield.estimators.reference import CalibrationStats, apply_hi, calibrate_stats, hi_error, hi_state, load_hi
 from nearfield.state import save_json_atomic
 
 log = logging.getLogger(__name__)
@@ -51,21 +52,40 @@ class ReferenceCalibrator(Block):
     """Estimate the complex HI vector from transmitters at known positions; save it as state."""
 
     params = (
-        Param("targets", (list, type(None)), None,
-              "known reference positions [{theta: rad, range: m}] (several transmitters); null = theta/range",
-              check=_check_refs),
+        Param(
+            "targets",
+            (list, type(None)),
+            None,
+            "known reference positions [{theta: rad, range: m}] (several transmitters); null = theta/range",
+            check=_check_refs,
+        ),
         Param("theta", (float, type(None)), None, "angle of a single reference transmitter in rad (from broadside)"),
         Param("range", (float, type(None)), None, "range of a single reference transmitter in m", check=positive),
         Param("state_path", str, doc="JSON file the HI vector is written to (when 'frames' are in, and at close)"),
-        Param("frames", int, 0, "frames to accumulate; 0 = every frame of the run; later frames are only calibrated",
-              check=lambda v: None if v >= 0 else "an integer >= 0"),
+        Param(
+            "frames",
+            int,
+            0,
+            "frames to accumulate; 0 = every frame of the run; later frames are only calibrated",
+            check=lambda v: None if v >= 0 else "an integer >= 0",
+        ),
         Param("use_pilots", bool, True, "use the frames' pilots when they carry them (false: blind)"),
         Param("n_iter", int, 50, "alternation rounds at most (K > 1)", check=positive),
         Param("apply", bool, True, "pass the frames on calibrated (Y / c, dead channels zeroed)"),
     )
     reads = (ARRAY, SNAPSHOTS, PILOTS)
-    adds = (SNAPSHOTS, C_HAT, meta_field("hi_frames", "int", doc="frames accumulated into the HI vector"),
-            meta_field("hi_nmse", "float", doc="HI-vector NMSE against the truth", optional=True))
+    adds = (
+        SNAPSHOTS,
+        C_HAT,
+        meta_field("hi_frames", "int", doc="frames accumulated into the HI vector"),
+        meta_field("hi_nmse", "float", doc="HI-vector NMSE against the truth", optional=True),
+    )
+
+    # set by start(); filled by the first accumulated frame
+    stats: CalibrationStats | None
+    c: np.ndarray | None  # HI vector estimate, (N,) complex
+    array: ULA | None
+    n_frames: int
 
     def validate(self) -> None:
         if self.targets is None:
@@ -88,12 +108,27 @@ class ReferenceCalibrator(Block):
         self.saved = False
 
     def _save(self) -> None:
-        st = hi_state(self.c, self.array, self._theta, self._r, method="blind" if self.stats.blind else "pilots",
-                      frames=self.n_frames, snapshots=self.stats.n_snapshots)
+        stats, c, array = self.stats, self.c, self.array
+        if stats is None or c is None or array is None:  # callers save only after a frame was accumulated
+            raise RuntimeError(f"{self.name}: no HI vector to save")
+        st = hi_state(
+            c,
+            array,
+            self._theta,
+            self._r,
+            method="blind" if stats.blind else "pilots",
+            frames=self.n_frames,
+            snapshots=stats.n_snapshots,
+        )
         save_json_atomic(self.state_path, st)
         self.saved = True
-        log.info("%s: HI vector of %d antennas from %d frames saved to %s", self.name, self.c.size,
-                 self.n_frames, self.state_path)
+        log.info(
+            "%s: HI vector of %d antennas from %d frames saved to %s",
+            self.name,
+            c.size,
+            self.n_frames,
+            self.state_path,
+        )
 
     def process(self, frame):
         x = self.read(frame)
@@ -159,8 +194,13 @@ class HIApply(Block):
 
     params = (
         Param("state_path", str, doc="HI state file written by reference_calibrator"),
-        Param("threshold", float, 0.1, "dead channel: |c_n| below this share of the median |c|",
-              check=lambda v: None if 0 < v < 1 else "a ratio in (0, 1)"),
+        Param(
+            "threshold",
+            float,
+            0.1,
+            "dead channel: |c_n| below this share of the median |c|",
+            check=lambda v: None if 0 < v < 1 else "a ratio in (0, 1)",
+        ),
     )
     reads = (SNAPSHOTS,)
     adds = (SNAPSHOTS, C_HAT)

@@ -27,11 +27,13 @@ A frame whose *data* is bad makes ``process`` raise :class:`BadFrame`: the runti
 drops the frame, counts and logs it, and goes on; the block must then leave its state
 untouched.  Any other exception stops the graph.
 """
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .contract import ContractError, Field, read_fields
 from .frame import Frame
@@ -48,8 +50,7 @@ class ParamError(ValueError):
 _REQUIRED = object()
 
 
-_TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool", list: "list", dict: "dict",
-               type(None): "null"}
+_TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool", list: "list", dict: "dict", type(None): "null"}
 
 
 @dataclass(frozen=True)
@@ -243,8 +244,9 @@ class Block:
         """
         path = getattr(self, "state_path", None)
         if path:
-            return ValueError(f"block {self.name!r}, state_path {path!r}: the state holds {held} antennas, "
-                              f"the frames {n}")
+            return ValueError(
+                f"block {self.name!r}, state_path {path!r}: the state holds {held} antennas, the frames {n}"
+            )
         return BadFrame(f"snapshots: N={n} differs from the block state's {held}")
 
     def checkpoint(self) -> None:

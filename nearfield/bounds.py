@@ -57,6 +57,7 @@ gradient is negligible (see docs/bounds.md).
 Root figures of Sec. VI-A (PAPER-NOTES 11): ``R-X_angle = sqrt(mean_k X[theta_k, theta_k])``,
 the average over targets (the RMSEs average too), same for range.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,9 +69,21 @@ from .array import ULA
 from .steering import steering_derivatives
 
 __all__ = [
-    "pack", "unpack", "mean_model", "derivative_vectors", "jacobian", "fim", "crb", "pseudo_true",
-    "PseudoTrue", "MisspecifiedBounds", "misspecified_bounds", "root_bounds", "fim_unknown_waveforms",
-    "crb_unknown_waveforms", "crb_positions",
+    "pack",
+    "unpack",
+    "mean_model",
+    "derivative_vectors",
+    "jacobian",
+    "fim",
+    "crb",
+    "pseudo_true",
+    "PseudoTrue",
+    "MisspecifiedBounds",
+    "misspecified_bounds",
+    "root_bounds",
+    "fim_unknown_waveforms",
+    "crb_unknown_waveforms",
+    "crb_positions",
 ]
 
 
@@ -78,8 +91,7 @@ __all__ = [
 def pack(theta, r, gains) -> np.ndarray:
     """eta = [Re beta, Im beta, theta, r], shape (4K,)."""
     gains = np.asarray(gains, dtype=complex).ravel()
-    return np.concatenate([gains.real, gains.imag, np.asarray(theta, float).ravel(),
-                           np.asarray(r, float).ravel()])
+    return np.concatenate([gains.real, gains.imag, np.asarray(theta, float).ravel(), np.asarray(r, float).ravel()])
 
 
 def unpack(eta):
@@ -88,7 +100,7 @@ def unpack(eta):
     if eta.ndim != 1 or eta.size % 4:
         raise ValueError(f"eta: expected a vector of length 4K, got shape {eta.shape}")
     k = eta.size // 4
-    return eta[2 * k:3 * k].copy(), eta[3 * k:].copy(), eta[:k] + 1j * eta[k:2 * k]
+    return eta[2 * k : 3 * k].copy(), eta[3 * k :].copy(), eta[:k] + 1j * eta[k : 2 * k]
 
 
 def _inputs(theta, r, gains, pilots, c, n_antennas):
@@ -98,8 +110,10 @@ def _inputs(theta, r, gains, pilots, c, n_antennas):
     S = np.atleast_2d(np.asarray(pilots, complex))
     k = theta.size
     if r.shape != (k,) or gains.shape != (k,) or S.shape[0] != k:
-        raise ValueError(f"theta, r, gains, pilots: expected shapes (K,), (K,), (K,), (K, T); got "
-                         f"{theta.shape}, {r.shape}, {gains.shape}, {S.shape}")
+        raise ValueError(
+            f"theta, r, gains, pilots: expected shapes (K,), (K,), (K,), (K, T); got "
+            f"{theta.shape}, {r.shape}, {gains.shape}, {S.shape}"
+        )
     if c is None:
         c = np.ones(n_antennas, complex)
     else:
@@ -142,8 +156,10 @@ def derivative_vectors(array: ULA, theta, r, gains, c=None, model: str = "exact"
     for q in range(k):
         ire, iim, it, ir = q, k + q, 2 * k + q, 3 * k + q
         pairs = {
-            (ire, it): a_t[:, q], (iim, it): 1j * a_t[:, q],
-            (ire, ir): a_r[:, q], (iim, ir): 1j * a_r[:, q],
+            (ire, it): a_t[:, q],
+            (iim, it): 1j * a_t[:, q],
+            (ire, ir): a_r[:, q],
+            (iim, ir): 1j * a_r[:, q],
             (it, it): gains[q] * c * d.a_tt[:, q],
             (it, ir): gains[q] * c * d.a_tr[:, q],
             (ir, ir): gains[q] * c * d.a_rr[:, q],
@@ -251,8 +267,7 @@ def fim_unknown_waveforms(array: ULA, theta, r, waveforms, sigma2: float, c=None
     return (2.0 / sigma2) * np.real((Dm.conj().T @ PD) * P[np.ix_(kidx, kidx)])
 
 
-def crb_unknown_waveforms(array: ULA, theta, r, waveforms, sigma2: float, c=None,
-                          model: str = "exact") -> np.ndarray:
+def crb_unknown_waveforms(array: ULA, theta, r, waveforms, sigma2: float, c=None, model: str = "exact") -> np.ndarray:
     """Deterministic CRB of [theta, r] with unknown waveforms, (2K, 2K); see :func:`fim_unknown_waveforms`."""
     return _inv_sym(fim_unknown_waveforms(array, theta, r, waveforms, sigma2, c, model))
 
@@ -260,7 +275,7 @@ def crb_unknown_waveforms(array: ULA, theta, r, waveforms, sigma2: float, c=None
 def crb_positions(array: ULA, theta, r, gains, pilots, sigma2: float, c=None, model: str = "exact") -> np.ndarray:
     """The [theta, r] block (2K, 2K) of :func:`crb` (known pilots, unknown complex gains)."""
     K = np.atleast_1d(theta).size
-    return crb(array, theta, r, gains, pilots, sigma2, c, model)[2 * K:, 2 * K:]
+    return crb(array, theta, r, gains, pilots, sigma2, c, model)[2 * K :, 2 * K :]
 
 
 # ----------------------------------------------------------------------------- pseudo-true
@@ -307,8 +322,9 @@ def _residual_fun(array, mu_true, S, model):
     return fun, jac
 
 
-def pseudo_true(array: ULA, theta, r, gains, pilots, c, model: str = "exact",
-                perturb: bool = True, xtol: float = 1e-15) -> PseudoTrue:
+def pseudo_true(
+    array: ULA, theta, r, gains, pilots, c, model: str = "exact", perturb: bool = True, xtol: float = 1e-15
+) -> PseudoTrue:
     """Pseudo-true parameters, eq. (40): LS fit of the fault-free model to the true mean.
 
     Parameters
@@ -348,17 +364,18 @@ def pseudo_true(array: ULA, theta, r, gains, pilots, c, model: str = "exact",
         dth = 0.25 / (array.n_antennas * np.maximum(np.cos(theta), 0.05))
         for sgn in (1.0, -1.0):
             e = eta0.copy()
-            e[2 * K:3 * K] += sgn * dth
+            e[2 * K : 3 * K] += sgn * dth
             starts.append(e)
             e = eta0.copy()
-            e[3 * K:] *= 1.0 + sgn * 0.03
+            e[3 * K :] *= 1.0 + sgn * 0.03
             starts.append(e)
     cost_truth = float(np.sum(fun(eta0) ** 2))
     sols = []
     for e0 in starts:
-        res = least_squares(fun, e0, jac=jac, method="lm", x_scale="jac", xtol=xtol, ftol=1e-15,
-                            gtol=1e-15, max_nfev=2000)
-        sols.append((float(np.sum(res.fun ** 2)), res.x))
+        res = least_squares(
+            fun, e0, jac=jac, method="lm", x_scale="jac", xtol=xtol, ftol=1e-15, gtol=1e-15, max_nfev=2000
+        )
+        sols.append((float(np.sum(res.fun**2)), res.x))
     best_cost, best = min(sols, key=lambda s: s[0])
     if best_cost > cost_truth * (1 + 1e-12) + 1e-300:
         raise RuntimeError(f"pseudo_true: solver ended above the truth's cost ({best_cost} > {cost_truth})")
@@ -393,8 +410,7 @@ class MisspecifiedBounds:
     pseudo: PseudoTrue
 
 
-def c_matrix_and_j_tilde(array: ULA, eta, mu_true: np.ndarray, pilots, sigma2: float,
-                         model: str = "exact"):
+def c_matrix_and_j_tilde(array: ULA, eta, mu_true: np.ndarray, pilots, sigma2: float, model: str = "exact"):
     """C (eq. (44)) and J~ (eq. (45)) of the fault-free model at ``eta`` (CN noise).
 
     Parameters
@@ -421,12 +437,13 @@ def c_matrix_and_j_tilde(array: ULA, eta, mu_true: np.ndarray, pilots, sigma2: f
     He = 0.5 * (He + He.T)
     g = np.real(np.sum(G.conj() * Es[:, kidx], axis=0))  # Re{dmu_i^H eps}
     C = (2.0 / sigma2) * (He - gram)
-    J_tilde = (4.0 / sigma2 ** 2) * np.outer(g, g) + (2.0 / sigma2) * gram
+    J_tilde = (4.0 / sigma2**2) * np.outer(g, g) + (2.0 / sigma2) * gram
     return C, J_tilde
 
 
-def misspecified_bounds(array: ULA, theta, r, gains, pilots, sigma2: float, c,
-                        model: str = "exact", pseudo: PseudoTrue | None = None) -> MisspecifiedBounds:
+def misspecified_bounds(
+    array: ULA, theta, r, gains, pilots, sigma2: float, c, model: str = "exact", pseudo: PseudoTrue | None = None
+) -> MisspecifiedBounds:
     """MCRB, bias and LB of Sec. V-A (and the CRB of Sec. V-B) for one scenario.
 
     Parameters
@@ -453,12 +470,14 @@ def misspecified_bounds(array: ULA, theta, r, gains, pilots, sigma2: float, c,
     eta = pack(theta, r, gains)
     delta = pseudo.eta - eta
     bias = np.outer(delta, delta)
-    return MisspecifiedBounds(eta, pseudo.eta, C, Jt, mcrb, bias, bias + mcrb,
-                              crb(array, theta, r, gains, S, sigma2, c, model), pseudo)
+    return MisspecifiedBounds(
+        eta, pseudo.eta, C, Jt, mcrb, bias, bias + mcrb, crb(array, theta, r, gains, S, sigma2, c, model), pseudo
+    )
 
 
-def root_bounds(array: ULA, theta, r, gains, pilots, sigma2: float, c=None, model: str = "exact",
-                pseudo: PseudoTrue | None = None) -> dict:
+def root_bounds(
+    array: ULA, theta, r, gains, pilots, sigma2: float, c=None, model: str = "exact", pseudo: PseudoTrue | None = None
+) -> dict:
     """Root figures of Sec. VI-A, averaged over the K targets (PAPER-NOTES 11).
 
     ``X_angle = sqrt(mean_k X[theta_k, theta_k])`` (rad) and
@@ -496,8 +515,10 @@ def _main(argv=None) -> None:
     args = ap.parse_args(argv)
     sc = paper_scenario(np.random.default_rng(args.seed), n_antennas=args.antennas, p_fault=args.p_fault)
     pt = pseudo_true(sc.array, sc.theta, sc.r, sc.gains, sc.pilots, sc.c)
-    print(f"N={args.antennas} seed={args.seed} p_fault={args.p_fault} faulty={sc.faulty.tolist()} "
-          f"pseudo-true: cost/cost_truth={pt.cost / max(pt.cost_truth, 1e-300):.4f} grad={pt.grad_norm:.1e}")
+    print(
+        f"N={args.antennas} seed={args.seed} p_fault={args.p_fault} faulty={sc.faulty.tolist()} "
+        f"pseudo-true: cost/cost_truth={pt.cost / max(pt.cost_truth, 1e-300):.4f} grad={pt.grad_norm:.1e}"
+    )
     keys = ("crb", "mcrb", "bias", "lb")
     print("SNR dB | " + " | ".join(f"R-{k.upper()} angle (rad)  R-{k.upper()} range (m)" for k in keys))
     mu = sc.mean()

@@ -1,4 +1,5 @@
 """The unit that flows between blocks, and the helpers that parse and write its meta fields."""
+
 from __future__ import annotations
 
 import math

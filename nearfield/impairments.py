@@ -11,6 +11,7 @@ errors.  The HI vector is then ``c = c_sparse * gain``, complex with ``|c_n| != 
 with white noise of one variance on every channel (noise after the gain; a dead channel
 receives noise only).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -83,8 +84,9 @@ class DenseImpairments:
     offsets: np.ndarray | None
 
 
-def check_dense_params(n_antennas: int, gain_std_db: float = 0.0, phase_std=0.0, dead_channels=None,
-                       position_std: float = 0.0) -> None:
+def check_dense_params(
+    n_antennas: int, gain_std_db: float = 0.0, phase_std=0.0, dead_channels=None, position_std: float = 0.0
+) -> None:
     """Validate the dense-impairment parameters; ``ValueError`` naming the parameter.
 
     See :func:`draw_dense_impairments` for their meaning.
@@ -109,8 +111,9 @@ def check_dense_params(n_antennas: int, gain_std_db: float = 0.0, phase_std=0.0,
     try:
         idx = [int(i) for i in dead_channels]
     except (TypeError, ValueError):
-        raise ValueError(f"dead_channels: expected a count or a list of 0-based indices, got {dead_channels!r}") \
-            from None
+        raise ValueError(
+            f"dead_channels: expected a count or a list of 0-based indices, got {dead_channels!r}"
+        ) from None
     if any(i != j for i, j in zip(idx, dead_channels)) or any(not 0 <= i < n_antennas for i in idx):
         raise ValueError(f"dead_channels: expected integer indices in 0..{n_antennas - 1}, got {dead_channels!r}")
     if len(set(idx)) != len(idx) or len(idx) >= n_antennas:
@@ -119,14 +122,22 @@ def check_dense_params(n_antennas: int, gain_std_db: float = 0.0, phase_std=0.0,
 
 def dense_is_default(gain_std_db: float = 0.0, phase_std=0.0, dead_channels=None, position_std: float = 0.0) -> bool:
     """True when no dense impairment is asked for (the paper's scenario)."""
-    no_dead = dead_channels is None or (not isinstance(dead_channels, (int, np.integer)) and len(dead_channels) == 0) \
+    no_dead = (
+        dead_channels is None
+        or (not isinstance(dead_channels, (int, np.integer)) and len(dead_channels) == 0)
         or (isinstance(dead_channels, (int, np.integer)) and dead_channels == 0)
-    return gain_std_db == 0 and (not isinstance(phase_std, str) and phase_std == 0) and no_dead \
-        and position_std == 0
+    )
+    return gain_std_db == 0 and (not isinstance(phase_std, str) and phase_std == 0) and no_dead and position_std == 0
 
 
-def draw_dense_impairments(n_antennas: int, rng: np.random.Generator, gain_std_db: float = 0.0, phase_std=0.0,
-                           dead_channels=None, position_std: float = 0.0) -> DenseImpairments:
+def draw_dense_impairments(
+    n_antennas: int,
+    rng: np.random.Generator,
+    gain_std_db: float = 0.0,
+    phase_std=0.0,
+    dead_channels=None,
+    position_std: float = 0.0,
+) -> DenseImpairments:
     """Draw dense per-channel impairments of a real array.
 
     Parameters

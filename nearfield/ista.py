@@ -22,12 +22,13 @@ it is the point ISTA converges to, without iterating and without a compiled kern
 :func:`ista` and :func:`ista_iterate` keep the iterations of eq. (10) (vectorised over
 antennas) as the paper's algorithm and as a cross-check of the closed form.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def ista_stats(Y: np.ndarray, X: np.ndarray):
+def ista_stats(Y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-antenna sufficient statistics of (P3): ``e_n = sum_t |x|^2``, ``b_n = sum_t conj(x)(y - x)``.
 
     The gradient (11) is ``e * z - b``, so ISTA needs only these; statistics of several
@@ -53,7 +54,15 @@ def ista_solve(e, b, rho: float) -> np.ndarray:
     return np.where(e > 0, soft_threshold(b / safe, rho / safe), 0.0).astype(np.complex128)
 
 
-def ista_iterate(e, b, rho, step=None, tol=1e-7, max_iter=1000, z0=None):
+def ista_iterate(
+    e: np.ndarray,
+    b: np.ndarray,
+    rho: float,
+    step: float | None = None,
+    tol: float = 1e-7,
+    max_iter: int = 1000,
+    z0: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
     """ISTA iterations (10) on the statistics of :func:`ista_stats`; returns (z, n_iter)."""
     e = np.asarray(e, dtype=np.float64)
     b = np.asarray(b, dtype=np.complex128)
@@ -62,7 +71,9 @@ def ista_iterate(e, b, rho, step=None, tol=1e-7, max_iter=1000, z0=None):
         step = 1.0 / L if L > 0 else 1.0
     z = np.zeros(e.size, np.complex128) if z0 is None else np.array(z0, dtype=np.complex128)
     it = 0
-    for it in range(1, int(max_iter) + 1):  # a loop over iterations; each one is vectorised over antennas
+    # a loop over iterations; each one is vectorised over antennas. `it` is the returned count (B007 misses the use
+    # after the loop).
+    for it in range(1, int(max_iter) + 1):  # noqa: B007
         new = soft_threshold(z - step * (e * z - b), step * rho)
         change = float(np.max(np.abs(new - z))) if z.size else 0.0
         z = new
@@ -87,8 +98,15 @@ def noise_rho(X: np.ndarray, sigma2: float, kappa: float = 3.0) -> float:
     return float(kappa * np.sqrt(sigma2) * np.sqrt(np.mean(np.sum(np.abs(X) ** 2, axis=1))))
 
 
-def ista(Y: np.ndarray, X: np.ndarray, rho: float, step: float | None = None,
-         tol: float = 1e-7, max_iter: int = 1000, z0: np.ndarray | None = None):
+def ista(
+    Y: np.ndarray,
+    X: np.ndarray,
+    rho: float,
+    step: float | None = None,
+    tol: float = 1e-7,
+    max_iter: int = 1000,
+    z0: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
     """Solve (P3) by ISTA.
 
     Parameters

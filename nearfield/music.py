@@ -8,6 +8,7 @@ subspace U_S (orthonormal columns) is
 so the (possibly huge) noise subspace U_N is never formed: only the K leading
 eigenvectors are computed, with ``scipy.linalg.eigh(subset_by_index=...)``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,9 @@ def signal_subspace(R: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return U[:, ::-1], w[::-1]
 
 
-def leading_subspace(R: np.ndarray, k: int, U0: np.ndarray | None = None, iters: int = 3,
-                     tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+def leading_subspace(
+    R: np.ndarray, k: int, U0: np.ndarray | None = None, iters: int = 3, tol: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`signal_subspace`, warm-started from a previous estimate ``U0`` when given.
 
     Streaming covariances change little from frame to frame, so a few steps of orthogonal

@@ -10,6 +10,7 @@ includes the noise): the *signal* part only,
 evaluated on the realised noiseless signal of the frame, so a given ``snr_db`` fixes
 sigma^2 exactly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -113,11 +114,21 @@ class Scenario:
         return (mu + complex_noise(mu.shape, self.sigma2, rng)).astype(dtype, copy=False)
 
 
-def paper_scenario(rng: np.random.Generator, n_antennas: int = 256, snr_db: float = 20.0,
-                   p_fault: float = 0.02, n_snapshots: int = 100, targets=PAPER_TARGETS,
-                   wavelength_m: float | None = 0.01, *, carrier_hz: float = 30.0e9,
-                   gain_std_db: float = 0.0, phase_std=0.0, dead_channels=None,
-                   position_std: float = 0.0) -> Scenario:
+def paper_scenario(
+    rng: np.random.Generator,
+    n_antennas: int = 256,
+    snr_db: float = 20.0,
+    p_fault: float = 0.02,
+    n_snapshots: int = 100,
+    targets=PAPER_TARGETS,
+    wavelength_m: float | None = 0.01,
+    *,
+    carrier_hz: float = 30.0e9,
+    gain_std_db: float = 0.0,
+    phase_std=0.0,
+    dead_channels=None,
+    position_std: float = 0.0,
+) -> Scenario:
     """The default scenario of Sec. VI-A with fresh gains, pilots and HI vector.
 
     Gains are unit-modulus with uniform phase (unspecified in the paper).
@@ -140,8 +151,11 @@ def paper_scenario(rng: np.random.Generator, n_antennas: int = 256, snr_db: floa
         position std along the axis (m).  The HI vector is the sparse one times the dense
         gains; with ``position_std > 0`` the data come from ``Scenario.true_array``.
     """
-    array = paper_array(n_antennas) if wavelength_m == 0.01 else \
-        ULA(n_antennas, carrier_hz=carrier_hz, wavelength_m=wavelength_m)
+    array = (
+        paper_array(n_antennas)
+        if wavelength_m == 0.01
+        else ULA(n_antennas, carrier_hz=carrier_hz, wavelength_m=wavelength_m)
+    )
     check_dense_params(n_antennas, gain_std_db, phase_std, dead_channels, position_std)
     targets = np.asarray(targets, float)
     k = len(targets)

@@ -14,6 +14,7 @@ estimates; delete or fix the file to start afresh.
 it over the target (a crash leaves the old file or the new one, never half of one);
 temporary files left by a killed writer are removed by the next save.
 """
+
 from __future__ import annotations
 
 import glob
@@ -24,8 +25,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["STATE_VERSION", "StateField", "STATE_FIELDS", "save_json_atomic", "load_json", "validate_state",
-           "complex_to_json", "complex_from_json", "clean_stale_temp_files"]
+__all__ = [
+    "STATE_VERSION",
+    "StateField",
+    "STATE_FIELDS",
+    "save_json_atomic",
+    "load_json",
+    "validate_state",
+    "complex_to_json",
+    "complex_from_json",
+    "clean_stale_temp_files",
+]
 
 #: Schema version of every state file (field ``"version"``).
 STATE_VERSION = 1
@@ -141,8 +151,11 @@ def _vector(name: str, v, rule: StateField) -> np.ndarray:
             if a.ndim != 1:
                 raise ValueError
     except (ValueError, TypeError, OverflowError):
-        what = {"complex_vector": "a list of [re, im] pairs", "index_vector": "a list of integers",
-                "real_vector": "a list of numbers"}[rule.kind]
+        what = {
+            "complex_vector": "a list of [re, im] pairs",
+            "index_vector": "a list of integers",
+            "real_vector": "a list of numbers",
+        }[rule.kind]
         raise ValueError(f"field {name!r}: expected {what}") from None
     if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
         raise ValueError(f"field {name!r}: holds NaN or Inf")
@@ -177,8 +190,9 @@ def validate_state(st, rules: dict[str, StateField] | None = None, n_antennas: i
     if not isinstance(st, dict):
         raise ValueError(f"expected a JSON object, got {type(st).__name__}")
     if st.get("version") != STATE_VERSION or isinstance(st.get("version"), bool):
-        raise ValueError(f"field 'version': expected the state schema version {STATE_VERSION}, "
-                         f"got {st.get('version')!r}")
+        raise ValueError(
+            f"field 'version': expected the state schema version {STATE_VERSION}, got {st.get('version')!r}"
+        )
     sizes: dict[str, int] = {}
     indices: dict[str, np.ndarray] = {}
     for name, rule in rules.items():
@@ -202,8 +216,9 @@ def validate_state(st, rules: dict[str, StateField] | None = None, n_antennas: i
     if n_antennas is not None:
         sizes["the frames' array"] = int(n_antennas)
     if len(set(sizes.values())) > 1:
-        raise ValueError("per-antenna fields disagree on the array size: "
-                         + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+        raise ValueError(
+            "per-antenna fields disagree on the array size: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+        )
     n = next(iter(sizes.values()), None)
     for name, a in indices.items():
         if a.size and (a.min() < 0 or (n is not None and a.max() >= n)):
@@ -213,8 +228,13 @@ def validate_state(st, rules: dict[str, StateField] | None = None, n_antennas: i
     return n
 
 
-def load_json(path: str, who: str, rules: dict[str, StateField] | None = None,
-              n_antennas: int | None = None, max_bytes: int = _MAX_BYTES) -> dict:
+def load_json(
+    path: str,
+    who: str,
+    rules: dict[str, StateField] | None = None,
+    n_antennas: int | None = None,
+    max_bytes: int = _MAX_BYTES,
+) -> dict:
     """Read and validate a state file (see :func:`validate_state`).
 
     Raises
@@ -234,8 +254,9 @@ def load_json(path: str, who: str, rules: dict[str, StateField] | None = None,
     try:
         validate_state(st, rules, n_antennas)
     except ValueError as exc:
-        raise ValueError(f"{who}, state_path {path!r}: refused: {exc} (fix or delete the file to "
-                         f"start afresh)") from None
+        raise ValueError(
+            f"{who}, state_path {path!r}: refused: {exc} (fix or delete the file to start afresh)"
+        ) from None
     return st
 
 

@@ -30,6 +30,7 @@ and, for the exact model, with s = sin(theta), c = cos(theta):
 so that psi_x = -k dr_n/dx (and psi_r = -k (dr_n/dr - 1)).  Tests compare all of them
 with finite differences.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -45,8 +46,8 @@ def _grid(array: ULA, theta, r):
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     r = np.atleast_1d(np.asarray(r, dtype=float))
     theta, r = np.broadcast_arrays(theta, r)
-    l = array.positions[:, None]
-    return l, theta.ravel()[None, :], r.ravel()[None, :]
+    ell = array.positions[:, None]
+    return ell, theta.ravel()[None, :], r.ravel()[None, :]
 
 
 def _check_model(model: str) -> None:
@@ -60,13 +61,13 @@ def phase(array: ULA, theta, r, model: str = "exact") -> np.ndarray:
     ``theta`` (rad) and ``r`` (m) broadcast to P points.
     """
     _check_model(model)
-    l, th, rr = _grid(array, theta, r)
+    ell, th, rr = _grid(array, theta, r)
     k = array.wavenumber
     if model == "exact":
-        rn = np.sqrt(rr**2 + l**2 - 2.0 * l * rr * np.sin(th))
+        rn = np.sqrt(rr**2 + ell**2 - 2.0 * ell * rr * np.sin(th))
         return -k * (rn - rr)
     c = np.cos(th)
-    return k * (l * np.sin(th) - l**2 * c**2 / (2.0 * rr))
+    return k * (ell * np.sin(th) - ell**2 * c**2 / (2.0 * rr))
 
 
 def cis(psi: np.ndarray, dtype=np.complex128) -> np.ndarray:
@@ -101,23 +102,23 @@ class PhaseDerivatives(NamedTuple):
 def phase_derivatives(array: ULA, theta, r, model: str = "exact") -> PhaseDerivatives:
     """psi, d psi/d theta, d psi/d r and the second derivatives, each (N, P)."""
     _check_model(model)
-    l, th, rr = _grid(array, theta, r)
+    ell, th, rr = _grid(array, theta, r)
     k = array.wavenumber
     s, c = np.sin(th), np.cos(th)
     if model == "exact":
-        rn = np.sqrt(rr**2 + l**2 - 2.0 * l * rr * s)
+        rn = np.sqrt(rr**2 + ell**2 - 2.0 * ell * rr * s)
         rn3 = rn**3
-        d_t = -l * rr * c / rn
-        d_r = (rr - l * s) / rn
-        d_tt = l * rr * s / rn - (l * rr * c) ** 2 / rn3
-        d_rr = (l * c) ** 2 / rn3
-        d_tr = -l * c / rn + l * rr * c * (rr - l * s) / rn3
+        d_t = -ell * rr * c / rn
+        d_r = (rr - ell * s) / rn
+        d_tt = ell * rr * s / rn - (ell * rr * c) ** 2 / rn3
+        d_rr = (ell * c) ** 2 / rn3
+        d_tr = -ell * c / rn + ell * rr * c * (rr - ell * s) / rn3
         return PhaseDerivatives(-k * (rn - rr), -k * d_t, -k * (d_r - 1.0), -k * d_tt, -k * d_tr, -k * d_rr)
-    l2 = l**2
-    psi = k * (l * s - l2 * c**2 / (2.0 * rr))
-    p_t = k * (l * c + l2 * c * s / rr)
+    l2 = ell**2
+    psi = k * (ell * s - l2 * c**2 / (2.0 * rr))
+    p_t = k * (ell * c + l2 * c * s / rr)
     p_r = k * l2 * c**2 / (2.0 * rr**2)
-    p_tt = k * (-l * s + l2 * (c**2 - s**2) / rr)
+    p_tt = k * (-ell * s + l2 * (c**2 - s**2) / rr)
     p_tr = -k * l2 * c * s / rr**2
     p_rr = -k * l2 * c**2 / rr**3
     return PhaseDerivatives(psi, p_t, p_r, p_tt, p_tr, p_rr)

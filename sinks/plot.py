@@ -31,6 +31,7 @@ positive range, spectrum arrays of mismatched shapes or non-finite values, no ar
 geometry) raises :class:`~nearfield.block.BadFrame` naming the field: it is dropped and
 counted by the runtime, and no picture is written for it.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -41,8 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from nearfield.array import ULA
-from nearfield.contract import ARRAY, COARSE, FAULTY, SPECTRA, TARGETS, TRUTH, optional
 from nearfield.block import BadFrame, Param, ParamError, Sink, positive
+from nearfield.contract import ARRAY, COARSE, FAULTY, SPECTRA, TARGETS, TRUTH, optional
 from nearfield.frame import Frame
 
 __all__ = ["PlotSink", "plot_frame", "PlotData"]
@@ -65,8 +66,7 @@ class PlotData:
         self.seq = int(frame.seq)
         self.t0 = float(frame.t0)
         if "array" not in meta:
-            raise BadFrame("meta field 'array' is missing (expected the array geometry, "
-                           "ULA.describe())")
+            raise BadFrame("meta field 'array' is missing (expected the array geometry, ULA.describe())")
         try:
             self.array = ULA.from_meta(meta["array"])
         except (ValueError, TypeError) as exc:
@@ -98,8 +98,9 @@ class PlotData:
             except (KeyError, TypeError, ValueError):
                 raise BadFrame(f"{where}[{i}]: expected {{theta: rad, range: m}}, got {t!r}") from None
             if not (math.isfinite(th) and abs(th) <= math.pi / 2 + 1e-9 and math.isfinite(r) and r > 0):
-                raise BadFrame(f"{where}[{i}]: expected |theta| <= pi/2 rad and range > 0 m, "
-                               f"got theta={th!r}, range={r!r}")
+                raise BadFrame(
+                    f"{where}[{i}]: expected |theta| <= pi/2 rad and range > 0 m, got theta={th!r}, range={r!r}"
+                )
             out.append((th, r))
         return np.array(out, dtype=float).reshape(-1, 2)
 
@@ -111,8 +112,9 @@ class PlotData:
         except (TypeError, ValueError):
             raise BadFrame(f"{where}: expected a list of antenna indices, got {items!r}") from None
         n = self.array.n_antennas
-        if idx.size and (not np.all(np.isfinite(idx)) or np.any(idx != np.round(idx))
-                         or idx.min() < 0 or idx.max() >= n):
+        if idx.size and (
+            not np.all(np.isfinite(idx)) or np.any(idx != np.round(idx)) or idx.min() < 0 or idx.max() >= n
+        ):
             raise BadFrame(f"{where}: expected 0-based antenna indices in [0, {n - 1}], got {items!r}")
         return idx.astype(int)
 
@@ -127,8 +129,7 @@ class PlotData:
         g, s = np.asarray(g, dtype=float), np.asarray(s, dtype=float)
         if g.ndim != ndim or g.shape != s.shape:
             want = "(G,)" if ndim == 1 else "(K, G)"
-            raise BadFrame(f"arrays {gname!r} {g.shape} and {sname!r} {s.shape}: expected the "
-                           f"same shape {want}")
+            raise BadFrame(f"arrays {gname!r} {g.shape} and {sname!r} {s.shape}: expected the same shape {want}")
         if not (np.all(np.isfinite(g)) and np.all(np.isfinite(s))):
             raise BadFrame(f"arrays {gname!r}/{sname!r}: non-finite values")
         if g.size == 0:
@@ -168,8 +169,7 @@ def _segments(grid: np.ndarray):
 
 
 def _note(ax, text):
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9,
-            color="0.35", wrap=True)
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.35", wrap=True)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -199,9 +199,11 @@ def plot_frame(data: PlotData, path, figsize=(12.0, 6.75), dpi: int = 100) -> No
     ax_t = fig.add_subplot(gs[:, 1])
 
     arr = data.array
-    title = (f"frame {data.seq}   t0 = {data.t0:.3f} s   N = {arr.n_antennas}, "
-             f"f = {arr.carrier_hz / 1e9:.3g} GHz, aperture {arr.aperture:.3g} m   "
-             f"{len(est)} estimate(s)")
+    title = (
+        f"frame {data.seq}   t0 = {data.t0:.3f} s   N = {arr.n_antennas}, "
+        f"f = {arr.carrier_hz / 1e9:.3g} GHz, aperture {arr.aperture:.3g} m   "
+        f"{len(est)} estimate(s)"
+    )
     if pairs:
         dth = max(abs(np.degrees(est[j, 0] - truth[i, 0])) for j, i in pairs)
         dr = max(abs(est[j, 1] - truth[i, 1]) for j, i in pairs)
@@ -214,7 +216,7 @@ def plot_frame(data: PlotData, path, figsize=(12.0, 6.75), dpi: int = 100) -> No
         order = np.argsort(g)
         g, sp = np.degrees(g[order]), _db(sp[order])
         segs = _segments(g)
-        if len(segs) > 6:                       # too many windows to zoom: one axis
+        if len(segs) > 6:  # too many windows to zoom: one axis
             segs = [slice(0, g.size)]
         ax_a.remove()
         sub = gs[0, 0].subgridspec(1, len(segs), wspace=0.08)
@@ -240,13 +242,15 @@ def plot_frame(data: PlotData, path, figsize=(12.0, 6.75), dpi: int = 100) -> No
                 if lo <= np.degrees(th) <= hi:
                     ax.plot(np.degrees(th), 1.5, marker="v", color=_TRUTH_C, ms=7, clip_on=False)
         axes[0].set_ylabel("spectrum (dB)")
-        axes[0].set_title("angle MUSIC spectrum" + (" (each search window)" if len(segs) > 1 else ""),
-                          fontsize=10, loc="left")
+        axes[0].set_title(
+            "angle MUSIC spectrum" + (" (each search window)" if len(segs) > 1 else ""), fontsize=10, loc="left"
+        )
         axes[len(axes) // 2].set_xlabel("θ (degrees from broadside)")
     else:
         ax_a.set_title("angle MUSIC spectrum", fontsize=10, loc="left")
-        _note(ax_a, "no angle spectrum in this frame\n(arrays angle_grid / angle_spectrum "
-                    "come from the music_localizer)")
+        _note(
+            ax_a, "no angle spectrum in this frame\n(arrays angle_grid / angle_spectrum come from the music_localizer)"
+        )
 
     # -- range spectra --------------------------------------------------------------
     ax_r.set_title("range MUSIC spectra (one per target)", fontsize=10, loc="left")
@@ -262,19 +266,18 @@ def plot_frame(data: PlotData, path, figsize=(12.0, 6.75), dpi: int = 100) -> No
             cost = np.abs(np.log(peaks[:, None]) - np.log(est[None, :, 1]))
             row_est = dict(_match(cost))
         for k, (rg, rs) in enumerate(rows):
-            j = row_est.get(k)
-            c = colours[j] if j is not None else "0.5"
-            label = (f"θ = {np.degrees(est[j, 0]):.1f}°" if j is not None else f"row {k}")
+            je = row_est.get(k)  # the estimate this row belongs to, if any
+            c = colours[je] if je is not None else "0.5"
+            label = f"θ = {np.degrees(est[je, 0]):.1f}°" if je is not None else f"row {k}"
             ax_r.plot(rg, rs, color=c, lw=1.2, label=label)
-            if j is not None:
-                ax_r.axvline(est[j, 1], color=c, lw=1.5, ls="--")
-                i = truth_of.get(j)
-                if i is not None:
-                    ax_r.plot(truth[i, 1], 1.5, marker="v", color=c, mec=_TRUTH_C, ms=7,
-                              clip_on=False)
+            if je is not None:
+                ax_r.axvline(est[je, 1], color=c, lw=1.5, ls="--")
+                it = truth_of.get(je)
+                if it is not None:
+                    ax_r.plot(truth[it, 1], 1.5, marker="v", color=c, mec=_TRUTH_C, ms=7, clip_on=False)
         ax_r.set_xscale("log")
         ax_r.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax_r.xaxis.set_minor_locator(LogLocator(subs=np.arange(1.0, 10.0)))
+        ax_r.xaxis.set_minor_locator(LogLocator(subs=[float(m) for m in range(1, 10)]))
         ax_r.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax_r.xaxis.set_minor_formatter(NullFormatter())
         ax_r.set_ylim(_DB_FLOOR - 2, 3)
@@ -283,8 +286,9 @@ def plot_frame(data: PlotData, path, figsize=(12.0, 6.75), dpi: int = 100) -> No
         ax_r.grid(alpha=0.3, which="both")
         ax_r.legend(fontsize=8, loc="best")
     else:
-        _note(ax_r, "no range spectra in this frame\n(arrays range_grid / range_spectrum "
-                    "come from the music_localizer)")
+        _note(
+            ax_r, "no range spectra in this frame\n(arrays range_grid / range_spectrum come from the music_localizer)"
+        )
 
     # -- antennas -------------------------------------------------------------------
     n = arr.n_antennas
@@ -307,11 +311,18 @@ def plot_frame(data: PlotData, path, figsize=(12.0, 6.75), dpi: int = 100) -> No
             if idx:
                 ax_f.vlines(sorted(idx), 0.1, 0.9, color=_FAULT_C[key], lw=2)
             handles.append(Line2D([], [], color=_FAULT_C[key], lw=2, label=f"{names[key]} ({len(idx)})"))
-        ax_f.legend(handles=handles, fontsize=8, loc="upper center", ncol=3, frameon=False,
-                    bbox_to_anchor=(0.5, 1.45))
+        ax_f.legend(handles=handles, fontsize=8, loc="upper center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 1.45))
     else:
-        ax_f.text(0.5, 0.5, "no fault information in this frame", transform=ax_f.transAxes,
-                  ha="center", va="center", fontsize=9, color="0.35")
+        ax_f.text(
+            0.5,
+            0.5,
+            "no fault information in this frame",
+            transform=ax_f.transAxes,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="0.35",
+        )
 
     # -- top view -------------------------------------------------------------------
     ax_t.set_title("top view", fontsize=10, loc="left")
@@ -322,18 +333,39 @@ def plot_frame(data: PlotData, path, figsize=(12.0, 6.75), dpi: int = 100) -> No
         a = np.radians(deg)
         ax_t.plot([0, lim * np.cos(a)], [0, lim * np.sin(a)], color="0.88", lw=0.8, zorder=0)
         if abs(deg) < 90:
-            ax_t.text(1.03 * lim * np.cos(a), 1.03 * lim * np.sin(a), f"{deg:+d}°" if deg else "0°",
-                      fontsize=8, color="0.45", ha="left" if deg >= -60 else "center", va="center")
+            ax_t.text(
+                1.03 * lim * np.cos(a),
+                1.03 * lim * np.sin(a),
+                f"{deg:+d}°" if deg else "0°",
+                fontsize=8,
+                color="0.45",
+                ha="left" if deg >= -60 else "center",
+                va="center",
+            )
     phi = np.linspace(-np.pi / 2, np.pi / 2, 181)
     ring_step = _nice_step(r_max)
     for rr in np.arange(ring_step, lim, ring_step):
         ax_t.plot(rr * np.cos(phi), rr * np.sin(phi), color="0.88", lw=0.8, zorder=0)
-        ax_t.text(rr * np.cos(np.radians(-80)), rr * np.sin(np.radians(-80)), f"{rr:g} m",
-                  fontsize=7, color="0.5", ha="center", va="top")
+        ax_t.text(
+            rr * np.cos(np.radians(-80)),
+            rr * np.sin(np.radians(-80)),
+            f"{rr:g} m",
+            fontsize=7,
+            color="0.5",
+            ha="center",
+            va="top",
+        )
     zf = arr.fresnel_distance
     ax_t.plot(zf * np.cos(phi), zf * np.sin(phi), color="tab:purple", lw=1, ls=":", zorder=1)
-    ax_t.text(zf * np.cos(np.radians(60)), zf * np.sin(np.radians(60)), f" Fresnel {zf:.3g} m",
-              fontsize=7, color="tab:purple", ha="left", va="bottom")
+    ax_t.text(
+        zf * np.cos(np.radians(60)),
+        zf * np.sin(np.radians(60)),
+        f" Fresnel {zf:.3g} m",
+        fontsize=7,
+        color="tab:purple",
+        ha="left",
+        va="bottom",
+    )
     # the array (its faulty antennas are in the antenna panel)
     pos = arr.positions
     ax_t.plot(np.zeros_like(pos), pos, color="0.2", lw=3, solid_capstyle="butt", zorder=2)
@@ -349,17 +381,31 @@ def plot_frame(data: PlotData, path, figsize=(12.0, 6.75), dpi: int = 100) -> No
     if len(est):
         ex, ey = _xy(est)
         for j in range(len(est)):
-            i = truth_of.get(j)
-            if i is not None:
-                ax_t.plot([ex[j], tx[i]], [ey[j], ty[i]], color=colours[j], lw=1, zorder=4)
+            it = truth_of.get(j)
+            if it is not None:
+                ax_t.plot([ex[j], tx[it]], [ey[j], ty[it]], color=colours[j], lw=1, zorder=4)
             ax_t.plot(ex[j], ey[j], "x", color=colours[j], ms=10, mew=2.5, zorder=5)
-            ax_t.annotate(f"θ {np.degrees(est[j, 0]):+.2f}°\nr {est[j, 1]:.2f} m",
-                          (ex[j], ey[j]), xytext=(8, 6), textcoords="offset points", fontsize=8,
-                          color=colours[j], zorder=6)
+            ax_t.annotate(
+                f"θ {np.degrees(est[j, 0]):+.2f}°\nr {est[j, 1]:.2f} m",
+                (ex[j], ey[j]),
+                xytext=(8, 6),
+                textcoords="offset points",
+                fontsize=8,
+                color=colours[j],
+                zorder=6,
+            )
         legend.append(Line2D([], [], marker="x", ls="", color="0.2", ms=8, mew=2, label="estimate"))
     elif not len(truth):
-        ax_t.text(0.5, 0.5, "no targets in this frame", transform=ax_t.transAxes, ha="center",
-                  va="center", fontsize=9, color="0.35")
+        ax_t.text(
+            0.5,
+            0.5,
+            "no targets in this frame",
+            transform=ax_t.transAxes,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="0.35",
+        )
     ax_t.set_xlim(-0.06 * lim, 1.12 * lim)
     ax_t.set_ylim(-1.05 * lim, 1.05 * lim)
     ax_t.set_aspect("equal")
@@ -380,8 +426,9 @@ def _nice_step(r_max: float) -> float:
 
 
 def _check_figsize(value) -> str | None:
-    if (len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                   and 1 <= v <= 50 for v in value)):
+    if len(value) != 2 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 1 <= v <= 50 for v in value
+    ):
         return "[width, height] in inches, each between 1 and 50"
     return None
 
@@ -392,8 +439,13 @@ class PlotSink(Sink):
     reads = (optional(ARRAY), optional(TARGETS), optional(COARSE), optional(FAULTY), TRUTH) + SPECTRA
     params = (
         Param("directory", str, doc="output directory for the PNG files (created if missing)"),
-        Param("every", int, 0, "plot every k-th frame (0 = only the last frame, at the end)",
-              check=lambda v: None if v >= 0 else "an integer >= 0"),
+        Param(
+            "every",
+            int,
+            0,
+            "plot every k-th frame (0 = only the last frame, at the end)",
+            check=lambda v: None if v >= 0 else "an integer >= 0",
+        ),
         Param("dpi", int, 100, "resolution, dots per inch", check=positive),
         Param("figsize", list, [12.0, 6.75], "[width, height] in inches", check=_check_figsize),
         Param("prefix", str, "frame_", "file name prefix: {prefix}{seq:06d}.png"),
@@ -403,14 +455,15 @@ class PlotSink(Sink):
         if not self.directory.strip():
             raise self.param_error("directory", "expected a directory path, got an empty string")
         if self.dpi * max(self.figsize) > 20000:
-            raise self.param_error("dpi", f"{self.dpi} dpi x {max(self.figsize)} in exceeds "
-                                          "20000 pixels")
+            raise self.param_error("dpi", f"{self.dpi} dpi x {max(self.figsize)} in exceeds 20000 pixels")
         if importlib.util.find_spec("matplotlib") is None:
-            raise ParamError(f"block {self.name!r}: the plot sink needs matplotlib, which is not "
-                             "installed (pip install 'nearfield[plot]')")
+            raise ParamError(
+                f"block {self.name!r}: the plot sink needs matplotlib, which is not "
+                "installed (pip install 'nearfield[plot]')"
+            )
         self.written: list[str] = []
         self._count = 0
-        self._last = None
+        self._last: PlotData | None = None
 
     def start(self) -> None:
         import matplotlib  # noqa: F401  (fail here, in the worker, if it vanished)
@@ -419,8 +472,9 @@ class PlotSink(Sink):
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ParamError(f"block {self.name!r}, parameter 'directory': cannot create "
-                             f"{str(path)!r}: {exc.strerror or exc}") from None
+            raise ParamError(
+                f"block {self.name!r}, parameter 'directory': cannot create {str(path)!r}: {exc.strerror or exc}"
+            ) from None
         if not path.is_dir():
             raise ParamError(f"block {self.name!r}, parameter 'directory': {str(path)!r} is not a directory")
         self._dir = path
@@ -433,7 +487,7 @@ class PlotSink(Sink):
     def process(self, frame: Frame) -> None:
         if not hasattr(self, "_dir"):
             self.start()
-        data = PlotData(frame)                    # every frame is checked: a bad one is dropped
+        data = PlotData(frame)  # every frame is checked: a bad one is dropped
         k = self._count
         self._count += 1
         if self.every == 0:

@@ -26,6 +26,7 @@ At end of stream (or on close after an error elsewhere) the final metadata is wr
 with ``core:sha512`` of each dataset (``nearfield:complete`` true only after a normal end
 of stream).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -43,8 +44,8 @@ import sigmf
 
 from .. import __version__
 from ..array import ULA
-from ..contract import ARRAY, PILOTS, SNAPSHOTS, TRUTH, optional
 from ..block import BadFrame, Param, ParamError, Sink, non_negative, positive
+from ..contract import ARRAY, PILOTS, SNAPSHOTS, TRUTH, optional
 from ..frame import Frame
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class _Dataset:
 
     def append(self, block: np.ndarray) -> None:
         """Append ``block`` (T, C) complex64 (C-contiguous, little-endian)."""
-        buf = memoryview(block).cast("B")
+        buf = block.data.cast("B")
         self.fh.write(buf)
         self.sha.update(buf)
         self.samples += block.shape[0]
@@ -140,13 +141,31 @@ class SigMFWriter(Sink):
     params = (
         Param("path", str, doc="base name of the recording (BASE.sigmf-meta / BASE.sigmf-data)"),
         Param("overwrite", bool, False, "replace an existing recording of the same name"),
-        Param("checkpoint_s", float, 1.0,
-              "rewrite the provisional metadata at most every this many seconds (0 = every frame)",
-              check=non_negative),
-        Param("sample_rate_hz", (float, type(None)), None,
-              "core:sample_rate in Hz; null = the frames' meta['sample_rate_hz'] when present", check=positive),
+        Param(
+            "checkpoint_s",
+            float,
+            1.0,
+            "rewrite the provisional metadata at most every this many seconds (0 = every frame)",
+            check=non_negative,
+        ),
+        Param(
+            "sample_rate_hz",
+            (float, type(None)),
+            None,
+            "core:sample_rate in Hz; null = the frames' meta['sample_rate_hz'] when present",
+            check=positive,
+        ),
         Param("description", str, "", "core:description of the recording"),
     )
+
+    # set by start() (None until the first frame fixes them)
+    _data: _Dataset
+    _pilots: _Dataset | None
+    _n: int | None  # antennas N
+    _k: int | None  # pilot channels K
+    _array: dict | None  # the frames' meta["array"]
+    _fs: float | None  # sample rate, Hz
+    _last_checkpoint: float | None  # monotonic time, s
 
     def validate(self) -> None:
         if not self.path.strip():
@@ -163,14 +182,16 @@ class SigMFWriter(Sink):
         if not self.overwrite:
             for p in (self.meta_path, self.data_path):
                 if p.exists():
-                    raise ParamError(f"block {self.name!r}, parameter 'path': {str(p)!r} exists "
-                                     f"(set overwrite: true to replace it)")
+                    raise ParamError(
+                        f"block {self.name!r}, parameter 'path': {str(p)!r} exists (set overwrite: true to replace it)"
+                    )
         try:
             self.base.parent.mkdir(parents=True, exist_ok=True)
             self._data = _Dataset(self.data_path)
         except OSError as exc:
-            raise ParamError(f"block {self.name!r}, parameter 'path': cannot write {str(self.data_path)!r}: "
-                             f"{exc.strerror or exc}") from None
+            raise ParamError(
+                f"block {self.name!r}, parameter 'path': cannot write {str(self.data_path)!r}: {exc.strerror or exc}"
+            ) from None
         for p in (self.pilots_meta_path, self.pilots_data_path):
             if p.exists():
                 p.unlink()  # a stale sidecar must not be paired with the new recording
@@ -179,8 +200,8 @@ class SigMFWriter(Sink):
         self._k = None
         self._array = None
         self._fs = self.sample_rate_hz
-        self._annotations = []
-        self._truths = []
+        self._annotations: list[dict] = []
+        self._truths: list[dict | None] = []
         self._datetime = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
         self._last_checkpoint = None
         self._finalized = False
@@ -193,42 +214,61 @@ class SigMFWriter(Sink):
         if Y is None:
             raise BadFrame(f"block {self.name!r}: frame {frame.seq} has no 'snapshots' array")
         if Y.ndim != 2 or Y.dtype != np.complex64 or Y.shape[1] < 1:
-            raise BadFrame(f"block {self.name!r}: frame {frame.seq}: snapshots: expected an (N, T) complex64 "
-                           f"array, got shape {Y.shape} dtype {Y.dtype}")
+            raise BadFrame(
+                f"block {self.name!r}: frame {frame.seq}: snapshots: expected an (N, T) complex64 "
+                f"array, got shape {Y.shape} dtype {Y.dtype}"
+            )
         if self._n is None:
             geom = (frame.meta or {}).get("array")
             if geom is None:
-                raise BadFrame(f"block {self.name!r}: frame {frame.seq}: meta['array'] (geometry) is missing; "
-                               "the recording needs it for spatial:element_geometry and core:frequency")
+                raise BadFrame(
+                    f"block {self.name!r}: frame {frame.seq}: meta['array'] (geometry) is missing; "
+                    "the recording needs it for spatial:element_geometry and core:frequency"
+                )
             try:
                 ula = ULA.from_meta(geom)
             except (ValueError, TypeError) as exc:
                 raise BadFrame(f"block {self.name!r}: frame {frame.seq}: meta['array']: {exc}") from None
             if ula.n_antennas != Y.shape[0]:
-                raise BadFrame(f"block {self.name!r}: frame {frame.seq}: snapshots have {Y.shape[0]} rows, "
-                               f"meta['array'] says n_antennas = {ula.n_antennas}")
+                raise BadFrame(
+                    f"block {self.name!r}: frame {frame.seq}: snapshots have {Y.shape[0]} rows, "
+                    f"meta['array'] says n_antennas = {ula.n_antennas}"
+                )
         elif Y.shape[0] != self._n:
-            raise BadFrame(f"block {self.name!r}: frame {frame.seq}: snapshots have N = {Y.shape[0]} antennas, "
-                           f"the recording has {self._n}")
+            raise BadFrame(
+                f"block {self.name!r}: frame {frame.seq}: snapshots have N = {Y.shape[0]} antennas, "
+                f"the recording has {self._n}"
+            )
         elif (frame.meta or {}).get("array") not in (None, self._array):
-            raise BadFrame(f"block {self.name!r}: frame {frame.seq}: meta['array'] differs from the "
-                           f"recording's geometry {self._array}")
+            raise BadFrame(
+                f"block {self.name!r}: frame {frame.seq}: meta['array'] differs from the "
+                f"recording's geometry {self._array}"
+            )
         P = frame.arrays.get("pilots")
         first = self._n is None
         if P is not None:
             if P.ndim != 2 or P.dtype != np.complex64 or P.shape[1] != Y.shape[1]:
-                raise BadFrame(f"block {self.name!r}: frame {frame.seq}: pilots: expected a (K, T={Y.shape[1]}) "
-                               f"complex64 array, got shape {P.shape} dtype {P.dtype}")
+                raise BadFrame(
+                    f"block {self.name!r}: frame {frame.seq}: pilots: expected a (K, T={Y.shape[1]}) "
+                    f"complex64 array, got shape {P.shape} dtype {P.dtype}"
+                )
             if not first and self._k is None:
-                log.warning("block %r: frame %d carries pilots but the first frame did not; "
-                            "pilots are not recorded", self.name, frame.seq)
+                log.warning(
+                    "block %r: frame %d carries pilots but the first frame did not; pilots are not recorded",
+                    self.name,
+                    frame.seq,
+                )
                 P = None
             elif not first and P.shape[0] != self._k:
-                raise BadFrame(f"block {self.name!r}: frame {frame.seq}: pilots have K = {P.shape[0]} rows, "
-                               f"the recording has {self._k}")
+                raise BadFrame(
+                    f"block {self.name!r}: frame {frame.seq}: pilots have K = {P.shape[0]} rows, "
+                    f"the recording has {self._k}"
+                )
         elif not first and self._k is not None:
-            raise BadFrame(f"block {self.name!r}: frame {frame.seq} has no pilots but the recording's "
-                           f"pilot dataset needs them (K = {self._k})")
+            raise BadFrame(
+                f"block {self.name!r}: frame {frame.seq} has no pilots but the recording's "
+                f"pilot dataset needs them (K = {self._k})"
+            )
         return Y, P
 
     def process(self, frame: Frame) -> None:
@@ -248,9 +288,13 @@ class SigMFWriter(Sink):
         self._data.append(_le_c64(Y))
         if self._pilots is not None:
             self._pilots.append(_le_c64(P))
-        ann = {"core:sample_start": int(s0), "core:sample_count": int(Y.shape[1]),
-               "core:label": f"frame {frame.seq}"[:20],
-               "nearfield:seq": int(frame.seq), "nearfield:t0": float(frame.t0)}
+        ann = {
+            "core:sample_start": int(s0),
+            "core:sample_count": int(Y.shape[1]),
+            "core:label": f"frame {frame.seq}"[:20],
+            "nearfield:seq": int(frame.seq),
+            "nearfield:t0": float(frame.t0),
+        }
         truth = meta.get("truth")
         if truth is not None:
             ann["nearfield:truth"] = _jsonable(truth)
@@ -305,6 +349,8 @@ class SigMFWriter(Sink):
 
     # -- metadata ----------------------------------------------------------------
     def _metadata(self, final: bool) -> dict:
+        if self._n is None or self._array is None:
+            raise RuntimeError(f"block {self.name!r}: no metadata before the first frame")
         ula = ULA.from_meta(self._array)
         g = {
             "core:datatype": "cf32_le",
@@ -354,13 +400,15 @@ class SigMFWriter(Sink):
         return None if first is None else bearing_from_target(*first)
 
     def _pilots_metadata(self, final: bool) -> dict:
+        if self._k is None or self._pilots is None:
+            raise RuntimeError(f"block {self.name!r}: no pilot metadata before the first frame with pilots")
         g = {
             "core:datatype": "cf32_le",
             "core:version": sigmf.__specification__,
             "core:num_channels": int(self._k),
             "core:recorder": f"nearfield {__version__} sigmf_writer",
             "core:description": f"probing signals (pilots) of the targets, one channel per target, "
-                                f"sample-aligned with {self.base.name}",
+            f"sample-aligned with {self.base.name}",
             "core:extensions": [dict(EXTENSIONS[1])],
             "nearfield:pilots_of": self.base.name,
             "nearfield:complete": bool(final and self._ended),

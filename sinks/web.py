@@ -58,6 +58,7 @@ code 2 before anything starts) and again by ``start()`` if the port was taken in
 ``port: 0`` binds any free port (printed at start, and in :attr:`WebSink.url`).  A frame
 whose shown fields are malformed raises :class:`~nearfield.block.BadFrame` naming the field.
 """
+
 from __future__ import annotations
 
 import errno
@@ -73,6 +74,7 @@ import sys
 import threading
 import time
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -83,19 +85,22 @@ __all__ = ["WebSink", "view_state"]
 
 log = logging.getLogger(__name__)
 
-_ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
-           "/index.html": ("index.html", "text/html; charset=utf-8"),
-           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-           "/style.css": ("style.css", "text/css; charset=utf-8")}
+_ASSETS = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
 _DB_FLOOR = -40.0
-_MAX_POINTS = 800          # spectra longer than this are decimated (peak-preserving) for the page
-_KEEPALIVE_S = 10.0        # comment line on an idle stream: finds browsers that went away
-_SEND_TIMEOUT_S = 10.0     # a write to a browser that stops reading gives up after this
+_MAX_POINTS = 800  # spectra longer than this are decimated (peak-preserving) for the page
+_KEEPALIVE_S = 10.0  # comment line on an idle stream: finds browsers that went away
+_SEND_TIMEOUT_S = 10.0  # a write to a browser that stops reading gives up after this
 
 
 # ---------------------------------------------------------------------------------------
 # Frame -> view state
 # ---------------------------------------------------------------------------------------
+
 
 def _positions(items, where: str) -> list[dict] | None:
     if items is None:
@@ -109,10 +114,9 @@ def _positions(items, where: str) -> list[dict] | None:
         except (KeyError, TypeError, ValueError):
             raise BadFrame(f"{where}[{i}]: expected {{theta: rad, range: m}}, got {t!r}") from None
         if not (math.isfinite(th) and abs(th) <= math.pi / 2 + 1e-9 and math.isfinite(r) and r > 0):
-            raise BadFrame(f"{where}[{i}]: expected |theta| <= pi/2 rad and range > 0 m, got "
-                           f"theta={th!r}, range={r!r}")
+            raise BadFrame(f"{where}[{i}]: expected |theta| <= pi/2 rad and range > 0 m, got theta={th!r}, range={r!r}")
         item = {"theta": th, "range": r}
-        for key in ("theta_std", "range_std"):       # optional 1-sigma uncertainty (rad, m)
+        for key in ("theta_std", "range_std"):  # optional 1-sigma uncertainty (rad, m)
             v = t.get(key)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
                 item[key] = float(v)
@@ -127,13 +131,12 @@ def _indices(items, n: int, where: str) -> list[int] | None:
     if items is None:
         return None
     if isinstance(items, list) and all(type(i) is int and 0 <= i < n for i in items):
-        return sorted(items)                  # the usual case, without numpy's per-call overhead
+        return sorted(items)  # the usual case, without numpy's per-call overhead
     try:
         idx = np.asarray(items, dtype=float).reshape(-1)
     except (TypeError, ValueError):
         raise BadFrame(f"{where}: expected a list of antenna indices, got {items!r}") from None
-    if idx.size and (not np.all(np.isfinite(idx)) or np.any(idx != np.round(idx))
-                     or idx.min() < 0 or idx.max() >= n):
+    if idx.size and (not np.all(np.isfinite(idx)) or np.any(idx != np.round(idx)) or idx.min() < 0 or idx.max() >= n):
         raise BadFrame(f"{where}: expected 0-based antenna indices in [0, {n - 1}]")
     return sorted(int(i) for i in idx)
 
@@ -162,15 +165,17 @@ def _spectrum(arrays: dict, gname: str, sname: str, ndim: int):
         raise BadFrame(f"arrays.{gname if g is None else sname}: missing (the other of the pair is present)")
     g, s = np.asarray(g, dtype=float), np.asarray(s, dtype=float)
     if g.ndim != ndim or g.shape != s.shape or g.size == 0:
-        raise BadFrame(f"arrays.{gname} {g.shape} and arrays.{sname} {s.shape}: expected the same "
-                       f"non-empty shape {'(G,)' if ndim == 1 else '(K, G)'}")
+        raise BadFrame(
+            f"arrays.{gname} {g.shape} and arrays.{sname} {s.shape}: expected the same "
+            f"non-empty shape {'(G,)' if ndim == 1 else '(K, G)'}"
+        )
     if not (np.all(np.isfinite(g)) and np.all(np.isfinite(s))):
         raise BadFrame(f"arrays.{gname}/{sname}: NaN or Inf values")
     rows = []
     for gk, sk in zip(g.reshape(-1, g.shape[-1]), s.reshape(-1, s.shape[-1])):
         o = np.argsort(gk, kind="stable")
         x, y = _decimate(gk[o], _db(sk[o]))
-        rows.append((np.round(x, 6), np.round(y, 2)))     # lists only when sent (_Hub.text)
+        rows.append((np.round(x, 6), np.round(y, 2)))  # lists only when sent (_Hub.text)
     return rows
 
 
@@ -217,8 +222,15 @@ def view_state(frame: Frame) -> tuple[dict, dict]:
     try:
         arr = ULA.from_meta(meta["array"])
         n = arr.n_antennas
-        geometry = {"n_antennas": n, "spacing": float(arr.spacing), "aperture": float(arr.aperture),
-                    "fresnel": float(arr.fresnel_distance), "carrier_hz": float(arr.carrier_hz)}
+        if arr.spacing is None:
+            raise TypeError("missing spacing")
+        geometry = {
+            "n_antennas": n,
+            "spacing": float(arr.spacing),
+            "aperture": float(arr.aperture),
+            "fresnel": float(arr.fresnel_distance),
+            "carrier_hz": float(arr.carrier_hz),
+        }
     except (KeyError, ValueError, TypeError) as exc:
         raise BadFrame(f"meta.array: {exc}") from None
     truth_meta = meta.get("truth")
@@ -237,8 +249,12 @@ def view_state(frame: Frame) -> tuple[dict, dict]:
         for j, i in pairs.items():
             t, g = targets[j], truth[i]
             t["err_theta"], t["err_range"] = t["theta"] - g["theta"], t["range"] - g["range"]
-            errs.append(math.hypot(t["range"] * math.cos(t["theta"]) - g["range"] * math.cos(g["theta"]),
-                                   t["range"] * math.sin(t["theta"]) - g["range"] * math.sin(g["theta"])))
+            errs.append(
+                math.hypot(
+                    t["range"] * math.cos(t["theta"]) - g["range"] * math.cos(g["theta"]),
+                    t["range"] * math.sin(t["theta"]) - g["range"] * math.sin(g["theta"]),
+                )
+            )
         pos_err = max(errs) if errs else None
 
     hi_dev = hi_nmse_db = None
@@ -246,8 +262,9 @@ def view_state(frame: Frame) -> tuple[dict, dict]:
     if c_hat is not None:
         c_hat = np.asarray(c_hat).reshape(-1)
         if c_hat.size != n or not np.all(np.isfinite(c_hat)):
-            raise BadFrame(f"arrays.c_hat: expected {n} finite values (one per antenna), got shape "
-                           f"{np.shape(arrays['c_hat'])}")
+            raise BadFrame(
+                f"arrays.c_hat: expected {n} finite values (one per antenna), got shape {np.shape(arrays['c_hat'])}"
+            )
         hi_dev = np.round(np.abs(c_hat - 1.0), 4)
         phases = truth_meta.get("fault_phase")
         if true_faulty is not None and isinstance(phases, list) and len(phases) == len(true_faulty):
@@ -260,22 +277,27 @@ def view_state(frame: Frame) -> tuple[dict, dict]:
     rng = _spectrum(arrays, "range_grid", "range_spectrum", 2)
     blocks = meta.get("blocks")
     state = {
-        "seq": int(frame.seq), "t0": float(frame.t0), "array": geometry,
-        "targets": targets, "truth": truth,
+        "seq": int(frame.seq),
+        "t0": float(frame.t0),
+        "array": geometry,
+        "targets": targets,
+        "truth": truth,
         "coarse": _positions(meta.get("coarse"), "meta.coarse"),
-        "faulty": faulty, "true_faulty": true_faulty, "hi_dev": hi_dev,
+        "faulty": faulty,
+        "true_faulty": true_faulty,
+        "hi_dev": hi_dev,
         "angle": {"theta": angle[0][0], "db": angle[0][1]} if angle else None,
         "range": [{"r": x, "db": y} for x, y in rng] if rng else None,
         "noise_var": meta.get("noise_var") if isinstance(meta.get("noise_var"), (int, float)) else None,
         "blocks": blocks if isinstance(blocks, dict) else None,
     }
-    return state, {"pos_err": pos_err, "hi_nmse_db": hi_nmse_db,
-                   "n_faulty": None if faulty is None else len(faulty)}
+    return state, {"pos_err": pos_err, "hi_nmse_db": hi_nmse_db, "n_faulty": None if faulty is None else len(faulty)}
 
 
 # ---------------------------------------------------------------------------------------
 # The mailbox shared by process() and the client threads
 # ---------------------------------------------------------------------------------------
+
 
 def _to_list(obj):
     """JSON fallback: the small numpy arrays of a view state become lists when a state is sent."""
@@ -287,7 +309,7 @@ def _to_list(obj):
 class _Hub:
     """One-slot mailbox: ``publish`` replaces the state; clients wait for a newer version."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.cond = threading.Condition()
         self.version = 0
         self.state: dict | None = None
@@ -329,9 +351,9 @@ class _Hub:
             version, state, cached = self.version, self.state, self._text
         if cached is not None and cached[0] == version:
             return cached
-        try:        # the state holds finite numbers (checked in view_state): no walk needed
+        try:  # the state holds finite numbers (checked in view_state): no walk needed
             body = json.dumps(state, allow_nan=False, separators=(",", ":"), default=_to_list)
-        except ValueError:   # a NaN/Inf slipped in (e.g. meta.blocks): strict JSON has null for it
+        except ValueError:  # a NaN/Inf slipped in (e.g. meta.blocks): strict JSON has null for it
             body = json.dumps(finite_or_none(state), allow_nan=False, separators=(",", ":"), default=_to_list)
         with self.cond:
             if self._text is None or self._text[0] < version:
@@ -342,8 +364,13 @@ class _Hub:
         with self.cond:
             self._next_id += 1
             # versions before the latest one were published before this browser came
-            rec = {"id": self._next_id, "sent": 0, "skipped": 0, "since": time.time(),
-                   "base": max(self.version - 1, 0)}
+            rec: dict[str, Any] = {
+                "id": self._next_id,
+                "sent": 0,
+                "skipped": 0,
+                "since": time.time(),
+                "base": max(self.version - 1, 0),
+            }
             self.clients[rec["id"]] = rec
             return rec
 
@@ -354,7 +381,8 @@ class _Hub:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "nearfield-web"
-    protocol_version = "HTTP/1.0"      # one request per connection; the event stream ends with it
+    protocol_version = "HTTP/1.0"  # one request per connection; the event stream ends with it
+    server: _Server  # the handler is only served by _Server (it reads hub, assets, min_interval)
 
     def log_message(self, fmt, *args):  # no access log on stderr
         log.debug("web %s: " + fmt, self.client_address[0], *args)
@@ -406,20 +434,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(f"id: {version}\nevent: frame\ndata: {body}\n\n".encode())
                     self.wfile.flush()
                     rec["sent"] += 1
-                    rec["skipped"] = version - rec["base"] - rec["sent"]   # replaced before it could go
+                    rec["skipped"] = version - rec["base"] - rec["sent"]  # replaced before it could go
                     seen = version
-                    time.sleep(srv.min_interval)      # at most max_rate_hz updates per second
+                    time.sleep(srv.min_interval)  # at most max_rate_hz updates per second
                 elif hub.ended:
                     self.wfile.write(b"event: end\ndata: {}\n\n")
                     self.wfile.flush()
-                    while not hub.wait_closed(_KEEPALIVE_S):   # keep the stream open: a closed
+                    while not hub.wait_closed(_KEEPALIVE_S):  # keep the stream open: a closed
                         self.wfile.write(b": keep-alive\n\n")  # one would make the page reconnect
                         self.wfile.flush()
                     break
                 else:
                     self.wfile.write(b": keep-alive\n\n")
                     self.wfile.flush()
-        except OSError:               # the browser went away (reset, broken pipe, timeout)
+        except OSError:  # the browser went away (reset, broken pipe, timeout)
             pass
         finally:
             hub.unregister(rec)
@@ -444,6 +472,7 @@ class _Server(http.server.ThreadingHTTPServer):
 # ---------------------------------------------------------------------------------------
 # The block
 # ---------------------------------------------------------------------------------------
+
 
 def _p95(values) -> float | None:
     """95th percentile (nearest rank) of a short sequence; plain sort, cheaper than numpy's for ~200 values."""
@@ -475,11 +504,21 @@ class WebSink(Sink):
 
     params = (
         Param("port", int, 8050, "TCP port of the page http://host:port/ (0 = any free port)", check=_port_check),
-        Param("host", str, "127.0.0.1", "bind address (loopback by default; another address exposes the "
-                                        "page, without authentication, to that network)"),
+        Param(
+            "host",
+            str,
+            "127.0.0.1",
+            "bind address (loopback by default; another address exposes the "
+            "page, without authentication, to that network)",
+        ),
         Param("max_rate_hz", float, 10.0, "page updates per second and browser, at most", check=positive),
-        Param("history", int, 300, "frames of history (errors, HI NMSE, latency) sent to the page",
-              check=lambda v: None if 1 <= v <= 10000 else "an integer in 1..10000"),
+        Param(
+            "history",
+            int,
+            300,
+            "frames of history (errors, HI NMSE, latency) sent to the page",
+            check=lambda v: None if 1 <= v <= 10000 else "an integer in 1..10000",
+        ),
     )
 
     def validate(self) -> None:
@@ -493,8 +532,9 @@ class WebSink(Sink):
         try:
             family, addr = _resolve(self.host, self.port)
         except (socket.gaierror, UnicodeError) as exc:
-            raise self.param_error("host", f"cannot resolve bind address {self.host!r} "
-                                           f"({getattr(exc, 'strerror', None) or exc})") from None
+            raise self.param_error(
+                "host", f"cannot resolve bind address {self.host!r} ({getattr(exc, 'strerror', None) or exc})"
+            ) from None
         if probe:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -507,13 +547,18 @@ class WebSink(Sink):
             if probe:
                 sock.close()
             if exc.errno == errno.EADDRINUSE:
-                raise self.param_error("port", f"port {self.port} on {self.host} is already in use "
-                                               "(choose another port, or 0 for any free port)") from None
+                raise self.param_error(
+                    "port",
+                    f"port {self.port} on {self.host} is already in use (choose another port, or 0 for any free port)",
+                ) from None
             if exc.errno in (errno.EACCES, errno.EPERM):
-                raise self.param_error("port", f"no permission to bind port {self.port} on {self.host} "
-                                               "(ports below 1024 need privileges)") from None
-            raise self.param_error("host", f"cannot bind {self.host}:{self.port}: "
-                                           f"{exc.strerror or exc} (expected an address of this machine)") from None
+                raise self.param_error(
+                    "port", f"no permission to bind port {self.port} on {self.host} (ports below 1024 need privileges)"
+                ) from None
+            raise self.param_error(
+                "host",
+                f"cannot bind {self.host}:{self.port}: {exc.strerror or exc} (expected an address of this machine)",
+            ) from None
 
     # -- worker side -------------------------------------------------------------------
     def start(self) -> None:
@@ -523,19 +568,24 @@ class WebSink(Sink):
         self._server = self._bind(probe=False)
         host, port = self._server.server_address[:2]
         self.url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"web-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"web-{self.name}", daemon=True
+        )
         self._thread.start()
         self.frames = self.bad = self.missing = 0
-        self._last_seq = None
+        self._last_seq: int | None = None
         self._arrivals: deque = deque(maxlen=50)
         self._latency: deque = deque(maxlen=200)
-        self._hist = {k: deque(maxlen=self.history) for k in ("seq", "pos_err", "hi_nmse_db", "n_faulty",
-                                                              "latency_ms")}
+        self._hist: dict[str, deque] = {
+            k: deque(maxlen=self.history) for k in ("seq", "pos_err", "hi_nmse_db", "n_faulty", "latency_ms")
+        }
         print(f"{self.name}: live view on {self.url}", file=sys.stderr, flush=True)
         if not _is_loopback(host):
-            log.warning("block %r: the live view listens on %s, reachable from other machines, "
-                        "without authentication", self.name, host)
+            log.warning(
+                "block %r: the live view listens on %s, reachable from other machines, without authentication",
+                self.name,
+                host,
+            )
 
     def process(self, frame: Frame) -> None:
         if getattr(self, "_server", None) is None:
@@ -552,26 +602,31 @@ class WebSink(Sink):
         self._last_seq = frame.seq
         self._arrivals.append(now)
         t_emit = (frame.meta or {}).get("t_emit")
-        lat = None
+        lat: float | None = None
         if isinstance(t_emit, (int, float)) and not isinstance(t_emit, bool):
             lat = 1e3 * (now_wall - float(t_emit))
             self._latency.append(lat)
         span = self._arrivals[-1] - self._arrivals[0]
         h = self._hist
         # rounded to what the page shows (0.1 um, 0.01 dB, 0.01 ms): a shorter JSON text to build
-        for key, value, digits in (("seq", frame.seq, None), ("pos_err", scalars["pos_err"], 7),
-                                   ("hi_nmse_db", scalars["hi_nmse_db"], 2), ("n_faulty", scalars["n_faulty"], None),
-                                   ("latency_ms", lat, 2)):
+        for key, value, digits in (
+            ("seq", frame.seq, None),
+            ("pos_err", scalars["pos_err"], 7),
+            ("hi_nmse_db", scalars["hi_nmse_db"], 2),
+            ("n_faulty", scalars["n_faulty"], None),
+            ("latency_ms", lat, 2),
+        ):
             h[key].append(value if value is None or digits is None else round(value, digits))
         state["counters"] = {
             "frames": self.frames,
             "rate_hz": (len(self._arrivals) - 1) / span if span > 0 else None,
             "latency_ms": lat,
             "latency_p95_ms": _p95(self._latency),
-            "missing": self.missing, "bad": self.bad,
+            "missing": self.missing,
+            "bad": self.bad,
             "clients": self._clients(),
         }
-        state["history"] = {k: list(v) for k, v in h.items()}   # copies: the deques go on changing
+        state["history"] = {k: list(v) for k, v in h.items()}  # copies: the deques go on changing
         self._hub.publish(state)
 
     def _clients(self) -> list[dict]:

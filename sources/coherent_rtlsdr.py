@@ -55,6 +55,7 @@ receiver's samples over the same interval (Tc = ``cal_snapshots`` or ``snapshots
 "reference_channel": c}``.  When the noise source is switched on, each channel's complex gain
 relative to the reference is ``<y_n, r> / <r, r>``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,6 +68,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from nearfield.contract import ARRAY, SAMPLE_RATE, SNAPSHOTS, TRUTH
+
 from ..block import Param, ParamError, Source, positive
 from ..frame import Frame
 from .sdr_common import (
@@ -157,48 +159,115 @@ class CoherentRtlSdrSource(Source):
     outputs = ("out", "cal")
     adds = (ARRAY, SNAPSHOTS, TRUTH, SAMPLE_RATE)  # frame contract (nearfield.contract)
     params = (
-        Param("address", str, "tcp://127.0.0.1:5555", "endpoint coherent-rtlsdr's PUB socket binds "
-              "(this source connects)", check=_check_address),
+        Param(
+            "address",
+            str,
+            "tcp://127.0.0.1:5555",
+            "endpoint coherent-rtlsdr's PUB socket binds (this source connects)",
+            check=_check_address,
+        ),
         Param("carrier_hz", float, doc="tuned centre frequency, Hz (not in the packet)", check=positive),
-        Param("sample_rate_hz", (float, type(None)), None, "sample rate, Hz: t0 = sample index / rate "
-              "(null: t0 = arrival time)", check=positive),
-        Param("snapshots", int, 1024, "T: snapshots per frame (each packet gives L // T frames)",
-              check=lambda v: None if 1 <= v <= (1 << 24) else "an integer in 1..2**24"),
-        Param("frames", int, 0, "data frames to emit (0 = until the device stops)",
-              check=lambda v: None if v >= 0 else "an integer >= 0"),
-        Param("channels", (list, type(None)), None, "packet channels in array order, element 0 first "
-              "(null = every channel but the reference)", check=check_channels),
-        Param("reference_channel", (int, type(None)), 0, "the reference noise receiver's channel "
-              "(null = none: coherence by the majority read counter)",
-              check=lambda v: None if v is None or v >= 0 else "null or an integer >= 0"),
-        Param("spacing_m", (float, type(None)), None, "element spacing d, m (null = half a wavelength)",
-              check=positive),
-        Param("cal_every", int, 0, "every k-th coherent packet also goes to port 'cal' with the "
-              "reference channel (0 = never)", check=lambda v: None if v >= 0 else "an integer >= 0"),
-        Param("cal_snapshots", (int, type(None)), None, "snapshots per frame on 'cal' (null = snapshots)",
-              check=positive),
+        Param(
+            "sample_rate_hz",
+            (float, type(None)),
+            None,
+            "sample rate, Hz: t0 = sample index / rate (null: t0 = arrival time)",
+            check=positive,
+        ),
+        Param(
+            "snapshots",
+            int,
+            1024,
+            "T: snapshots per frame (each packet gives L // T frames)",
+            check=lambda v: None if 1 <= v <= (1 << 24) else "an integer in 1..2**24",
+        ),
+        Param(
+            "frames",
+            int,
+            0,
+            "data frames to emit (0 = until the device stops)",
+            check=lambda v: None if v >= 0 else "an integer >= 0",
+        ),
+        Param(
+            "channels",
+            (list, type(None)),
+            None,
+            "packet channels in array order, element 0 first (null = every channel but the reference)",
+            check=check_channels,
+        ),
+        Param(
+            "reference_channel",
+            (int, type(None)),
+            0,
+            "the reference noise receiver's channel (null = none: coherence by the majority read counter)",
+            check=lambda v: None if v is None or v >= 0 else "null or an integer >= 0",
+        ),
+        Param(
+            "spacing_m", (float, type(None)), None, "element spacing d, m (null = half a wavelength)", check=positive
+        ),
+        Param(
+            "cal_every",
+            int,
+            0,
+            "every k-th coherent packet also goes to port 'cal' with the reference channel (0 = never)",
+            check=lambda v: None if v >= 0 else "an integer >= 0",
+        ),
+        Param(
+            "cal_snapshots", (int, type(None)), None, "snapshots per frame on 'cal' (null = snapshots)", check=positive
+        ),
         Param("timeout_s", float, 30.0, "end the run after this long without a packet, s", check=positive),
-        Param("on_timeout", str, "fail", "when the device stops: fail (exit status 1) or end (status 0)",
-              choices=("fail", "end")),
+        Param(
+            "on_timeout",
+            str,
+            "fail",
+            "when the device stops: fail (exit status 1) or end (status 0)",
+            choices=("fail", "end"),
+        ),
         Param("max_channels", int, 64, "largest N accepted", check=lambda v: None if 2 <= v <= 4096 else "2..4096"),
         Param("max_packet_mb", float, 64.0, "largest message accepted (ZeroMQ MAXMSGSIZE), MiB", check=positive),
         Param("hwm", int, 100, "receive high-water mark, packets", check=positive),
-        Param("truth", (list, type(None)), None, "known targets [{theta: rad, range: m}] to attach as "
-              "meta truth (emulated or surveyed scenes)", check=check_truth),
+        Param(
+            "truth",
+            (list, type(None)),
+            None,
+            "known targets [{theta: rad, range: m}] to attach as meta truth (emulated or surveyed scenes)",
+            check=check_truth,
+        ),
     )
 
     poll_s = 0.05
     idle_none = True
 
+    # None from validate() until start()
+    _ctx: zmq.Context | None
+    _sock: zmq.Socket | None
+    _mon: zmq.Socket | None  # the SUB socket's connect/disconnect monitor
+
     def validate(self) -> None:
         if self.channels is not None and self.reference_channel in self.channels:
-            raise self.param_error("channels", f"{self.channels} includes the reference channel "
-                                               f"{self.reference_channel}")
+            raise self.param_error(
+                "channels", f"{self.channels} includes the reference channel {self.reference_channel}"
+            )
         self._stop = threading.Event()
         self._ctx = self._sock = self._mon = None
         self.counters = dict.fromkeys(
-            ("packets", "bad_size", "incoherent", "duplicates", "lost", "restarts", "packets_valid", "frames",
-             "cal_frames", "skipped_samples", "connects", "disconnects", "reconnects"), 0)
+            (
+                "packets",
+                "bad_size",
+                "incoherent",
+                "duplicates",
+                "lost",
+                "restarts",
+                "packets_valid",
+                "frames",
+                "cal_frames",
+                "skipped_samples",
+                "connects",
+                "disconnects",
+                "reconnects",
+            ),
+            0,
+        )
         self.stale_channels: dict[int, int] = {}
         self._tracker = IndexTracker()
         self._seq = SeqMapper()
@@ -213,7 +282,7 @@ class CoherentRtlSdrSource(Source):
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self.hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, int(self.max_packet_mb * (1 << 20)))
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)          # reconnect back-off: 0.1 s doubling to 2 s
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)  # reconnect back-off: 0.1 s doubling to 2 s
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         self._mon = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
@@ -221,8 +290,9 @@ class CoherentRtlSdrSource(Source):
             sock.connect(self.address)
         except zmq.ZMQError as exc:
             sock.close(0)
-            raise ParamError(f"block {self.name!r}, parameter 'address': cannot connect to {self.address!r}: "
-                             f"{exc}") from None
+            raise ParamError(
+                f"block {self.name!r}, parameter 'address': cannot connect to {self.address!r}: {exc}"
+            ) from None
         self._sock = sock
 
     def stop(self) -> None:
@@ -246,12 +316,23 @@ class CoherentRtlSdrSource(Source):
         c = self.all_counters()
         bad = c["lost"] + c["bad_size"] + c["incoherent"] + c["duplicates"] + c["disconnects"]
         if c["packets"] or bad:
-            log.log(logging.WARNING if bad else logging.INFO,
-                    "coherent_rtlsdr %r (%s): %d frames from %d coherent packets of %d; incoherent %d "
-                    "(stale channels %s), lost %d, bad size %d, duplicates %d, restarts %d, disconnects %d",
-                    self.name, self.address, c["frames"], c["packets_valid"], c["packets"], c["incoherent"],
-                    self.stale_channels or "none", c["lost"], c["bad_size"], c["duplicates"], c["restarts"],
-                    c["disconnects"])
+            log.log(
+                logging.WARNING if bad else logging.INFO,
+                "coherent_rtlsdr %r (%s): %d frames from %d coherent packets of %d; incoherent %d "
+                "(stale channels %s), lost %d, bad size %d, duplicates %d, restarts %d, disconnects %d",
+                self.name,
+                self.address,
+                c["frames"],
+                c["packets_valid"],
+                c["packets"],
+                c["incoherent"],
+                self.stale_channels or "none",
+                c["lost"],
+                c["bad_size"],
+                c["duplicates"],
+                c["restarts"],
+                c["disconnects"],
+            )
 
     def all_counters(self) -> dict:
         """Every counter in one flat dict (``invalid`` = incoherent + bad_size + duplicates)."""
@@ -261,16 +342,18 @@ class CoherentRtlSdrSource(Source):
 
     # -- streaming ----------------------------------------------------------------
     def _device_stopped(self) -> None:
-        msg = (f"coherent_rtlsdr {self.name!r} ({self.address}): no packet for {self.timeout_s:g} s "
-               f"({self.counters['packets']} received, {self.counters['connects']} connection(s) made); the "
-               f"device stopped or is unreachable -- ending the run")
+        msg = (
+            f"coherent_rtlsdr {self.name!r} ({self.address}): no packet for {self.timeout_s:g} s "
+            f"({self.counters['packets']} received, {self.counters['connects']} connection(s) made); the "
+            f"device stopped or is unreachable -- ending the run"
+        )
         if self.on_timeout == "fail":
             raise DeviceStopped(msg)
         log.warning(msg)
 
-    def _monitor(self) -> None:
-        while self._mon.poll(0):
-            ev = recv_monitor_message(self._mon)["event"]
+    def _monitor(self, mon: zmq.Socket) -> None:
+        while mon.poll(0):
+            ev = recv_monitor_message(mon)["event"]
             if ev == zmq.EVENT_CONNECTED:
                 self.counters["connects"] += 1
                 if self.counters["connects"] > 1:
@@ -283,9 +366,12 @@ class CoherentRtlSdrSource(Source):
     def generate(self) -> Iterator:
         if self._sock is None:
             self.start()
+        sock, mon = self._sock, self._mon
+        if sock is None or mon is None:
+            raise RuntimeError(f"coherent_rtlsdr {self.name!r}: no socket after start()")
         poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._mon, zmq.POLLIN)
+        poller.register(sock, zmq.POLLIN)
+        poller.register(mon, zmq.POLLIN)
         last = time.monotonic()
         while not self._stop.is_set():
             left = self.timeout_s - (time.monotonic() - last)
@@ -293,12 +379,12 @@ class CoherentRtlSdrSource(Source):
                 self._device_stopped()
                 return
             events = dict(poller.poll(max(1, int(min(self.poll_s, left) * 1000))))
-            if self._mon in events:
-                self._monitor()
-            if self._sock not in events:
+            if mon in events:
+                self._monitor(mon)
+            if sock not in events:
                 yield None
                 continue
-            msg = self._sock.recv(copy=False)
+            msg = sock.recv(copy=False)
             last = time.monotonic()
             arrival = time.time()
             self.counters["packets"] += 1
@@ -325,34 +411,49 @@ class CoherentRtlSdrSource(Source):
             self._seq.anchor(self._tracker.unwrapped)
         if status == "restart":
             self.counters["restarts"] += 1
-            log.warning("coherent_rtlsdr %r: globalseqn went back (or jumped far ahead) to %d: the sender "
-                        "restarted", self.name, seqn)
+            log.warning(
+                "coherent_rtlsdr %r: globalseqn went back (or jumped far ahead) to %d: the sender restarted",
+                self.name,
+                seqn,
+            )
         if lost:
             self.counters["lost"] += lost
             log.info("coherent_rtlsdr %r: %d packet(s) lost before globalseqn %d", self.name, lost, seqn)
         n, L = iq.shape[:2]
         ref = self.reference_channel
         if ref is not None and ref >= n:
-            raise ValueError(f"block {self.name!r}, parameter 'reference_channel': {ref}, but the packets carry "
-                             f"{n} channels (0..{n - 1})")
+            raise ValueError(
+                f"block {self.name!r}, parameter 'reference_channel': {ref}, but the packets carry "
+                f"{n} channels (0..{n - 1})"
+            )
         chans = self.channels if self.channels is not None else [c for c in range(n) if c != ref]
         if max(chans) >= n or len(chans) < 2:
-            raise ValueError(f"block {self.name!r}, parameter 'channels': {chans} does not fit packets of {n} "
-                             f"channels (0..{n - 1}, reference {ref}); at least 2 array channels are needed")
+            raise ValueError(
+                f"block {self.name!r}, parameter 'channels': {chans} does not fit packets of {n} "
+                f"channels (0..{n - 1}, reference {ref}); at least 2 array channels are needed"
+            )
         stale = incoherent_channels(readcnt, ref)
         if stale:
             self.counters["incoherent"] += 1
             for c in stale:
                 self.stale_channels[c] = self.stale_channels.get(c, 0) + 1
             if self.counters["incoherent"] <= _LOG_FIRST:
-                log.warning("coherent_rtlsdr %r: packet %d dropped as incoherent: read counters %s of channel(s) "
-                            "%s disagree with %s", self.name, seqn, [int(readcnt[c]) for c in stale], stale,
-                            f"the reference channel's {int(readcnt[ref])}" if ref is not None else "the majority")
+                log.warning(
+                    "coherent_rtlsdr %r: packet %d dropped as incoherent: read counters %s of channel(s) "
+                    "%s disagree with %s",
+                    self.name,
+                    seqn,
+                    [int(readcnt[c]) for c in stale],
+                    stale,
+                    f"the reference channel's {int(readcnt[ref])}" if ref is not None else "the majority",
+                )
             return
         T = self.snapshots
         if L < T:
-            raise ValueError(f"block {self.name!r}, parameter 'snapshots': {T} exceeds the packet length L = {L} "
-                             f"samples per channel; set snapshots <= {L}")
+            raise ValueError(
+                f"block {self.name!r}, parameter 'snapshots': {T} exceeds the packet length L = {L} "
+                f"samples per channel; set snapshots <= {L}"
+            )
         self.counters["packets_valid"] += 1
         self.counters["skipped_samples"] += L % T
         key = len(chans)
@@ -361,19 +462,33 @@ class CoherentRtlSdrSource(Source):
         describe = self._arrays[key]
         fs = self.sample_rate_hz
         unwrapped = self._tracker.unwrapped
-        dev = {"type": "coherent_rtlsdr", "address": self.address, "channels": list(chans),
-               "reference_channel": ref, "globalseqn": seqn, "samples_per_channel": L, "n_channels": n,
-               "readcnt": [int(readcnt[c]) for c in chans],
-               "reference_readcnt": None if ref is None else int(readcnt[ref]), "counters": self.all_counters()}
+        dev = {
+            "type": "coherent_rtlsdr",
+            "address": self.address,
+            "channels": list(chans),
+            "reference_channel": ref,
+            "globalseqn": seqn,
+            "samples_per_channel": L,
+            "n_channels": n,
+            "readcnt": [int(readcnt[c]) for c in chans],
+            "reference_readcnt": None if ref is None else int(readcnt[ref]),
+            "counters": self.all_counters(),
+        }
         Y = _to_complex(iq[chans])
         if self.cal_every and self.counters["packets_valid"] % self.cal_every == 0 and ref is not None:
             tc = min(L, self.cal_snapshots or T)
-            meta = {"array": dict(describe), "sample_rate_hz": fs, "device": dict(dev),
-                    "calibration": {"kind": "reference_channel", "device": "coherent_rtlsdr",
-                                    "reference_channel": ref}}
-            cal = Frame(seq=self.counters["cal_frames"], t0=float(unwrapped * L / fs if fs else arrival),
-                        arrays={"snapshots": np.ascontiguousarray(Y[:, :tc]),
-                                "reference": _to_complex(iq[ref:ref + 1, :tc])}, meta=meta)
+            meta = {
+                "array": dict(describe),
+                "sample_rate_hz": fs,
+                "device": dict(dev),
+                "calibration": {"kind": "reference_channel", "device": "coherent_rtlsdr", "reference_channel": ref},
+            }
+            cal = Frame(
+                seq=self.counters["cal_frames"],
+                t0=float(unwrapped * L / fs if fs else arrival),
+                arrays={"snapshots": np.ascontiguousarray(Y[:, :tc]), "reference": _to_complex(iq[ref : ref + 1, :tc])},
+                meta=meta,
+            )
             self.counters["cal_frames"] += 1
             yield {"cal": cal}
         for k, snap in cut_frames(Y, T):
@@ -382,7 +497,8 @@ class CoherentRtlSdrSource(Source):
                 meta["truth"] = {"targets": [dict(t) for t in self._truth["targets"]]}
             t0 = (unwrapped * L + k * T) / fs if fs else arrival
             self.counters["frames"] += 1
-            yield Frame(seq=int(self._seq.seq(unwrapped, L // T, k)), t0=float(t0), arrays={"snapshots": snap},
-                        meta=meta)
+            yield Frame(
+                seq=int(self._seq.seq(unwrapped, L // T, k)), t0=float(t0), arrays={"snapshots": snap}, meta=meta
+            )
             if self.frames and self.counters["frames"] >= self.frames:
                 return

@@ -97,6 +97,7 @@ and ``meta.calibration = {"kind": "noise_source", "device": "krakensdr"}``: a co
 signal in every channel, so the channels' relative complex gains are the principal
 eigenvector of ``Y Y^H / Tc``.  Leave the port unconnected to ignore them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -110,6 +111,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nearfield.contract import ARRAY, SAMPLE_RATE, SNAPSHOTS, TRUTH
+
 from ..block import Param, Source, idle_until, positive
 from ..frame import Frame
 from .sdr_common import (
@@ -211,8 +213,8 @@ def parse_header(buf, max_payload_bytes: int) -> IQHeader:
     if len(buf) != HEADER_SIZE:
         raise HeaderError("bad_size", f"header of {len(buf)} bytes, expected {HEADER_SIZE}")
     v = _HEADER.unpack(buf)
-    hdr = IQHeader(*v[:17], tuple(v[17:49]), *v[49:54])
-    hdr = hdr._replace(hardware_id=hdr.hardware_id.split(b"\0", 1)[0].decode("ascii", "replace"))
+    hardware_id = v[2].split(b"\0", 1)[0].decode("ascii", "replace")  # NUL-padded char[16]
+    hdr = IQHeader._make((*v[:2], hardware_id, *v[3:17], tuple(v[17:49]), *v[49:54]))
     if hdr.sync_word != SYNC_WORD:
         hint = " (byte-swapped: a big-endian sender?)" if hdr.sync_word == _SWAPPED_SYNC else ""
         raise HeaderError("bad_sync", f"sync word 0x{hdr.sync_word:08x}, expected 0x{SYNC_WORD:08x}{hint}")
@@ -221,15 +223,22 @@ def parse_header(buf, max_payload_bytes: int) -> IQHeader:
     if hdr.sample_bit_depth not in (8, 16, 32, 64) and hdr.cpi_length:
         raise HeaderError("bad_size", f"sample_bit_depth = {hdr.sample_bit_depth}: payload size unknown")
     if hdr.payload_bytes > max_payload_bytes:
-        raise HeaderError("bad_size", f"payload of {hdr.payload_bytes} bytes ({hdr.active_ant_chs} channels x "
-                                      f"cpi_length {hdr.cpi_length}) exceeds max_frame_mb")
+        raise HeaderError(
+            "bad_size",
+            f"payload of {hdr.payload_bytes} bytes ({hdr.active_ant_chs} channels x "
+            f"cpi_length {hdr.cpi_length}) exceeds max_frame_mb",
+        )
     if hdr.frame_type in (FRAME_DATA, FRAME_CAL) and hdr.cpi_length == 0:
         raise HeaderError("bad_size", f"{FRAME_TYPES[hdr.frame_type].upper()} frame with cpi_length = 0")
     if hdr.frame_type not in FRAME_TYPES:
         raise HeaderError("bad_format", f"unknown frame_type {hdr.frame_type}", hdr)
     if hdr.cpi_length and (hdr.data_type != 3 or hdr.sample_bit_depth != 32):
-        raise HeaderError("bad_format", f"data_type {hdr.data_type}, sample_bit_depth {hdr.sample_bit_depth}: "
-                                        f"expected 3 and 32 (complex float32 from the IQ server)", hdr)
+        raise HeaderError(
+            "bad_format",
+            f"data_type {hdr.data_type}, sample_bit_depth {hdr.sample_bit_depth}: "
+            f"expected 3 and 32 (complex float32 from the IQ server)",
+            hdr,
+        )
     return hdr
 
 
@@ -268,45 +277,107 @@ class KrakenSDRSource(Source):
     params = (
         Param("host", str, "127.0.0.1", "host running the Heimdall DAQ firmware"),
         Param("port", int, 5000, "its IQ server port", check=_check_port),
-        Param("snapshots", int, 1024, "T: snapshots per frame (each CPI gives cpi_length // T frames)",
-              check=lambda v: None if 1 <= v <= (1 << 24) else "an integer in 1..2**24"),
-        Param("frames", int, 0, "data frames to emit (0 = until the device stops)",
-              check=lambda v: None if v >= 0 else "an integer >= 0"),
-        Param("channels", (list, type(None)), None, "device channels in array order, element 0 first "
-              "(null = all active channels 0..M-1)", check=check_channels),
-        Param("spacing_m", (float, type(None)), None, "element spacing d, m (null = half a wavelength "
-              "at the carrier)", check=positive),
-        Param("carrier_hz", (float, type(None)), None, "carrier, Hz (null = the header's rf_center_freq)",
-              check=positive),
+        Param(
+            "snapshots",
+            int,
+            1024,
+            "T: snapshots per frame (each CPI gives cpi_length // T frames)",
+            check=lambda v: None if 1 <= v <= (1 << 24) else "an integer in 1..2**24",
+        ),
+        Param(
+            "frames",
+            int,
+            0,
+            "data frames to emit (0 = until the device stops)",
+            check=lambda v: None if v >= 0 else "an integer >= 0",
+        ),
+        Param(
+            "channels",
+            (list, type(None)),
+            None,
+            "device channels in array order, element 0 first (null = all active channels 0..M-1)",
+            check=check_channels,
+        ),
+        Param(
+            "spacing_m",
+            (float, type(None)),
+            None,
+            "element spacing d, m (null = half a wavelength at the carrier)",
+            check=positive,
+        ),
+        Param(
+            "carrier_hz", (float, type(None)), None, "carrier, Hz (null = the header's rf_center_freq)", check=positive
+        ),
         Param("require_sync", bool, True, "DATA frames must have delay_sync_flag and iq_sync_flag set"),
         Param("drop_overdrive", bool, False, "drop DATA frames with ADC overdrive on a selected channel"),
         Param("emit_cal", bool, True, "emit CAL (noise source) frames on the 'cal' port"),
-        Param("cal_snapshots", (int, type(None)), None, "snapshots per CAL frame on 'cal' (null = snapshots)",
-              check=positive),
-        Param("timeout_s", float, 30.0, "end the run after this long without a byte from the device, s",
-              check=positive),
-        Param("stall_s", float, 10.0, "reopen a connection silent this long, s (> one CPI period)",
-              check=positive),
-        Param("on_timeout", str, "fail", "when the device stops: fail (exit status 1) or end (status 0)",
-              choices=("fail", "end")),
+        Param(
+            "cal_snapshots",
+            (int, type(None)),
+            None,
+            "snapshots per CAL frame on 'cal' (null = snapshots)",
+            check=positive,
+        ),
+        Param(
+            "timeout_s", float, 30.0, "end the run after this long without a byte from the device, s", check=positive
+        ),
+        Param("stall_s", float, 10.0, "reopen a connection silent this long, s (> one CPI period)", check=positive),
+        Param(
+            "on_timeout",
+            str,
+            "fail",
+            "when the device stops: fail (exit status 1) or end (status 0)",
+            choices=("fail", "end"),
+        ),
         Param("max_frame_mb", float, 256.0, "largest accepted payload, MiB", check=positive),
-        Param("truth", (list, type(None)), None, "known targets [{theta: rad, range: m}] to attach as "
-              "meta truth (emulated or surveyed scenes)", check=check_truth),
+        Param(
+            "truth",
+            (list, type(None)),
+            None,
+            "known targets [{theta: rad, range: m}] to attach as meta truth (emulated or surveyed scenes)",
+            check=check_truth,
+        ),
     )
 
     #: socket poll period, s: the longest generate() goes without yielding
     poll_s = 0.05
     idle_none = True
 
+    _sock: socket.socket | None  # the open connection; None between connections
+    _last_rx: float  # monotonic time of the last byte received, s
+    _connected_at: float  # monotonic time of the last connect, s
+
+    def _conn(self) -> socket.socket:
+        """The open connection (generate() connects before any I/O on it)."""
+        if self._sock is None:
+            raise _Lost("not connected")
+        return self._sock
+
     def validate(self) -> None:
         self._stop = threading.Event()
         self._sock = None
         self.counters = dict.fromkeys(
-            ("connects", "reconnects", "connect_failures", "disconnects", "stalls", "truncated",
-             "headers", "bad_sync", "bad_size", "bad_format", "data_frames", "frames", "cal_frames",
-             "lost", "restarts", "skipped_samples"), 0)
-        self.dropped = dict.fromkeys(("dummy", "cal", "ramp", "trigw", "unlocked", "overdrive",
-                                      "duplicate"), 0)
+            (
+                "connects",
+                "reconnects",
+                "connect_failures",
+                "disconnects",
+                "stalls",
+                "truncated",
+                "headers",
+                "bad_sync",
+                "bad_size",
+                "bad_format",
+                "data_frames",
+                "frames",
+                "cal_frames",
+                "lost",
+                "restarts",
+                "skipped_samples",
+            ),
+            0,
+        )
+        self.dropped = dict.fromkeys(("dummy", "cal", "ramp", "trigw", "unlocked", "overdrive", "duplicate"), 0)
         self._tracker = IndexTracker()
         self._seq = SeqMapper()
         self._malformed_since_good = 0
@@ -324,11 +395,23 @@ class KrakenSDRSource(Source):
         c = self.all_counters()
         bad = c["lost"] + c["bad_sync"] + c["bad_size"] + c["bad_format"] + c["disconnects"] + c["invalid"]
         if c["headers"] or bad:
-            log.log(logging.WARNING if bad else logging.INFO,
-                    "krakensdr %r (%s:%d): %d frames from %d valid CPIs; dropped %s; lost %d; bad headers: "
-                    "sync %d, size %d, format %d; disconnects %d, reconnects %d", self.name, self.host, self.port,
-                    c["frames"], c["data_frames"], {k: v for k, v in self.dropped.items() if v} or "none",
-                    c["lost"], c["bad_sync"], c["bad_size"], c["bad_format"], c["disconnects"], c["reconnects"])
+            log.log(
+                logging.WARNING if bad else logging.INFO,
+                "krakensdr %r (%s:%d): %d frames from %d valid CPIs; dropped %s; lost %d; bad headers: "
+                "sync %d, size %d, format %d; disconnects %d, reconnects %d",
+                self.name,
+                self.host,
+                self.port,
+                c["frames"],
+                c["data_frames"],
+                {k: v for k, v in self.dropped.items() if v} or "none",
+                c["lost"],
+                c["bad_sync"],
+                c["bad_size"],
+                c["bad_format"],
+                c["disconnects"],
+                c["reconnects"],
+            )
 
     def all_counters(self) -> dict:
         """Every counter in one flat dict (dropped reasons as ``dropped_<reason>``)."""
@@ -357,10 +440,15 @@ class KrakenSDRSource(Source):
 
     def _device_stopped(self) -> bool:
         c = self.counters
-        detail = (f"{c['connects']} connection(s) made, {c['connect_failures']} failed attempt(s)"
-                  + (f" (last: {self._last_error})" if self._last_error else "") + f", {c['stalls']} stall(s)")
-        msg = (f"{self._where()}: nothing received for {self.timeout_s:g} s ({detail}); the device "
-               f"stopped or is unreachable -- ending the run")
+        detail = (
+            f"{c['connects']} connection(s) made, {c['connect_failures']} failed attempt(s)"
+            + (f" (last: {self._last_error})" if self._last_error else "")
+            + f", {c['stalls']} stall(s)"
+        )
+        msg = (
+            f"{self._where()}: nothing received for {self.timeout_s:g} s ({detail}); the device "
+            f"stopped or is unreachable -- ending the run"
+        )
         if self.on_timeout == "fail":
             raise DeviceStopped(msg)
         log.warning(msg)
@@ -400,7 +488,7 @@ class KrakenSDRSource(Source):
             if self._stop.is_set():
                 raise _Stopped
             try:
-                k = self._sock.recv_into(view[got:], min(n - got, 1 << 22))
+                k = self._conn().recv_into(view[got:], min(n - got, 1 << 22))
             except TimeoutError:
                 if time.monotonic() - max(self._last_rx, self._connected_at) > self.stall_s:
                     self.counters["stalls"] += 1
@@ -437,14 +525,14 @@ class KrakenSDRSource(Source):
                         hdr = parse_header(raw, max_payload)
                     except HeaderError as exc:
                         self._bad_header(exc)
-                        if exc.header is None:          # no trustworthy frame boundary: resync
+                        if exc.header is None:  # no trustworthy frame boundary: resync
                             self._malformed_since_good += 1
                             self._close_socket()
                             continue
                         hdr = exc.header
                         self._track(hdr)
-                        yield from self._recv_exact(hdr.payload_bytes)   # skip the payload
-                        self._sock.sendall(b"IQDownload")
+                        yield from self._recv_exact(hdr.payload_bytes)  # skip the payload
+                        self._conn().sendall(b"IQDownload")
                         continue
                     status = self._track(hdr)
                     payload = (yield from self._recv_exact(hdr.payload_bytes)) if hdr.payload_bytes else b""
@@ -464,7 +552,7 @@ class KrakenSDRSource(Source):
                 if done:
                     return
                 try:
-                    self._sock.sendall(b"IQDownload")
+                    self._conn().sendall(b"IQDownload")
                 except OSError as exc:
                     self.counters["disconnects"] += 1
                     log.warning("%s: connection lost (%s); reconnecting", self._where(), exc)
@@ -483,16 +571,19 @@ class KrakenSDRSource(Source):
             self._seq.anchor(self._tracker.unwrapped)
         if status == "restart":
             self.counters["restarts"] += 1
-            log.warning("%s: cpi_index went back (or jumped far ahead) to %d: the DAQ restarted",
-                        self._where(), hdr.cpi_index)
+            log.warning(
+                "%s: cpi_index went back (or jumped far ahead) to %d: the DAQ restarted", self._where(), hdr.cpi_index
+            )
         return status
 
     def _selected(self, hdr: IQHeader) -> list:
         if self.channels is None:
             return list(range(hdr.active_ant_chs))
         if max(self.channels) >= hdr.active_ant_chs:
-            raise ValueError(f"block {self.name!r}, parameter 'channels': {self.channels} names a channel "
-                             f"the device does not send (it sends {hdr.active_ant_chs}: 0..{hdr.active_ant_chs - 1})")
+            raise ValueError(
+                f"block {self.name!r}, parameter 'channels': {self.channels} names a channel "
+                f"the device does not send (it sends {hdr.active_ant_chs}: 0..{hdr.active_ant_chs - 1})"
+            )
         return list(self.channels)
 
     def _describe(self, n: int, hdr: IQHeader) -> dict:
@@ -505,15 +596,27 @@ class KrakenSDRSource(Source):
         return dict(self._arrays[key])
 
     def _device_meta(self, hdr: IQHeader, chans: list) -> dict:
-        return {"type": "krakensdr", "address": f"{self.host}:{self.port}", "channels": chans,
-                "frame_type": FRAME_TYPES[hdr.frame_type], "cpi_index": hdr.cpi_index,
-                "daq_block_index": hdr.daq_block_index, "time_stamp_ms": hdr.time_stamp,
-                "rf_center_freq_hz": hdr.rf_center_freq, "adc_sampling_freq_hz": hdr.adc_sampling_freq,
-                "cpi_length": hdr.cpi_length, "if_gains_db": [hdr.if_gains[c] / 10.0 for c in chans],
-                "adc_overdrive": [bool((hdr.adc_overdrive_flags >> c) & 1) for c in chans],
-                "delay_sync": bool(hdr.delay_sync_flag), "iq_sync": bool(hdr.iq_sync_flag),
-                "sync_state": hdr.sync_state, "noise_source": bool(hdr.noise_source_state),
-                "hardware_id": hdr.hardware_id, "unit_id": hdr.unit_id, "header_version": hdr.header_version}
+        return {
+            "type": "krakensdr",
+            "address": f"{self.host}:{self.port}",
+            "channels": chans,
+            "frame_type": FRAME_TYPES[hdr.frame_type],
+            "cpi_index": hdr.cpi_index,
+            "daq_block_index": hdr.daq_block_index,
+            "time_stamp_ms": hdr.time_stamp,
+            "rf_center_freq_hz": hdr.rf_center_freq,
+            "adc_sampling_freq_hz": hdr.adc_sampling_freq,
+            "cpi_length": hdr.cpi_length,
+            "if_gains_db": [hdr.if_gains[c] / 10.0 for c in chans],
+            "adc_overdrive": [bool((hdr.adc_overdrive_flags >> c) & 1) for c in chans],
+            "delay_sync": bool(hdr.delay_sync_flag),
+            "iq_sync": bool(hdr.iq_sync_flag),
+            "sync_state": hdr.sync_state,
+            "noise_source": bool(hdr.noise_source_state),
+            "hardware_id": hdr.hardware_id,
+            "unit_id": hdr.unit_id,
+            "header_version": hdr.header_version,
+        }
 
     def _frames(self, hdr: IQHeader, payload, status: str):
         if status == "duplicate":
@@ -527,11 +630,18 @@ class KrakenSDRSource(Source):
         if hdr.frame_type == FRAME_CAL and self.emit_cal:
             tc = min(L, self.cal_snapshots or self.snapshots)
             Y = np.frombuffer(payload, dtype="<c8").reshape(hdr.active_ant_chs, L)
-            meta = {"array": self._describe(len(chans), hdr), "sample_rate_hz": fs,
-                    "device": self._device_meta(hdr, chans),
-                    "calibration": {"kind": "noise_source", "device": "krakensdr"}}
-            frame = Frame(seq=self.counters["cal_frames"], t0=t_first,
-                          arrays={"snapshots": np.ascontiguousarray(Y[chans, :tc])}, meta=meta)
+            meta = {
+                "array": self._describe(len(chans), hdr),
+                "sample_rate_hz": fs,
+                "device": self._device_meta(hdr, chans),
+                "calibration": {"kind": "noise_source", "device": "krakensdr"},
+            }
+            frame = Frame(
+                seq=self.counters["cal_frames"],
+                t0=t_first,
+                arrays={"snapshots": np.ascontiguousarray(Y[chans, :tc])},
+                meta=meta,
+            )
             self.counters["cal_frames"] += 1
             yield {"cal": frame}
         if reason is not None:
@@ -541,8 +651,10 @@ class KrakenSDRSource(Source):
             return
         T = self.snapshots
         if L < T:
-            raise ValueError(f"block {self.name!r}, parameter 'snapshots': {T} exceeds the device's CPI "
-                             f"length {L}; set snapshots <= {L}")
+            raise ValueError(
+                f"block {self.name!r}, parameter 'snapshots': {T} exceeds the device's CPI "
+                f"length {L}; set snapshots <= {L}"
+            )
         self.counters["data_frames"] += 1
         self.counters["skipped_samples"] += L % T
         Y = np.frombuffer(payload, dtype="<c8").reshape(hdr.active_ant_chs, L)[chans]

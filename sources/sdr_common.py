@@ -6,6 +6,7 @@ and restarts), the frame ``seq`` that follows it, the reconnect back-off and the
 packet) is cut into ``L // T`` frames of T snapshots; frames never span two device frames,
 because the device may re-calibrate, retune or drop data between them.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,9 +42,12 @@ def check_channels(value) -> str | None:
     """``Param.check`` for ``channels``: null or a list of >= 2 distinct integers >= 0."""
     if value is None:
         return None
-    ok = (isinstance(value, list) and len(value) >= 2
-          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-          and len(set(value)) == len(value))
+    ok = (
+        isinstance(value, list)
+        and len(value) >= 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        and len(set(value)) == len(value)
+    )
     return None if ok else "null or a list of at least 2 distinct device channel indices (integers >= 0)"
 
 
@@ -53,8 +57,12 @@ def check_truth(value) -> str | None:
         return None
     try:
         ok = isinstance(value, list) and all(
-            isinstance(t, dict) and set(t) == {"theta", "range"}
-            and math.isfinite(float(t["theta"])) and float(t["range"]) > 0 for t in value)
+            isinstance(t, dict)
+            and set(t) == {"theta", "range"}
+            and math.isfinite(float(t["theta"]))
+            and float(t["range"]) > 0
+            for t in value
+        )
     except (TypeError, ValueError):
         ok = False
     return None if ok else "null or a list of {theta: rad, range: m > 0}"
@@ -64,8 +72,9 @@ def truth_meta(value) -> dict | None:
     """``meta['truth']`` for a ``truth`` parameter (targets sorted by theta, no faults known)."""
     if value is None:
         return None
-    targets = sorted(({"theta": float(t["theta"]), "range": float(t["range"])} for t in value),
-                     key=lambda t: t["theta"])
+    targets = sorted(
+        ({"theta": float(t["theta"]), "range": float(t["range"])} for t in value), key=lambda t: t["theta"]
+    )
     return {"targets": targets}
 
 
@@ -77,7 +86,7 @@ def make_array(n: int, carrier_hz: float, spacing_m: float | None) -> ULA:
 def cut_frames(Y: np.ndarray, T: int):
     """Yield ``(k, Y[:, k*T:(k+1)*T])`` for the ``L // T`` whole frames of a (C, L) block."""
     for k in range(Y.shape[1] // T):
-        yield k, np.ascontiguousarray(Y[:, k * T:(k + 1) * T])
+        yield k, np.ascontiguousarray(Y[:, k * T : (k + 1) * T])
 
 
 class IndexTracker:
@@ -91,7 +100,7 @@ class IndexTracker:
     are not counted again as lost.  ``unwrapped`` is the index as an unbounded int.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.last: int | None = None
         self.unwrapped = 0
 
@@ -101,10 +110,10 @@ class IndexTracker:
             self.last, self.unwrapped = index, index
             return "first", 0
         diff = (index - self.last) % U32
-        if diff == 0:                                # the same frame again
+        if diff == 0:  # the same frame again
             return "duplicate", 0
         self.last = index
-        if diff > MAX_GAP:                           # went back, or jumped implausibly far
+        if diff > MAX_GAP:  # went back, or jumped implausibly far
             self.unwrapped = index
             return "restart", 0
         self.unwrapped += diff
@@ -120,8 +129,8 @@ class SeqMapper:
     frame re-bases the mapping at the current frame.  ``seq`` always increases.
     """
 
-    def __init__(self):
-        self.fpd = None
+    def __init__(self) -> None:
+        self.fpd: int | None = None  # frames per device frame of the current mapping
         self.index_base = 0
         self.seq_base = 0
         self.next_seq = 0

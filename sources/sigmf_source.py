@@ -53,6 +53,7 @@ sidecar dataset named by ``nearfield:pilots_dataset`` (sample-aligned, K channel
 A recording whose writer crashed has ``nearfield:valid_samples`` < the file's samples:
 only the valid part is replayed (a warning is logged).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -60,24 +61,25 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 from sigmf import hashing
 from sigmf.sigmffile import dtype_info, get_sigmf_filenames
 
 from ..array import ULA
-from ..contract import ARRAY, PILOTS, SAMPLE_RATE, SNAPSHOTS, TRUTH
 from ..block import Param, ParamError, Source, idle_until, non_negative, positive
+from ..contract import ARRAY, PILOTS, SAMPLE_RATE, SNAPSHOTS, TRUTH
 from ..frame import Frame
 
 log = logging.getLogger(__name__)
 
 #: Supported ``core:datatype`` values and the memmap dtype of one complex sample component.
 SUPPORTED_DATATYPES = ("cf32_le", "ci16_le", "cf64_le")
-_CI16_SCALE = np.float32(2.0 ** -15)
+_CI16_SCALE = np.float32(2.0**-15)
 
 
 #: Largest .sigmf-meta / .sigmf-collection file read (bytes); metadata is small, data is not in it.
@@ -119,6 +121,7 @@ class _Dataset:
     mm: np.ndarray | None = field(default=None, repr=False)
 
     def open(self) -> None:
+        shape: tuple[int, ...]
         if self.datatype == "ci16_le":
             shape = (self.n_samples, self.n_channels, 2)
             dtype = np.dtype("<i2")
@@ -132,6 +135,8 @@ class _Dataset:
 
     def read(self, s0: int, s1: int) -> np.ndarray:
         """Samples [s0, s1) as a (C, T) complex64 C-contiguous array."""
+        if self.mm is None:
+            raise RuntimeError(f"{self.path}: read() before open()")
         block = self.mm[s0:s1]
         if self.datatype == "ci16_le":
             out = np.empty((self.n_channels, s1 - s0), np.complex64)
@@ -143,8 +148,9 @@ class _Dataset:
 
     def close(self) -> None:
         mm, self.mm = self.mm, None
-        if isinstance(mm, np.memmap) and getattr(mm, "_mmap", None) is not None:
-            mm._mmap.close()
+        handle = getattr(mm, "_mmap", None)  # numpy's private mmap: closing it releases the file now
+        if isinstance(mm, np.memmap) and handle is not None:
+            handle.close()
 
 
 class SigMFSource(Source):
@@ -153,31 +159,68 @@ class SigMFSource(Source):
     adds = (ARRAY, SNAPSHOTS, PILOTS, TRUTH, SAMPLE_RATE)  # frame contract (nearfield.contract)
     params = (
         Param("path", str, doc="recording: BASE, BASE.sigmf-meta, BASE.sigmf-data or BASE.sigmf-collection"),
-        Param("snapshots", (int, type(None)), None,
-              "snapshots per frame T; null = the recorded frames when annotated, else 100", check=positive),
+        Param(
+            "snapshots",
+            (int, type(None)),
+            None,
+            "snapshots per frame T; null = the recorded frames when annotated, else 100",
+            check=positive,
+        ),
         Param("loop", bool, False, "start again at the end (seq and t0 keep increasing)"),
-        Param("rate_hz", (float, type(None)), None, "frames per second to pace at; null = as fast as possible",
-              check=positive),
+        Param(
+            "rate_hz",
+            (float, type(None)),
+            None,
+            "frames per second to pace at; null = as fast as possible",
+            check=positive,
+        ),
         Param("start_sample", int, 0, "first sample (per channel) to replay", check=non_negative),
-        Param("stop_sample", (int, type(None)), None, "replay up to this sample (exclusive); null = the end",
-              check=non_negative),
+        Param(
+            "stop_sample",
+            (int, type(None)),
+            None,
+            "replay up to this sample (exclusive); null = the end",
+            check=non_negative,
+        ),
         Param("verify", bool, False, "check core:sha512 before replaying (reads the whole file)"),
         Param("pilots", bool, True, "emit the recorded pilots when there are any (false: recorded-data-like)"),
         Param("apply_calibration", bool, True, "multiply channel n by nearfield:calibration[n] when present"),
-        Param("carrier_hz", (float, type(None)), None,
-              "carrier in Hz when core:frequency is missing, or to override it (a warning names both); "
-              "null = from the metadata", check=positive),
-        Param("spacing", (float, type(None)), None,
-              "element spacing d in m when spatial:element_geometry is missing, or to override it; "
-              "null = from the geometry", check=positive),
-        Param("channel_order", (str, list, type(None)), None,
-              "antenna n (from -y to +y along the array) is recorded channel channel_order[n]: a list of the "
-              "N channel indices, or 'reversed'; null = from the geometry (elements sorted along the axis)",
-              check=lambda v: None if v is None or v == "reversed" or isinstance(v, list) else
-              "'reversed' or a list of channel indices"),
-        Param("array_axis", (str, type(None)), None,
-              "axis of the recording's element geometry and bearings, 'x' or 'y'; null = detected from the "
-              "geometry ('y' without one)", choices=("x", "y", None)),
+        Param(
+            "carrier_hz",
+            (float, type(None)),
+            None,
+            "carrier in Hz when core:frequency is missing, or to override it (a warning names both); "
+            "null = from the metadata",
+            check=positive,
+        ),
+        Param(
+            "spacing",
+            (float, type(None)),
+            None,
+            "element spacing d in m when spatial:element_geometry is missing, or to override it; "
+            "null = from the geometry",
+            check=positive,
+        ),
+        Param(
+            "channel_order",
+            (str, list, type(None)),
+            None,
+            "antenna n (from -y to +y along the array) is recorded channel channel_order[n]: a list of the "
+            "N channel indices, or 'reversed'; null = from the geometry (elements sorted along the axis)",
+            check=lambda v: (
+                None
+                if v is None or v == "reversed" or isinstance(v, list)
+                else "'reversed' or a list of channel indices"
+            ),
+        ),
+        Param(
+            "array_axis",
+            (str, type(None)),
+            None,
+            "axis of the recording's element geometry and bearings, 'x' or 'y'; null = detected from the "
+            "geometry ('y' without one)",
+            choices=("x", "y", None),
+        ),
     )
 
     # -- errors --------------------------------------------------------------------
@@ -188,8 +231,9 @@ class SigMFSource(Source):
     def _load_json(self, path: Path) -> dict:
         try:
             if path.stat().st_size > MAX_META_BYTES:
-                raise self._fail(path, None, f"{path.stat().st_size} bytes: metadata larger than "
-                                             f"{MAX_META_BYTES} bytes is refused")
+                raise self._fail(
+                    path, None, f"{path.stat().st_size} bytes: metadata larger than {MAX_META_BYTES} bytes is refused"
+                )
             with open(path, encoding="utf-8") as fh:
                 doc = json.load(fh)
         except FileNotFoundError:
@@ -204,17 +248,23 @@ class SigMFSource(Source):
             raise self._fail(path, None, "expected a JSON object")
         return doc
 
+    # set while parsing (validate)
+    _geo_order: np.ndarray | None
+    _pilot_ds: _Dataset | None
+
     # -- parsing (runs in validate: errors before anything starts) -------------------
     def validate(self) -> None:
         if self.stop_sample is not None and self.stop_sample <= self.start_sample:
-            raise self.param_error("stop_sample", f"expected > start_sample ({self.start_sample}), "
-                                   f"got {self.stop_sample}")
+            raise self.param_error(
+                "stop_sample", f"expected > start_sample ({self.start_sample}), got {self.stop_sample}"
+            )
         p = Path(self.path)
         names = get_sigmf_filenames(p)
         if p.suffix == ".sigmf":
             raise self._fail(p, None, "SigMF archives (.sigmf tar files) are not supported; extract them first")
-        collection = p.suffix == ".sigmf-collection" or (not names["meta_fn"].is_file()
-                                                         and names["collection_fn"].is_file())
+        collection = p.suffix == ".sigmf-collection" or (
+            not names["meta_fn"].is_file() and names["collection_fn"].is_file()
+        )
         meta_path = names["collection_fn"] if collection else names["meta_fn"]
         try:
             if collection:
@@ -237,19 +287,21 @@ class SigMFSource(Source):
     def _datatype(self, g, path) -> str:
         dt = g.get("core:datatype")
         if dt not in SUPPORTED_DATATYPES:
-            raise self._fail(path, "core:datatype", f"unsupported datatype {dt!r}; expected one of "
-                             f"{', '.join(SUPPORTED_DATATYPES)}")
+            raise self._fail(
+                path, "core:datatype", f"unsupported datatype {dt!r}; expected one of {', '.join(SUPPORTED_DATATYPES)}"
+            )
         return dt
 
     def _carrier(self, captures, path) -> float | None:
-        freqs = {c.get("core:frequency") for c in captures if isinstance(c, dict)} - {None}
+        freqs: set[Any] = {c.get("core:frequency") for c in captures if isinstance(c, dict)} - {None}
         if not freqs and self.carrier_hz is not None:
             return None  # the parameter supplies it
         if not freqs:
             raise self._fail(path, "core:frequency", "missing carrier: no capture segment has core:frequency")
         if len(freqs) > 1:
-            raise self._fail(path, "core:frequency", f"captures with different carriers {sorted(freqs)} "
-                             "are not supported")
+            raise self._fail(
+                path, "core:frequency", f"captures with different carriers {sorted(freqs)} are not supported"
+            )
         (f,) = freqs
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not f > 0:
             raise self._fail(path, "core:frequency", f"expected a positive carrier in Hz, got {f!r}")
@@ -268,13 +320,19 @@ class SigMFSource(Source):
         if not isinstance(points, list) or not points:
             raise self._fail(path, field_name, "missing array geometry (a list of cartesian_point objects)")
         if len(points) != n_channels:
-            raise self._fail(path, field_name, f"has {len(points)} elements but the data has "
-                             f"{n_channels} channels (core:num_channels / streams)")
+            raise self._fail(
+                path,
+                field_name,
+                f"has {len(points)} elements but the data has {n_channels} channels (core:num_channels / streams)",
+            )
         try:
             xyz = np.array([pt["point"] for pt in points], float)
         except (KeyError, TypeError, ValueError):
-            raise self._fail(path, field_name, "expected cartesian_point objects {\"point\": [x, y, z]} "
-                             "(unknown points cannot be used)") from None
+            raise self._fail(
+                path,
+                field_name,
+                'expected cartesian_point objects {"point": [x, y, z]} (unknown points cannot be used)',
+            ) from None
         if xyz.shape != (n_channels, 3) or not np.all(np.isfinite(xyz)):
             raise self._fail(path, field_name, "expected finite [x, y, z] points")
         if n_channels < 2:
@@ -290,20 +348,37 @@ class SigMFSource(Source):
         tol = 1e-6 * abs(d) + 1e-12
         across = np.delete(spread, axis)
         if not d > 0 or np.max(np.abs(np.diff(pos) - d)) > tol or np.max(across) > tol:
-            raise self._fail(path, field_name, "expected a uniform linear array along y (or x), e.g. centred on "
-                             "the origin with y increasing with the channel index (antenna n at "
-                             "y = (2n-N-1)d/2, x = z = 0); set array_axis/spacing/channel_order to map others")
+            raise self._fail(
+                path,
+                field_name,
+                "expected a uniform linear array along y (or x), e.g. centred on "
+                "the origin with y increasing with the channel index (antenna n at "
+                "y = (2n-N-1)d/2, x = z = 0); set array_axis/spacing/channel_order to map others",
+            )
         if axis == 0:
-            log.warning("block %r: %s: the array lies along x; mapped to the nominal axis (theta from its "
-                        "normal towards increasing x; bearings converted with theta = asin(cos(azimuth)))",
-                        self.name, path)
+            log.warning(
+                "block %r: %s: the array lies along x; mapped to the nominal axis (theta from its "
+                "normal towards increasing x; bearings converted with theta = asin(cos(azimuth)))",
+                self.name,
+                path,
+            )
         if not np.array_equal(order, np.arange(n_channels)):
-            log.warning("block %r: %s: the elements are not in channel order along the array; channels "
-                        "mapped to antennas by position: %s", self.name, path, order.tolist())
+            log.warning(
+                "block %r: %s: the elements are not in channel order along the array; channels "
+                "mapped to antennas by position: %s",
+                self.name,
+                path,
+                order.tolist(),
+            )
         centre = np.mean(xyz, axis=0)
         if np.max(np.abs(centre)) > tol:
-            log.warning("block %r: %s: the array is not centred on the origin (centre %s m); positions are "
-                        "taken relative to the array centre", self.name, path, centre.tolist())
+            log.warning(
+                "block %r: %s: the array is not centred on the origin (centre %s m); positions are "
+                "taken relative to the array centre",
+                self.name,
+                path,
+                centre.tolist(),
+            )
         self._geo_order = order
         self._axis = "x" if axis == 0 else "y"
         return float(d)
@@ -312,13 +387,23 @@ class SigMFSource(Source):
         """Apply the ``spacing`` and ``carrier_hz`` parameters (fallbacks or overrides); log a change."""
         if self.spacing is not None:
             if d is not None and not math.isclose(d, self.spacing, rel_tol=1e-6):
-                log.warning("block %r: %s: spacing %.6g m overrides %.6g m from spatial:element_geometry",
-                            self.name, path, self.spacing, d)
+                log.warning(
+                    "block %r: %s: spacing %.6g m overrides %.6g m from spatial:element_geometry",
+                    self.name,
+                    path,
+                    self.spacing,
+                    d,
+                )
             d = float(self.spacing)
         if self.carrier_hz is not None:
             if carrier is not None and not math.isclose(carrier, self.carrier_hz, rel_tol=1e-9):
-                log.warning("block %r: %s: carrier_hz %.9g Hz overrides core:frequency %.9g Hz",
-                            self.name, path, self.carrier_hz, carrier)
+                log.warning(
+                    "block %r: %s: carrier_hz %.9g Hz overrides core:frequency %.9g Hz",
+                    self.name,
+                    path,
+                    self.carrier_hz,
+                    carrier,
+                )
             carrier = float(self.carrier_hz)
         return d, carrier
 
@@ -330,14 +415,24 @@ class SigMFSource(Source):
                 want = np.arange(n)[::-1]
             else:
                 co = self.channel_order
-                if (len(co) != n or any(isinstance(i, bool) or not isinstance(i, int) for i in co)
-                        or sorted(co) != list(range(n))):
-                    raise self.param_error("channel_order", f"expected 'reversed' or the {n} channel indices "
-                                           f"0..{n - 1} once each, got {co!r}")
+                if (
+                    len(co) != n
+                    or any(isinstance(i, bool) or not isinstance(i, int) for i in co)
+                    or sorted(co) != list(range(n))
+                ):
+                    raise self.param_error(
+                        "channel_order",
+                        f"expected 'reversed' or the {n} channel indices 0..{n - 1} once each, got {co!r}",
+                    )
                 want = np.asarray(co, dtype=int)
             if order is not None and not np.array_equal(order, want):
-                log.warning("block %r: %s: channel_order %s overrides the order of the element geometry %s",
-                            self.name, path, want.tolist(), order.tolist())
+                log.warning(
+                    "block %r: %s: channel_order %s overrides the order of the element geometry %s",
+                    self.name,
+                    path,
+                    want.tolist(),
+                    order.tolist(),
+                )
             order = want
         self._order = None if order is None or np.array_equal(order, np.arange(n)) else order
 
@@ -356,10 +451,17 @@ class SigMFSource(Source):
             ula = ULA.from_meta(nf)
         except (ValueError, TypeError) as exc:
             raise self._fail(path, "nearfield:array", str(exc)) from None
-        if (ula.n_antennas != n or not math.isclose(ula.carrier_hz, carrier, rel_tol=1e-9)
-                or not math.isclose(ula.d, d, rel_tol=1e-6)):
-            raise self._fail(path, "nearfield:array", f"{nf} disagrees with the recording (N = {n}, "
-                             f"core:frequency = {carrier}, spacing from spatial:element_geometry = {d})")
+        if (
+            ula.n_antennas != n
+            or not math.isclose(ula.carrier_hz, carrier, rel_tol=1e-9)
+            or not math.isclose(ula.d, d, rel_tol=1e-6)
+        ):
+            raise self._fail(
+                path,
+                "nearfield:array",
+                f"{nf} disagrees with the recording (N = {n}, "
+                f"core:frequency = {carrier}, spacing from spatial:element_geometry = {d})",
+            )
         return ula.describe()
 
     def _data_samples(self, data_path, n_channels, datatype, g, captures, path) -> tuple[int, int]:
@@ -374,26 +476,42 @@ class SigMFSource(Source):
         valid = g.get("nearfield:valid_samples")
         if valid is not None:
             if valid > n_samples:
-                raise self._fail(data_path, "nearfield:valid_samples",
-                                 f"truncated: metadata says {valid} valid samples, the file holds {n_samples} "
-                                 f"({nbytes} bytes of {n_channels} x {datatype})")
+                raise self._fail(
+                    data_path,
+                    "nearfield:valid_samples",
+                    f"truncated: metadata says {valid} valid samples, the file holds {n_samples} "
+                    f"({nbytes} bytes of {n_channels} x {datatype})",
+                )
             if valid < n_samples or rem:
-                log.warning("%s: recording incomplete (writer did not finish): replaying the %d valid samples "
-                            "of %d", data_path, valid, n_samples)
+                log.warning(
+                    "%s: recording incomplete (writer did not finish): replaying the %d valid samples of %d",
+                    data_path,
+                    valid,
+                    n_samples,
+                )
             n_samples = int(valid)
         elif rem:
-            raise self._fail(data_path, "core:num_channels",
-                             f"truncated or inconsistent: {nbytes} bytes is not a multiple of "
-                             f"core:num_channels x sample size = {n_channels} x {per_sample // n_channels} bytes")
+            raise self._fail(
+                data_path,
+                "core:num_channels",
+                f"truncated or inconsistent: {nbytes} bytes is not a multiple of "
+                f"core:num_channels x sample size = {n_channels} x {per_sample // n_channels} bytes",
+            )
         return offset, n_samples
 
     def _check_annotations_fit(self, annotations, n_samples, data_path):
-        ends = [a.get("core:sample_start", 0) + a.get("core:sample_count", 0)
-                for a in annotations if isinstance(a, dict) and "core:sample_count" in a]
+        ends = [
+            a.get("core:sample_start", 0) + a.get("core:sample_count", 0)
+            for a in annotations
+            if isinstance(a, dict) and "core:sample_count" in a
+        ]
         if ends and max(ends) > n_samples:
-            raise self._fail(data_path, "annotations",
-                             f"truncated: an annotation ends at sample {max(ends)} but the dataset holds "
-                             f"{n_samples} samples per channel")
+            raise self._fail(
+                data_path,
+                "annotations",
+                f"truncated: an annotation ends at sample {max(ends)} but the dataset holds "
+                f"{n_samples} samples per channel",
+            )
 
     def _parse_recording(self, meta_path: Path) -> None:
         doc = self._load_json(meta_path)
@@ -405,12 +523,22 @@ class SigMFSource(Source):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise self._fail(meta_path, "core:num_channels", f"expected a positive integer, got {n!r}")
         carrier = self._carrier(captures, meta_path)
-        geo = next((c["spatial:element_geometry"] for c in captures
-                    if isinstance(c, dict) and "spatial:element_geometry" in c), None)
+        geo = next(
+            (
+                c["spatial:element_geometry"]
+                for c in captures
+                if isinstance(c, dict) and "spatial:element_geometry" in c
+            ),
+            None,
+        )
         self._geo_order, self._axis = None, self.array_axis or "y"
         if geo is None and self.spacing is None:
-            raise self._fail(meta_path, "spatial:element_geometry", "missing array geometry (expected in a "
-                             "capture segment, with spatial:num_elements in global; or set the spacing parameter)")
+            raise self._fail(
+                meta_path,
+                "spatial:element_geometry",
+                "missing array geometry (expected in a "
+                "capture segment, with spatial:num_elements in global; or set the spacing parameter)",
+            )
         d = None if geo is None else self._geometry(geo, n, meta_path, "spatial:element_geometry")
         d, carrier = self._overrides(g, n, d, carrier, meta_path)
         self._set_order(n, meta_path)
@@ -444,36 +572,63 @@ class SigMFSource(Source):
             dt = self._datatype(sg, meta_path)
             nch = sg.get("core:num_channels", 1)
             if nch != 1:
-                raise self._fail(meta_path, "core:num_channels", f"expected 1 channel per collection stream, got {nch!r}")
+                raise self._fail(
+                    meta_path, "core:num_channels", f"expected 1 channel per collection stream, got {nch!r}"
+                )
             caps = sdoc.get("captures") or []
-            recs.append((sg.get("spatial:channel_index", i), i, meta_path, sdoc, sg, dt, caps,
-                         s.get("hash") if isinstance(s, dict) else None))
+            recs.append(
+                (
+                    sg.get("spatial:channel_index", i),
+                    i,
+                    meta_path,
+                    sdoc,
+                    sg,
+                    dt,
+                    caps,
+                    s.get("hash") if isinstance(s, dict) else None,
+                )
+            )
         idx = sorted(r[0] for r in recs)
         if idx != list(range(len(recs))):
-            raise self._fail(coll_path, "spatial:channel_index", f"expected the channel indices 0..{len(recs) - 1} "
-                             f"once each, got {idx}")
+            raise self._fail(
+                coll_path,
+                "spatial:channel_index",
+                f"expected the channel indices 0..{len(recs) - 1} once each, got {idx}",
+            )
         recs.sort(key=lambda r: r[0])
         n = len(recs)
         carriers = {self._carrier(r[6], r[2]) for r in recs} - ({None} if self.carrier_hz is not None else set())
         if not carriers:
             carriers = {None}
         if len(carriers) > 1:
-            raise self._fail(coll_path, "core:frequency", f"streams with different carriers {sorted(carriers)}")
+            raise self._fail(
+                coll_path,
+                "core:frequency",
+                f"streams with different carriers {sorted(c for c in carriers if c is not None)}",
+            )
         carrier = carriers.pop()
         geo = coll.get("spatial:element_geometry")
         if geo is None:
-            geo = next((c["spatial:element_geometry"] for c in recs[0][6]
-                        if isinstance(c, dict) and "spatial:element_geometry" in c), None)
+            geo = next(
+                (
+                    c["spatial:element_geometry"]
+                    for c in recs[0][6]
+                    if isinstance(c, dict) and "spatial:element_geometry" in c
+                ),
+                None,
+            )
         self._geo_order, self._axis = None, self.array_axis or "y"
         if geo is None and self.spacing is None:
-            raise self._fail(coll_path, "spatial:element_geometry", "missing array geometry (or set the spacing "
-                             "parameter)")
+            raise self._fail(
+                coll_path, "spatial:element_geometry", "missing array geometry (or set the spacing parameter)"
+            )
         d = None if geo is None else self._geometry(geo, n, coll_path, "spatial:element_geometry")
         d, carrier = self._overrides(coll, n, d, carrier, coll_path)
         self._set_order(n, coll_path)
         g0 = recs[0][4]
-        self._array = self._build_array({**g0, **{k: v for k, v in coll.items() if k.startswith("spatial:")}},
-                                        n, d, carrier, coll_path)
+        self._array = self._build_array(
+            {**g0, **{k: v for k, v in coll.items() if k.startswith("spatial:")}}, n, d, carrier, coll_path
+        )
         self._datasets, self._sha = [], []
         for _, _, meta_path, sdoc, sg, dt, caps, _h in recs:
             data_path = get_sigmf_filenames(meta_path)["data_fn"]
@@ -483,8 +638,12 @@ class SigMFSource(Source):
             self._sha.append((data_path, sg.get("core:sha512"), meta_path))
         lengths = [ds.n_samples for ds in self._datasets]
         if len(set(lengths)) > 1:
-            log.warning("%s: streams have different lengths %s; replaying the common %d samples",
-                        coll_path, sorted(set(lengths)), min(lengths))
+            log.warning(
+                "%s: streams have different lengths %s; replaying the common %d samples",
+                coll_path,
+                sorted(set(lengths)),
+                min(lengths),
+            )
         self._n_samples = min(lengths)
         self._collection = (coll_path, [r[2] for r in recs])
         self._common(g0, recs[0][6], recs[0][3].get("annotations") or [], recs[0][2], n)
@@ -495,8 +654,10 @@ class SigMFSource(Source):
         self._fs = float(fs) if fs else None
         self._meta_path = meta_path
         self._captures = [c for c in captures if isinstance(c, dict)]
-        self._frame_anns = sorted((a for a in annotations if isinstance(a, dict) and "nearfield:seq" in a),
-                                  key=lambda a: a.get("core:sample_start", 0))
+        self._frame_anns = sorted(
+            (a for a in annotations if isinstance(a, dict) and "nearfield:seq" in a),
+            key=lambda a: a.get("core:sample_start", 0),
+        )
         self._ann_starts = [int(a.get("core:sample_start", 0)) for a in self._frame_anns]
         cal = g.get("nearfield:calibration")
         self._cal = None
@@ -517,13 +678,17 @@ class SigMFSource(Source):
             pdt = self._datatype(pg, pmeta)
             k = pg.get("core:num_channels", 1)
             if g.get("nearfield:n_pilots") not in (None, k):
-                raise self._fail(pmeta, "core:num_channels", f"is {k} but nearfield:n_pilots says "
-                                 f"{g.get('nearfield:n_pilots')}")
+                raise self._fail(
+                    pmeta, "core:num_channels", f"is {k} but nearfield:n_pilots says {g.get('nearfield:n_pilots')}"
+                )
             pdata = get_sigmf_filenames(pmeta)["data_fn"]
             off, ns = self._data_samples(pdata, k, pdt, pg, pdoc.get("captures") or [], pmeta)
             if ns < self._n_samples:
-                raise self._fail(pdata, "nearfield:pilots_dataset", f"truncated: {ns} pilot samples for "
-                                 f"{self._n_samples} snapshot samples")
+                raise self._fail(
+                    pdata,
+                    "nearfield:pilots_dataset",
+                    f"truncated: {ns} pilot samples for {self._n_samples} snapshot samples",
+                )
             self._pilot_ds = _Dataset(pdata, pdt, k, off, ns)
             self._sha.append((pdata, pg.get("core:sha512"), pmeta))
 
@@ -553,23 +718,28 @@ class SigMFSource(Source):
                 s0 = int(a.get("core:sample_start", 0))
                 s1 = s0 + int(a.get("core:sample_count", 0))
                 if lo <= s0 and s1 <= hi and s1 > s0:
-                    plan.append((s0, s1, int(a["nearfield:seq"]), float(a.get("nearfield:t0", 0.0)),
-                                 a.get("nearfield:truth")))
+                    plan.append(
+                        (s0, s1, int(a["nearfield:seq"]), float(a.get("nearfield:t0", 0.0)), a.get("nearfield:truth"))
+                    )
         else:
             t = self.snapshots or 100
             for i, s0 in enumerate(range(lo, hi - t + 1, t)):
                 t0 = s0 / self._fs if self._fs else float(i)
                 plan.append((s0, s0 + t, i, t0, self._truth_at(s0)))
             if hi - lo >= 0 and (hi - lo) % t:
-                log.info("block %r: dropping the last %d samples (less than one frame of %d)",
-                         self.name, (hi - lo) % t, t)
+                log.info(
+                    "block %r: dropping the last %d samples (less than one frame of %d)", self.name, (hi - lo) % t, t
+                )
         if not plan:
             raise self._fail(self._meta_path, None, f"no complete frame in samples [{lo}, {hi}) of the recording")
         self._plan = plan
         seqs = [p[2] for p in plan]
         self._seq_span = max(seqs) - min(seqs) + 1
-        self._duration = ((plan[-1][1] - plan[0][0]) / self._fs if self._fs
-                          else plan[-1][3] - plan[0][3] + (plan[-1][3] - plan[-2][3] if len(plan) > 1 else 1.0))
+        self._duration = (
+            (plan[-1][1] - plan[0][0]) / self._fs
+            if self._fs
+            else plan[-1][3] - plan[0][3] + (plan[-1][3] - plan[-2][3] if len(plan) > 1 else 1.0)
+        )
 
     # -- worker side -------------------------------------------------------------------
     def start(self) -> None:
@@ -579,10 +749,14 @@ class SigMFSource(Source):
                     raise self._fail(meta_path, "core:sha512", "verify: true but the recording has no checksum")
                 got = hashing.calculate_sha512(filename=data_path)
                 if got.lower() != str(sha).lower():
-                    raise self._fail(data_path, "core:sha512", "checksum mismatch: the data file does not match "
-                                     f"its metadata {str(meta_path)!r}")
+                    raise self._fail(
+                        data_path,
+                        "core:sha512",
+                        f"checksum mismatch: the data file does not match its metadata {str(meta_path)!r}",
+                    )
             if getattr(self, "_collection", None) is not None:
                 from sigmf.sigmffile import fromfile  # SigMFCollection checks its streams' metadata hashes
+
                 try:
                     fromfile(self._collection[0], skip_checksum=False)
                 except Exception as exc:  # noqa: BLE001 - the library raises several types
@@ -601,7 +775,7 @@ class SigMFSource(Source):
             for n, ds in enumerate(self._datasets):
                 Y[n] = ds.read(s0, s1)[0]
         if self._cal is not None:
-            Y *= self._cal          # per recorded channel, before the mapping to antennas
+            Y *= self._cal  # per recorded channel, before the mapping to antennas
         if getattr(self, "_order", None) is not None:
             Y = Y[self._order]
         arrays = {"snapshots": Y}
@@ -617,13 +791,17 @@ class SigMFSource(Source):
         rep = 0
         while True:
             for s0, s1, seq, t0, truth in self._plan:
-                meta = {"array": dict(self._array)}
+                meta: dict[str, Any] = {"array": dict(self._array)}
                 if truth is not None:
                     meta["truth"] = json.loads(json.dumps(truth))  # a private copy per frame
                 if self._fs:
                     meta["sample_rate_hz"] = self._fs
-                frame = Frame(seq=seq + rep * self._seq_span, t0=t0 + rep * self._duration,
-                              arrays=self.read_frame(s0, s1), meta=meta)
+                frame = Frame(
+                    seq=seq + rep * self._seq_span,
+                    t0=t0 + rep * self._duration,
+                    arrays=self.read_frame(s0, s1),
+                    meta=meta,
+                )
                 if period:
                     yield from idle_until(t_next)
                     t_next = max(t_next + period, time.monotonic())
@@ -635,5 +813,6 @@ class SigMFSource(Source):
     def close(self) -> None:
         for ds in getattr(self, "_datasets", []):
             ds.close()
-        if getattr(self, "_pilot_ds", None) is not None:
-            self._pilot_ds.close()
+        pilot_ds = getattr(self, "_pilot_ds", None)
+        if pilot_ds is not None:
+            pilot_ds.close()

@@ -52,17 +52,18 @@ Each frame (``seq`` = 0, 1, ..., ``t0`` = seq T / sample_rate_hz seconds) carrie
 The pilots row k belongs to target k of the ``targets`` parameter (parameter order),
 not to the k-th truth entry (which is sorted by theta).
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from ..array import ULA
-from ..contract import ARRAY, PILOTS, SAMPLE_RATE, SNAPSHOTS, TRUTH
 from ..block import Param, Source, idle_until, non_negative, positive, unit_interval
+from ..contract import ARRAY, PILOTS, SAMPLE_RATE, SNAPSHOTS, TRUTH
 from ..frame import Frame
 from ..impairments import check_dense_params, dense_is_default, draw_dense_impairments, draw_impairments
 from ..scenario import PAPER_TARGETS, complex_noise, make_pilots, noise_variance, noiseless_signal
@@ -93,9 +94,11 @@ def _check_targets(value) -> str | None:
             return f"target {i}: range > 0 m"
         vel = t.get("velocity")
         if vel is not None:
-            if (not isinstance(vel, (list, tuple)) or len(vel) != 2
-                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                               and np.isfinite(x) for x in vel)):
+            if (
+                not isinstance(vel, (list, tuple))
+                or len(vel) != 2
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in vel)
+            ):
                 return f"target {i}: velocity as [vx, vy] in m/s"
     return None
 
@@ -110,8 +113,11 @@ def _check_gains(value) -> str | None:
             return f"gain {i} as a number or [re, im]"
         if isinstance(g, (int, float)):
             continue
-        if (isinstance(g, (list, tuple)) and len(g) == 2
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in g)):
+        if (
+            isinstance(g, (list, tuple))
+            and len(g) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in g)
+        ):
             continue
         return f"gain {i} as a number or [re, im]"
     return None
@@ -151,7 +157,7 @@ def target_positions(theta0, r0, velocity, t: float):
     """
     x = r0 * np.cos(theta0) + velocity[:, 0] * t
     y = r0 * np.sin(theta0) + velocity[:, 1] * t
-    moving = np.any(velocity != 0.0, axis=1)   # static targets keep their exact parameters
+    moving = np.any(velocity != 0.0, axis=1)  # static targets keep their exact parameters
     return np.where(moving, np.arctan2(y, x), theta0), np.where(moving, np.hypot(x, y), r0)
 
 
@@ -162,55 +168,95 @@ class SyntheticSource(Source):
     params = (
         Param("n_antennas", int, 256, "number of antennas N", check=lambda v: None if v >= 2 else "an integer >= 2"),
         Param("carrier_hz", float, 30.0e9, "carrier frequency f in Hz", check=positive),
-        Param("wavelength_m", (float, type(None)), None,
-              "wavelength in m; null = c0 / carrier_hz (the paper rounds 30 GHz to 0.01 m)", check=positive),
+        Param(
+            "wavelength_m",
+            (float, type(None)),
+            None,
+            "wavelength in m; null = c0 / carrier_hz (the paper rounds 30 GHz to 0.01 m)",
+            check=positive,
+        ),
         Param("spacing", (float, type(None)), None, "antenna spacing d in m; null = lambda/2", check=positive),
-        Param("targets", list, _DEFAULT_TARGETS,
-              "targets [{theta: rad, range: m[, velocity: [vx, vy] m/s]}]; default the 3 of Sec. VI-A",
-              check=_check_targets),
-        Param("gains", (list, type(None)), None,
-              "complex gains beta, one per target, number or [re, im]; null = unit modulus, random phase",
-              check=_check_gains),
+        Param(
+            "targets",
+            list,
+            _DEFAULT_TARGETS,
+            "targets [{theta: rad, range: m[, velocity: [vx, vy] m/s]}]; default the 3 of Sec. VI-A",
+            check=_check_targets,
+        ),
+        Param(
+            "gains",
+            (list, type(None)),
+            None,
+            "complex gains beta, one per target, number or [re, im]; null = unit modulus, random phase",
+            check=_check_gains,
+        ),
         Param("snapshots", int, 100, "snapshots per frame T", check=positive),
         Param("snr_db", float, 20.0, "SNR in dB (signal part, per antenna)", check=_check_snr),
         Param("p_fault", float, 0.02, "probability that an antenna is faulty", check=unit_interval),
         Param("frames", int, 50, "number of frames; 0 = endless", check=non_negative),
         Param("seed", int, 1, "seed of the run's numpy Generator"),
-        Param("sample_rate_hz", float, 1.0e6, "snapshot rate in Hz (frame time t0 = seq T / rate)",
-              check=positive),
-        Param("rate_hz", (float, type(None)), None, "frames per second to pace at; null = as fast as possible",
-              check=positive),
+        Param("sample_rate_hz", float, 1.0e6, "snapshot rate in Hz (frame time t0 = seq T / rate)", check=positive),
+        Param(
+            "rate_hz",
+            (float, type(None)),
+            None,
+            "frames per second to pace at; null = as fast as possible",
+            check=positive,
+        ),
         Param("pilots", bool, True, "put the (K, T) pilots into each frame (false: like recorded data)"),
-        Param("gain_std_db", float, 0.0,
-              "dense impairment: per-channel gain std in dB (log-normal amplitude on every channel); 0 = none",
-              check=_check_std("a gain standard deviation >= 0 in dB")),
-        Param("phase_std", (float, str), 0.0,
-              "dense impairment: per-channel phase std in rad, or 'uniform' (U(0, 2 pi)); 0 = none",
-              check=_check_phase_std),
-        Param("dead_channels", (int, list, type(None)), None,
-              "dead channels (noise only): a count drawn at random or a list of 0-based indices; null = none"),
-        Param("position_std", float, 0.0,
-              "element position error std in m along the array axis (data from displaced elements); 0 = none",
-              check=_check_std("a position standard deviation >= 0 in m")),
-        Param("legacy_noise", bool, False,
-              "true: float64 noise and per-frame steering, bit-identical to frames before the fast path "
-              "(about 2x slower); false: complex64 noise drawn in place, steering cached for static targets"),
+        Param(
+            "gain_std_db",
+            float,
+            0.0,
+            "dense impairment: per-channel gain std in dB (log-normal amplitude on every channel); 0 = none",
+            check=_check_std("a gain standard deviation >= 0 in dB"),
+        ),
+        Param(
+            "phase_std",
+            (float, str),
+            0.0,
+            "dense impairment: per-channel phase std in rad, or 'uniform' (U(0, 2 pi)); 0 = none",
+            check=_check_phase_std,
+        ),
+        Param(
+            "dead_channels",
+            (int, list, type(None)),
+            None,
+            "dead channels (noise only): a count drawn at random or a list of 0-based indices; null = none",
+        ),
+        Param(
+            "position_std",
+            float,
+            0.0,
+            "element position error std in m along the array axis (data from displaced elements); 0 = none",
+            check=_check_std("a position standard deviation >= 0 in m"),
+        ),
+        Param(
+            "legacy_noise",
+            bool,
+            False,
+            "true: float64 noise and per-frame steering, bit-identical to frames before the fast path "
+            "(about 2x slower); false: complex64 noise drawn in place, steering cached for static targets",
+        ),
     )
+
+    # steering cache of _weighted_steering(), reset by start()
+    _B: np.ndarray | None
+    _B_key: tuple[bytes, bytes] | None
 
     def validate(self) -> None:
         try:
-            self.array = ULA(self.n_antennas, carrier_hz=self.carrier_hz, spacing=self.spacing,
-                             wavelength_m=self.wavelength_m)
+            self.array = ULA(
+                self.n_antennas, carrier_hz=self.carrier_hz, spacing=self.spacing, wavelength_m=self.wavelength_m
+            )
             _ = self.array.positions
         except ValueError as exc:
             raise self.param_error("n_antennas", str(exc)) from None
         try:
-            check_dense_params(self.n_antennas, self.gain_std_db, self.phase_std, self.dead_channels,
-                               self.position_std)
+            check_dense_params(self.n_antennas, self.gain_std_db, self.phase_std, self.dead_channels, self.position_std)
         except ValueError as exc:
             raise self.param_error(str(exc).split(":", 1)[0], str(exc).split(":", 1)[1].strip()) from None
-        self._dense_default = dense_is_default(self.gain_std_db, self.phase_std, self.dead_channels,
-                                               self.position_std)
+        self._dense_default = dense_is_default(self.gain_std_db, self.phase_std, self.dead_channels, self.position_std)
         k = len(self.targets)
         if self.gains is not None and len(self.gains) != k:
             raise self.param_error("gains", f"expected one gain per target ({k}), got {len(self.gains)}")
@@ -222,15 +268,24 @@ class SyntheticSource(Source):
             t_last = (self.frames - 1) * self.snapshots / self.sample_rate_hz
             theta, r = target_positions(self._theta0, self._r0, self._vel, t_last)
             x = r * np.cos(theta)
-            for i in np.flatnonzero(~(x > 0)):
+            for i in np.flatnonzero(~(x > 0)).tolist():
                 raise self.param_error(
-                    "targets", f"target {i} moves behind the array plane (x <= 0) before the last frame "
-                    f"(t = {t_last:g} s); expected a velocity that keeps it in front")
+                    "targets",
+                    f"target {i} moves behind the array plane (x <= 0) before the last frame "
+                    f"(t = {t_last:g} s); expected a velocity that keeps it in front",
+                )
         z_f, z_r = self.array.fresnel_distance, self.array.rayleigh_distance
         for i, r in enumerate(self._r0):
             if not z_f <= r <= z_r:
-                log.warning("block %r: target %d at %.3g m is outside the radiating near field "
-                            "[Z_Fres, Z_Rayl] = [%.3g, %.3g] m", self.name, i, r, z_f, z_r)
+                log.warning(
+                    "block %r: target %d at %.3g m is outside the radiating near field "
+                    "[Z_Fres, Z_Rayl] = [%.3g, %.3g] m",
+                    self.name,
+                    i,
+                    r,
+                    z_f,
+                    z_r,
+                )
 
     # -- worker side -----------------------------------------------------------
     def start(self) -> None:
@@ -239,8 +294,9 @@ class SyntheticSource(Source):
         if self.gains is None:
             self._beta = np.exp(2j * np.pi * self._rng.random(len(self.targets)))
         else:
-            self._beta = np.array([complex(g[0], g[1]) if isinstance(g, (list, tuple)) else complex(g)
-                                   for g in self.gains])
+            self._beta = np.array(
+                [complex(g[0], g[1]) if isinstance(g, (list, tuple)) else complex(g) for g in self.gains]
+            )
         self._faulty = [int(i) for i in np.flatnonzero(self._mask)]
         self._fault_phase = [float(np.angle(self._c[i]) % (2 * np.pi)) for i in self._faulty]
         self._array_meta = self.array.describe()
@@ -248,8 +304,9 @@ class SyntheticSource(Source):
         self._extra_truth = {}
         if not self._dense_default:
             # dense impairments are drawn after the paper's draws: the default stream is unchanged
-            dense = draw_dense_impairments(self.n_antennas, self._rng, self.gain_std_db, self.phase_std,
-                                           self.dead_channels, self.position_std)
+            dense = draw_dense_impairments(
+                self.n_antennas, self._rng, self.gain_std_db, self.phase_std, self.dead_channels, self.position_std
+            )
             self._c = self._c * dense.gain
             if dense.offsets is not None:
                 self._true_array = self.array.with_offsets(dense.offsets)
@@ -259,7 +316,7 @@ class SyntheticSource(Source):
                 "position_offsets": None if dense.offsets is None else [float(x) for x in dense.offsets],
             }
         self._static = not np.any(self._vel != 0.0)
-        self._B = None      # cached diag(c) A diag(beta) (N, K) complex64 for the last positions
+        self._B = None  # cached diag(c) A diag(beta) (N, K) complex64 for the last positions
         self._B_key = None
 
     def _weighted_steering(self, theta, r) -> np.ndarray:
@@ -269,7 +326,7 @@ class SyntheticSource(Source):
             A = steering(self._true_array, theta, r)
             B = self._c[:, None] * A * self._beta[None, :]
             self._B, self._B_key = B.astype(np.complex64), key
-            self._gram = (B.conj().T @ B)          # B^H B (K, K), complex128, for the signal power
+            self._gram = B.conj().T @ B  # B^H B (K, K), complex128, for the signal power
         return self._B
 
     def _fast_snapshots(self, theta, r, pilots, pilots64):
@@ -283,7 +340,7 @@ class SyntheticSource(Source):
         self._rng.standard_normal(out=y.view(np.float32), dtype=np.float32)
         y *= np.float32(np.sqrt(sigma2 / 2.0))
         if getattr(self, "_mu", None) is None or self._mu.shape != (n, t):
-            self._mu = np.empty((n, t), np.complex64)   # reused: the signal never leaves this block
+            self._mu = np.empty((n, t), np.complex64)  # reused: the signal never leaves this block
         np.matmul(B, pilots64, out=self._mu)
         y += self._mu
         return y, sigma2
@@ -294,8 +351,9 @@ class SyntheticSource(Source):
         theta, r = target_positions(self._theta0, self._r0, self._vel, t0)
         bad = np.flatnonzero(~(np.abs(theta) < np.pi / 2) | ~(r > 0))
         if bad.size:
-            raise ValueError(f"block {self.name!r}: target {int(bad[0])} left the field of view "
-                             f"(behind the array) at t = {t0:g} s")
+            raise ValueError(
+                f"block {self.name!r}: target {int(bad[0])} left the field of view (behind the array) at t = {t0:g} s"
+            )
         k = len(theta)
         pilots = make_pilots(k, self.snapshots, self._rng)
         pilots64 = pilots.astype(np.complex64)

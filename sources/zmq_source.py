@@ -56,6 +56,7 @@ wait for their frame in a backlog of at most ``max_pending_tags`` tags, and a ta
 more than ``max_tag_lead_frames`` frames after the stream position is discarded at once.
 Discarded tags are counted (``counters["dropped_tags"]``) and logged (the first few).
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,19 +64,28 @@ import math
 import struct
 import threading
 import time
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 import zmq
 
 from nearfield.array import ULA
-from nearfield.contract import ARRAY, SNAPSHOTS
 from nearfield.block import Param, ParamError, Source, positive
+from nearfield.contract import ARRAY, SNAPSHOTS
 from nearfield.frame import Frame
 
 __all__ = [
-    "GR_HEADER_MAGIC", "GR_HEADER_VERSION", "GR_HEADER_SIZE", "GrTag", "GrMessageError",
-    "parse_tag_header", "deserialize_pmt", "split_message", "StreamFramer", "ZMQSource",
+    "GR_HEADER_MAGIC",
+    "GR_HEADER_VERSION",
+    "GR_HEADER_SIZE",
+    "GrTag",
+    "GrMessageError",
+    "parse_tag_header",
+    "deserialize_pmt",
+    "split_message",
+    "StreamFramer",
+    "ZMQSource",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,15 +103,24 @@ _PST_TRUE, _PST_FALSE, _PST_SYMBOL, _PST_INT32, _PST_DOUBLE = 0x00, 0x01, 0x02, 
 _PST_COMPLEX, _PST_NULL, _PST_PAIR, _PST_VECTOR, _PST_DICT = 0x05, 0x06, 0x07, 0x08, 0x09
 _PST_UNIFORM_VECTOR, _PST_UINT64, _PST_TUPLE, _PST_INT64 = 0x0A, 0x0B, 0x0C, 0x0D
 # uniform-vector element types; pmt::serialize writes multi-byte elements big-endian
-_UVI_DTYPES = {
-    0x00: np.dtype("u1"), 0x01: np.dtype("i1"), 0x02: np.dtype(">u2"), 0x03: np.dtype(">i2"),
-    0x04: np.dtype(">u4"), 0x05: np.dtype(">i4"), 0x06: np.dtype(">u8"), 0x07: np.dtype(">i8"),
-    0x08: np.dtype(">f4"), 0x09: np.dtype(">f8"), 0x0A: np.dtype(">c8"), 0x0B: np.dtype(">c16"),
+_UVI_DTYPES: dict[int, np.dtype[Any]] = {
+    0x00: np.dtype("u1"),
+    0x01: np.dtype("i1"),
+    0x02: np.dtype(">u2"),
+    0x03: np.dtype(">i2"),
+    0x04: np.dtype(">u4"),
+    0x05: np.dtype(">i4"),
+    0x06: np.dtype(">u8"),
+    0x07: np.dtype(">i8"),
+    0x08: np.dtype(">f4"),
+    0x09: np.dtype(">f8"),
+    0x0A: np.dtype(">c8"),
+    0x0B: np.dtype(">c16"),
 }
 _PMT_MAX_DEPTH = 32
 _PMT_MAX_SYMBOL = 1024  # pmt::deserialize refuses longer symbols too
 _MAX_TAGS = 100_000
-_LOG_FIRST = 10         # bad messages logged one by one, then every _LOG_EVERY-th
+_LOG_FIRST = 10  # bad messages logged one by one, then every _LOG_EVERY-th
 
 
 class GrMessageError(ValueError):
@@ -129,8 +148,7 @@ class _PmtPair(tuple):
 
 def _need(buf, pos: int, n: int, what: str) -> None:
     if pos + n > len(buf):
-        raise GrMessageError(f"PMT {what}: needs {n} byte(s) at byte {pos}, "
-                             f"but the header ends at byte {len(buf)}")
+        raise GrMessageError(f"PMT {what}: needs {n} byte(s) at byte {pos}, but the header ends at byte {len(buf)}")
 
 
 def deserialize_pmt(buf, pos: int = 0, _depth: int = 0):
@@ -173,7 +191,7 @@ def deserialize_pmt(buf, pos: int = 0, _depth: int = 0):
         if n > _PMT_MAX_SYMBOL:
             raise GrMessageError(f"PMT symbol of {n} bytes (longer than {_PMT_MAX_SYMBOL})")
         _need(buf, pos, n, "symbol")
-        return bytes(buf[pos:pos + n]).decode("utf-8", errors="replace"), pos + n
+        return bytes(buf[pos : pos + n]).decode("utf-8", errors="replace"), pos + n
     if tag == _PST_INT32:
         _need(buf, pos, 4, "int32")
         return struct.unpack_from(">i", buf, pos)[0], pos + 4
@@ -293,19 +311,30 @@ def parse_tag_header(buf, max_tags: int = _MAX_TAGS) -> tuple[int, list[GrTag], 
         return _parse_tag_header(buf, max_tags)
     except GrMessageError:
         raise
-    except (ValueError, TypeError, OverflowError, IndexError, KeyError, RecursionError,
-            MemoryError, struct.error) as exc:
+    except (
+        ValueError,
+        TypeError,
+        OverflowError,
+        IndexError,
+        KeyError,
+        RecursionError,
+        MemoryError,
+        struct.error,
+    ) as exc:
         raise GrMessageError(f"tag header: cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def _parse_tag_header(buf, max_tags: int):
     if len(buf) < GR_HEADER_SIZE:
-        raise GrMessageError(f"tag header: message of {len(buf)} bytes is shorter than the "
-                             f"{GR_HEADER_SIZE}-byte gr-zeromq tag header")
+        raise GrMessageError(
+            f"tag header: message of {len(buf)} bytes is shorter than the {GR_HEADER_SIZE}-byte gr-zeromq tag header"
+        )
     magic, version, offset, ntags = _HEADER.unpack_from(buf, 0)
     if magic != GR_HEADER_MAGIC:
-        raise GrMessageError(f"tag header: magic 0x{magic:04x}, expected 0x{GR_HEADER_MAGIC:04x} "
-                             "(is pass_tags enabled on the GNU Radio sink?)")
+        raise GrMessageError(
+            f"tag header: magic 0x{magic:04x}, expected 0x{GR_HEADER_MAGIC:04x} "
+            "(is pass_tags enabled on the GNU Radio sink?)"
+        )
     if version != GR_HEADER_VERSION:
         raise GrMessageError(f"tag header: version {version}, expected {GR_HEADER_VERSION}")
     if ntags * 11 > len(buf) - GR_HEADER_SIZE:  # >= 8 + 3 bytes per tag
@@ -345,8 +374,7 @@ def split_message(parts, key: bytes = b"") -> memoryview:
         if key and got != key:
             raise GrMessageError(f"message key {got!r}, expected {key!r}")
         return bufs[1]
-    raise GrMessageError(f"expected a message of 1 part (payload) or 2 parts (key, payload), "
-                         f"got {len(bufs)} parts")
+    raise GrMessageError(f"expected a message of 1 part (payload) or 2 parts (key, payload), got {len(bufs)} parts")
 
 
 def _jsonable(value, _limit: int = 256):
@@ -392,15 +420,21 @@ class StreamFramer:
         self.t = int(snapshots)
         self._buf = np.empty((self.t, self.n), dtype=np.complex64)
         self._fill = 0
-        self._start = 0          # absolute offset of the buffered partial frame
-        self._start_time = 0.0   # arrival time of its first item
-        self._expected = None    # absolute offset of the next item
-        self._base = 0           # grid origin
+        self._start = 0  # absolute offset of the buffered partial frame
+        self._start_time = 0.0  # arrival time of its first item
+        self._expected = None  # absolute offset of the next item
+        self._base = 0  # grid origin
         self._seq_base = 0
-        self._next_seq = 0       # smallest seq not yet emitted or passed
-        self.last_gap = 0        # items missing before the last pushed message
-        self.counters = {"items": 0, "gaps": 0, "dropped_items": 0, "skipped_items": 0,
-                         "partial_frames": 0, "restarts": 0}
+        self._next_seq = 0  # smallest seq not yet emitted or passed
+        self.last_gap = 0  # items missing before the last pushed message
+        self.counters = {
+            "items": 0,
+            "gaps": 0,
+            "dropped_items": 0,
+            "skipped_items": 0,
+            "partial_frames": 0,
+            "restarts": 0,
+        }
 
     def _discard_partial(self) -> None:
         if self._fill:
@@ -460,12 +494,12 @@ class StreamFramer:
                 self._start, self._start_time = absolute, arrival
             take = min(self.t - self._fill, m - pos)
             seq = self._seq_base + k
-            if self._fill == 0 and take == self.t:       # a whole frame inside the message
-                snap = items[pos:pos + take].T.copy()   # fresh, C-order (a view when N == 1)
+            if self._fill == 0 and take == self.t:  # a whole frame inside the message
+                snap = items[pos : pos + take].T.copy()  # fresh, C-order (a view when N == 1)
                 out.append((seq, absolute, arrival, snap))
                 self._next_seq = seq + 1
             else:
-                self._buf[self._fill:self._fill + take] = items[pos:pos + take]
+                self._buf[self._fill : self._fill + take] = items[pos : pos + take]
                 self._fill += take
                 if self._fill == self.t:
                     out.append((seq, self._start, self._start_time, self._buf.T.copy()))
@@ -486,42 +520,81 @@ class ZMQSource(Source):
 
     adds = (ARRAY, SNAPSHOTS)  # frame contract (nearfield.contract)
     params = (
-        Param("address", str, doc="endpoint the GNU Radio sink binds, e.g. tcp://127.0.0.1:5555 "
-              "(this source connects)", check=_check_address),
-        Param("socket", str, "pull", "pull for a gr-zeromq PUSH sink, sub for a PUB sink",
-              choices=("pull", "sub")),
-        Param("pass_tags", bool, False, "the sink's pass_tags: each message starts with a tag "
-              "header whose offsets reveal drops"),
+        Param(
+            "address",
+            str,
+            doc="endpoint the GNU Radio sink binds, e.g. tcp://127.0.0.1:5555 (this source connects)",
+            check=_check_address,
+        ),
+        Param("socket", str, "pull", "pull for a gr-zeromq PUSH sink, sub for a PUB sink", choices=("pull", "sub")),
+        Param(
+            "pass_tags",
+            bool,
+            False,
+            "the sink's pass_tags: each message starts with a tag header whose offsets reveal drops",
+        ),
         Param("key", str, "", "key (topic) of a PUB sink; empty = none"),
-        Param("n_antennas", int, doc="N: the stream's vlen, complex64 values per item",
-              check=lambda v: None if v >= 2 else "an integer >= 2"),
+        Param(
+            "n_antennas",
+            int,
+            doc="N: the stream's vlen, complex64 values per item",
+            check=lambda v: None if v >= 2 else "an integer >= 2",
+        ),
         Param("carrier_hz", float, 30.0e9, "carrier frequency, Hz", check=positive),
-        Param("spacing", (float, type(None)), None, "antenna spacing d, m (null = lambda/2)",
-              check=positive),
-        Param("wavelength_m", (float, type(None)), None,
-              "wavelength override, m (null = c0 / carrier_hz)", check=positive),
+        Param("spacing", (float, type(None)), None, "antenna spacing d, m (null = lambda/2)", check=positive),
+        Param(
+            "wavelength_m", (float, type(None)), None, "wavelength override, m (null = c0 / carrier_hz)", check=positive
+        ),
         Param("snapshots", int, 100, "T: snapshots per frame", check=positive),
-        Param("frames", int, 0, "frames to emit (0 = until stopped or timed out)",
-              check=lambda v: None if v >= 0 else "an integer >= 0"),
-        Param("timeout_s", (float, type(None)), None,
-              "end the stream after this long without a message, s (null = wait forever)",
-              check=positive),
-        Param("sample_rate_hz", (float, type(None)), None,
-              "item rate of the stream, Hz: t0 = item offset / rate (null: t0 = arrival time)",
-              check=positive),
+        Param(
+            "frames",
+            int,
+            0,
+            "frames to emit (0 = until stopped or timed out)",
+            check=lambda v: None if v >= 0 else "an integer >= 0",
+        ),
+        Param(
+            "timeout_s",
+            (float, type(None)),
+            None,
+            "end the stream after this long without a message, s (null = wait forever)",
+            check=positive,
+        ),
+        Param(
+            "sample_rate_hz",
+            (float, type(None)),
+            None,
+            "item rate of the stream, Hz: t0 = item offset / rate (null: t0 = arrival time)",
+            check=positive,
+        ),
         Param("hwm", int, 1000, "receive high-water mark, messages", check=positive),
-        Param("max_message_bytes", int, 256 << 20,
-              "largest message accepted (ZeroMQ MAXMSGSIZE), bytes", check=positive),
-        Param("max_tags", int, 10_000, "most tags one message may carry (more: message dropped)",
-              check=positive),
-        Param("max_pending_tags", int, 10_000,
-              "most tags waiting for their frame; further tags are discarded and counted", check=positive),
-        Param("max_tag_lead_frames", int, 1000,
-              "tags dated more than this many frames ahead of the stream are discarded", check=positive),
+        Param(
+            "max_message_bytes", int, 256 << 20, "largest message accepted (ZeroMQ MAXMSGSIZE), bytes", check=positive
+        ),
+        Param("max_tags", int, 10_000, "most tags one message may carry (more: message dropped)", check=positive),
+        Param(
+            "max_pending_tags",
+            int,
+            10_000,
+            "most tags waiting for their frame; further tags are discarded and counted",
+            check=positive,
+        ),
+        Param(
+            "max_tag_lead_frames",
+            int,
+            1000,
+            "tags dated more than this many frames ahead of the stream are discarded",
+            check=positive,
+        ),
     )
 
     #: poll period, s: the longest the source takes to notice stop() or the timeout
     poll_s = 0.05
+
+    # set by validate() (None) and start(); generate() runs only after start()
+    _ctx: zmq.Context | None
+    _sock: zmq.Socket | None
+    _framer: StreamFramer | None
 
     def validate(self) -> None:
         try:
@@ -550,8 +623,9 @@ class ZMQSource(Source):
             sock.connect(self.address)
         except zmq.ZMQError as exc:
             sock.close(0)
-            raise ParamError(f"block {self.name!r}, parameter 'address': cannot connect to "
-                             f"{self.address!r}: {exc}") from None
+            raise ParamError(
+                f"block {self.name!r}, parameter 'address': cannot connect to {self.address!r}: {exc}"
+            ) from None
         self._sock = sock
         self._framer = StreamFramer(self.n_antennas, self.snapshots)
 
@@ -568,9 +642,16 @@ class ZMQSource(Source):
             self._ctx = None
         if self.counters["messages"] or self.counters["bad_messages"]:
             c = self.all_counters()
-            log.info("zmq source %r (%s): %d messages, %d bad, %d frames, %d gaps, "
-                     "%d items lost", self.name, self.address, c["messages"], c["bad_messages"],
-                     c["frames"], c["gaps"], c["dropped_items"])
+            log.info(
+                "zmq source %r (%s): %d messages, %d bad, %d frames, %d gaps, %d items lost",
+                self.name,
+                self.address,
+                c["messages"],
+                c["bad_messages"],
+                c["frames"],
+                c["gaps"],
+                c["dropped_items"],
+            )
 
     def all_counters(self) -> dict:
         """Message counters and the framer's item counters in one dict."""
@@ -584,8 +665,9 @@ class ZMQSource(Source):
         self.counters["bad_messages"] += 1
         n = self.counters["bad_messages"]
         if n <= _LOG_FIRST or n % 1000 == 0:
-            log.error("zmq source %r: dropped message from %s: %s (bad messages so far: %d)",
-                      self.name, self.address, exc, n)
+            log.error(
+                "zmq source %r: dropped message from %s: %s (bad messages so far: %d)", self.name, self.address, exc, n
+            )
 
     def _unpack(self, parts):
         """(items (M, N) view, offset or None, tags) of one message, or GrMessageError."""
@@ -602,7 +684,8 @@ class ZMQSource(Source):
             raise GrMessageError(
                 f"{nbytes} data bytes is not a whole number of items: expected a multiple of "
                 f"{item_bytes} bytes (vlen n_antennas={self.n_antennas} complex64 values of 8 "
-                f"bytes per item){hint}")
+                f"bytes per item){hint}"
+            )
         items = np.frombuffer(payload, dtype="<c8", offset=start).reshape(-1, self.n_antennas)
         return items, offset, tags
 
@@ -610,23 +693,30 @@ class ZMQSource(Source):
         """Add ``tags`` to the backlog within the limits; count (and log) the rest."""
         horizon = position + self.max_tag_lead_frames * self.snapshots
         room = self.max_pending_tags - len(pending)
-        keep = [t for t in tags if t.offset < horizon][:max(0, room)]
+        keep = [t for t in tags if t.offset < horizon][: max(0, room)]
         lost = len(tags) - len(keep)
         if lost:
             before = self.counters["dropped_tags"]
             self.counters["dropped_tags"] += lost
             if before < _LOG_FIRST:
-                log.warning("zmq source %r: discarded %d tag(s) from %s: dated more than %d frames "
-                            "ahead (max_tag_lead_frames) or backlog full (max_pending_tags=%d)",
-                            self.name, lost, self.address, self.max_tag_lead_frames,
-                            self.max_pending_tags)
+                log.warning(
+                    "zmq source %r: discarded %d tag(s) from %s: dated more than %d frames "
+                    "ahead (max_tag_lead_frames) or backlog full (max_pending_tags=%d)",
+                    self.name,
+                    lost,
+                    self.address,
+                    self.max_tag_lead_frames,
+                    self.max_pending_tags,
+                )
         pending.extend(keep)
         return pending
 
     def generate(self) -> Iterator[Frame]:
+        sock, framer = self._sock, self._framer
+        if sock is None or framer is None:
+            raise RuntimeError(f"zmq source {self.name!r}: generate() called before start()")
         poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        framer = self._framer
+        poller.register(sock, zmq.POLLIN)
         describe = self.array.describe()
         pending_tags: list[GrTag] = []
         last = time.monotonic()
@@ -634,15 +724,19 @@ class ZMQSource(Source):
             if self.timeout_s is not None:
                 left = self.timeout_s - (time.monotonic() - last)
                 if left <= 0:
-                    log.info("zmq source %r: no message from %s for %.3g s: end of stream",
-                             self.name, self.address, self.timeout_s)
+                    log.info(
+                        "zmq source %r: no message from %s for %.3g s: end of stream",
+                        self.name,
+                        self.address,
+                        self.timeout_s,
+                    )
                     return
                 wait = min(self.poll_s, left)
             else:
                 wait = self.poll_s
             if not poller.poll(max(1, int(wait * 1000))):
                 continue
-            parts = self._sock.recv_multipart(copy=False)
+            parts = sock.recv_multipart(copy=False)
             last = time.monotonic()
             arrival = time.time()
             self.counters["messages"] += 1
@@ -654,26 +748,39 @@ class ZMQSource(Source):
             done = framer.push(items, offset, arrival)
             if framer.last_gap:
                 gap = framer.last_gap
-                log.warning("zmq source %r: %d item(s) missing from %s before offset %d "
-                            "(about %d message(s) dropped)", self.name, gap, self.address, offset,
-                            max(1, math.ceil(gap / max(1, items.shape[0]))))
+                log.warning(
+                    "zmq source %r: %d item(s) missing from %s before offset %d (about %d message(s) dropped)",
+                    self.name,
+                    gap,
+                    self.address,
+                    offset,
+                    max(1, math.ceil(gap / max(1, items.shape[0]))),
+                )
             if tags:
                 pending_tags = self._keep_tags(pending_tags, tags, framer._expected or 0)
             for seq, start, t_arr, snap in done:
                 t0 = start / self.sample_rate_hz if self.sample_rate_hz else t_arr
                 c = framer.counters
-                meta = {"array": dict(describe),
-                        "stream": {"address": self.address, "offset": int(start),
-                                   "gaps": c["gaps"], "dropped_items": c["dropped_items"],
-                                   "bad_messages": self.counters["bad_messages"],
-                                   "dropped_tags": self.counters["dropped_tags"]}}
+                meta: dict[str, Any] = {
+                    "array": dict(describe),
+                    "stream": {
+                        "address": self.address,
+                        "offset": int(start),
+                        "gaps": c["gaps"],
+                        "dropped_items": c["dropped_items"],
+                        "bad_messages": self.counters["bad_messages"],
+                        "dropped_tags": self.counters["dropped_tags"],
+                    },
+                }
                 if pending_tags:
                     end = start + self.snapshots
                     mine = [t for t in pending_tags if start <= t.offset < end]
                     pending_tags = [t for t in pending_tags if t.offset >= end]
                     if mine:
-                        meta["tags"] = [{"offset": int(t.offset), "key": _jsonable(t.key),
-                                         "value": _jsonable(t.value)} for t in mine]
+                        meta["tags"] = [
+                            {"offset": int(t.offset), "key": _jsonable(t.key), "value": _jsonable(t.value)}
+                            for t in mine
+                        ]
                 self.counters["frames"] += 1
                 yield Frame(seq=int(seq), t0=float(t0), arrays={"snapshots": snap}, meta=meta)
                 if self.frames and self.counters["frames"] >= self.frames:

@@ -3,6 +3,7 @@
 They are registered with :func:`nearfield.runtime.registry.register` at import time under names
 starting with ``t_``; the runtime forks its block processes, so the children see them too.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,9 @@ import time
 
 import numpy as np
 
-from nearfield.runtime import registry
 from nearfield.block import BadFrame, Block, Param, Sink, Source
 from nearfield.frame import Frame
+from nearfield.runtime import registry
 
 
 class CountSource(Source):
@@ -118,8 +119,10 @@ class CollectSink(Sink):
             time.sleep(self.delay)
         y = frame.arrays["snapshots"]
         ok = bool(np.all(y == y.flat[0]))
-        self.fh.write(f"{frame.seq} {y.flat[0].real:g} {frame.meta.get('port', '-')} {os.getpid()} "
-                      f"{int(ok)} {','.join(frame.meta.get('path', []))}\n")
+        self.fh.write(
+            f"{frame.seq} {y.flat[0].real:g} {frame.meta.get('port', '-')} {os.getpid()} "
+            f"{int(ok)} {','.join(frame.meta.get('path', []))}\n"
+        )
         self.fh.flush()
 
     def finish(self):
@@ -129,8 +132,13 @@ class CollectSink(Sink):
         self.fh.close()
 
 
-TEST_BLOCKS = {"t_count": CountSource, "t_pass": PassBlock, "t_split": SplitBlock,
-               "t_join": JoinBlock, "t_collect": CollectSink}
+TEST_BLOCKS = {
+    "t_count": CountSource,
+    "t_pass": PassBlock,
+    "t_split": SplitBlock,
+    "t_join": JoinBlock,
+    "t_collect": CollectSink,
+}
 for _name, _cls in TEST_BLOCKS.items():
     registry.register(_name, _cls, replace=True)
 

@@ -16,6 +16,7 @@ Both synthesize a known two-target near-field scene with :mod:`nearfield.scenari
 and play a *schedule*: a list of events, one per device frame, that injects the faults the
 sources must count.  Everything is bound to 127.0.0.1 and every loop is bounded.
 """
+
 from __future__ import annotations
 
 import socket
@@ -43,14 +44,32 @@ def kraken_header(**f) -> bytes:
     hw = f.get("hardware_id", "K-EMU").encode()
     out = struct.pack("II", f.get("sync_word", KRAKEN_SYNC), f.get("frame_type", 0))
     out += hw + bytearray(16 - len(hw))
-    out += struct.pack("IIIQQQIQIIQIII", f.get("unit_id", 7), f["active_ant_chs"], 0, f["rf_center_freq"],
-                       f["adc_sampling_freq"], f["sampling_freq"], f["cpi_length"], f["time_stamp"],
-                       f.get("daq_block_index", 0), f["cpi_index"], 0, f.get("data_type", 3),
-                       f.get("sample_bit_depth", 32), f.get("adc_overdrive_flags", 0))
+    out += struct.pack(
+        "IIIQQQIQIIQIII",
+        f.get("unit_id", 7),
+        f["active_ant_chs"],
+        0,
+        f["rf_center_freq"],
+        f["adc_sampling_freq"],
+        f["sampling_freq"],
+        f["cpi_length"],
+        f["time_stamp"],
+        f.get("daq_block_index", 0),
+        f["cpi_index"],
+        0,
+        f.get("data_type", 3),
+        f.get("sample_bit_depth", 32),
+        f.get("adc_overdrive_flags", 0),
+    )
     gains = list(f.get("if_gains", [0] * 32)) + [0] * 32
     out += struct.pack("32I", *gains[:32])
-    out += struct.pack("IIII", f.get("delay_sync_flag", 1), f.get("iq_sync_flag", 1), f.get("sync_state", 6),
-                       f.get("noise_source_state", 0))
+    out += struct.pack(
+        "IIII",
+        f.get("delay_sync_flag", 1),
+        f.get("iq_sync_flag", 1),
+        f.get("sync_state", 6),
+        f.get("noise_source_state", 0),
+    )
     out += bytes(4 * 192) + struct.pack("I", f.get("header_version", 7))
     assert len(out) == 1024, len(out)
     return out
@@ -86,9 +105,20 @@ class KrakenEmulator(threading.Thread):
     ``lost`` answers one request.  ``served`` logs what was sent.
     """
 
-    def __init__(self, scene: Scene, schedule, *, cpi_length: int = 2048, fs: float = 1.024e6, seed: int = 0,
-                 n_channels: int | None = None, cal_gains=None, gap_s: float = 0.0, port: int = 0,
-                 delay_s: float = 0.0):
+    def __init__(
+        self,
+        scene: Scene,
+        schedule,
+        *,
+        cpi_length: int = 2048,
+        fs: float = 1.024e6,
+        seed: int = 0,
+        n_channels: int | None = None,
+        cal_gains=None,
+        gap_s: float = 0.0,
+        port: int = 0,
+        delay_s: float = 0.0,
+    ):
         super().__init__(daemon=True)
         self.scene = scene
         self.schedule = list(schedule)
@@ -98,7 +128,7 @@ class KrakenEmulator(threading.Thread):
         self.m = n_channels or scene.array.n_antennas
         self.cal_gains = np.ones(self.m) if cal_gains is None else np.asarray(cal_gains)
         self.gap_s = gap_s
-        self.delay_s = delay_s                 # the DAQ's time to produce each frame
+        self.delay_s = delay_s  # the DAQ's time to produce each frame
         self.srv = socket.socket()
         self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.srv.bind(("127.0.0.1", port))
@@ -112,10 +142,17 @@ class KrakenEmulator(threading.Thread):
 
     # header fields shared by every frame
     def _fields(self, idx: int, **kw) -> dict:
-        f = dict(active_ant_chs=self.m, rf_center_freq=int(round(self.scene.array.carrier_hz)),
-                 adc_sampling_freq=int(self.fs), sampling_freq=int(self.fs), cpi_length=self.L,
-                 time_stamp=1_700_000_000_000 + idx * round(1000 * self.L / self.fs), cpi_index=idx,
-                 daq_block_index=idx, if_gains=[280 + c for c in range(self.m)])
+        f = dict(
+            active_ant_chs=self.m,
+            rf_center_freq=int(round(self.scene.array.carrier_hz)),
+            adc_sampling_freq=int(self.fs),
+            sampling_freq=int(self.fs),
+            cpi_length=self.L,
+            time_stamp=1_700_000_000_000 + idx * round(1000 * self.L / self.fs),
+            cpi_index=idx,
+            daq_block_index=idx,
+            if_gains=[280 + c for c in range(self.m)],
+        )
         f.update(kw)
         return f
 
@@ -126,7 +163,7 @@ class KrakenEmulator(threading.Thread):
             Y = self.cal_gains[:, None] * z[None, :] + 0.01 * complex_noise((m, L), 1.0, self.rng)
         else:
             Y = np.zeros((m, L), complex)
-            Y[:self.scene.array.n_antennas] = self.scene.sample(self.rng, L)
+            Y[: self.scene.array.n_antennas] = self.scene.sample(self.rng, L)
             if kind == "unlocked":
                 Y *= np.exp(2j * np.pi * self.rng.random(m))[:, None]
         return np.ascontiguousarray(Y, dtype="<c8").tobytes()
@@ -143,7 +180,7 @@ class KrakenEmulator(threading.Thread):
             return kraken_header(**self._fields(idx, sync_word=0xDEADBEEF)) + self._payload("data")
         if ev == "bad_size":
             return kraken_header(**self._fields(idx, active_ant_chs=4000)) + self._payload("data")
-        return kraken_header(**self._fields(idx)) + self._payload("data")   # data, drop
+        return kraken_header(**self._fields(idx)) + self._payload("data")  # data, drop
 
     def _recv_cmd(self, conn) -> bytes:
         deadline = time.monotonic() + 10.0
@@ -152,7 +189,7 @@ class KrakenEmulator(threading.Thread):
                 return conn.recv(1024)
             except TimeoutError:
                 continue
-            except OSError:        # reset by the client
+            except OSError:  # reset by the client
                 return b""
         return b""
 
@@ -186,7 +223,7 @@ class KrakenEmulator(threading.Thread):
                     if not first:
                         cmd = self._recv_cmd(conn)
                         if cmd != b"IQDownload":
-                            break                     # client gone: accept the next one
+                            break  # client gone: accept the next one
                         self.requests += 1
                     first = False
                     data = self._frame(ev, idx)
@@ -196,7 +233,7 @@ class KrakenEmulator(threading.Thread):
                     self.served.append(ev)
                     if ev == "drop":
                         try:
-                            conn.sendall(data[:1024 + (len(data) - 1024) // 2])
+                            conn.sendall(data[: 1024 + (len(data) - 1024) // 2])
                         except OSError:
                             pass
                         if self.gap_s:
@@ -207,7 +244,7 @@ class KrakenEmulator(threading.Thread):
                     except OSError:
                         break
                     if ev in ("bad_sync", "bad_size"):
-                        self._recv_cmd(conn)          # the client hangs up; wait for it
+                        self._recv_cmd(conn)  # the client hangs up; wait for it
                         break
 
 
@@ -222,8 +259,18 @@ class RtlEmulator(threading.Thread):
     again on the same port).  ``sent`` logs what was sent.
     """
 
-    def __init__(self, scene: Scene, schedule, *, samples: int = 2048, seed: int = 0, stale_channel: int = 3,
-                 start_seq: int = 1000, pace_s: float = 0.002, port: int | None = None):
+    def __init__(
+        self,
+        scene: Scene,
+        schedule,
+        *,
+        samples: int = 2048,
+        seed: int = 0,
+        stale_channel: int = 3,
+        start_seq: int = 1000,
+        pace_s: float = 0.002,
+        port: int | None = None,
+    ):
         super().__init__(daemon=True)
         self.scene = scene
         self.schedule = list(schedule)
@@ -311,7 +358,7 @@ class RtlEmulator(threading.Thread):
                     self.readcnt += ev[1]
                     continue
                 if isinstance(ev, tuple) and ev[0] == "reconnect":
-                    time.sleep(0.2)                      # let the last packets drain
+                    time.sleep(0.2)  # let the last packets drain
                     self.sock.close(linger=1000)
                     self.seq += ev[1]
                     self.readcnt += ev[1]
@@ -335,10 +382,40 @@ class RtlEmulator(threading.Thread):
 # ---------------------------------------------------------------------------------------
 KRAKEN_SCENE = dict(n=5, theta=[-0.45, 0.35], r=[2.0, 3.5], snr_db=25.0)
 RTL_SCENE = dict(n=8, theta=[-0.3, 0.35], r=[5.0, 9.0], snr_db=20.0)
-KRAKEN_FAULTS = ["dummy", "unlocked", "data", "data", "cal", "data", "bad_sync", "data", "drop", "data",
-                 ("lost", 2), "data", "bad_size", "data", "dummy", "data"]
-RTL_FAULTS = ["data", "data", "stale", "data", "short", "data", ("lost", 2), "data", "bad_n", "data",
-              ("reconnect", 3), "data", "stale", "data"]
+KRAKEN_FAULTS = [
+    "dummy",
+    "unlocked",
+    "data",
+    "data",
+    "cal",
+    "data",
+    "bad_sync",
+    "data",
+    "drop",
+    "data",
+    ("lost", 2),
+    "data",
+    "bad_size",
+    "data",
+    "dummy",
+    "data",
+]
+RTL_FAULTS = [
+    "data",
+    "data",
+    "stale",
+    "data",
+    "short",
+    "data",
+    ("lost", 2),
+    "data",
+    "bad_n",
+    "data",
+    ("reconnect", 3),
+    "data",
+    "stale",
+    "data",
+]
 
 
 def main(argv=None) -> int:
@@ -346,8 +423,10 @@ def main(argv=None) -> int:
     import argparse
     import json
 
-    ap = argparse.ArgumentParser(description="Serve an emulated KrakenSDR (Heimdall IQ server) or "
-                                             "coherent-rtlsdr on 127.0.0.1 with a known two-target scene.")
+    ap = argparse.ArgumentParser(
+        description="Serve an emulated KrakenSDR (Heimdall IQ server) or "
+        "coherent-rtlsdr on 127.0.0.1 with a known two-target scene."
+    )
     ap.add_argument("device", choices=("kraken", "rtlsdr"))
     ap.add_argument("--port", type=int, help="port (default 5000 for kraken, 5555 for rtlsdr)")
     ap.add_argument("--frames", type=int, default=20, help="device frames (CPIs / packets) to send")

@@ -1,4 +1,5 @@
 """Helpers shared by the SigMF tests: recordings made with the sigmf library's own API."""
+
 import numpy as np
 import sigmf
 from sigmf import SigMFFile
@@ -28,8 +29,18 @@ def record(path, frames=5, **src_params):
     return out
 
 
-def foreign_recording(base, data: np.ndarray, datatype="cf32_le", n=None, carrier=3e9, d=0.05,
-                      geometry=True, extra_global=None, capture_extra=None, annotations=()):
+def foreign_recording(
+    base,
+    data: np.ndarray,
+    datatype="cf32_le",
+    n=None,
+    carrier=3e9,
+    d=0.05,
+    geometry=True,
+    extra_global=None,
+    capture_extra=None,
+    annotations=(),
+):
     """Write a recording with sigmf.SigMFFile as another tool would; ``data`` is raw (file layout).
 
     ``geometry``: True (our centred ULA along y), False (none) or a list of [x, y, z] points
@@ -38,9 +49,15 @@ def foreign_recording(base, data: np.ndarray, datatype="cf32_le", n=None, carrie
     base = str(base)
     data.tofile(base + ".sigmf-data")
     n = n if n is not None else 4
-    g = {"core:datatype": datatype, "core:num_channels": n, "core:version": sigmf.__specification__,
-         "core:sample_rate": 1e6, "core:extensions": [SPATIAL], "spatial:num_elements": n,
-         "spatial:channel_index": 0}
+    g = {
+        "core:datatype": datatype,
+        "core:num_channels": n,
+        "core:version": sigmf.__specification__,
+        "core:sample_rate": 1e6,
+        "core:extensions": [SPATIAL],
+        "spatial:num_elements": n,
+        "spatial:channel_index": 0,
+    }
     g.update(extra_global or {})
     sf = SigMFFile(global_info=g)
     sf.set_data_file(base + ".sigmf-data", skip_checksum=True)
@@ -63,6 +80,7 @@ def foreign_recording(base, data: np.ndarray, datatype="cf32_le", n=None, carrie
 def split_into_collection(directory, base, name="coll", order=None):
     """Split an interleaved cf32 recording into single-channel recordings + a Collection."""
     import json
+
     meta = json.load(open(str(base) + ".sigmf-meta"))
     g = meta["global"]
     n = g["core:num_channels"]
@@ -72,9 +90,14 @@ def split_into_collection(directory, base, name="coll", order=None):
     for ch in order:
         stem = f"{name}-ch{ch}"
         np.ascontiguousarray(data[:, ch]).tofile(str(directory / stem) + ".sigmf-data")
-        sg = {"core:datatype": "cf32_le", "core:version": sigmf.__specification__,
-              "core:sample_rate": g.get("core:sample_rate", 1e6), "core:extensions": meta["global"]["core:extensions"],
-              "spatial:num_elements": n, "spatial:channel_index": ch}
+        sg = {
+            "core:datatype": "cf32_le",
+            "core:version": sigmf.__specification__,
+            "core:sample_rate": g.get("core:sample_rate", 1e6),
+            "core:extensions": meta["global"]["core:extensions"],
+            "spatial:num_elements": n,
+            "spatial:channel_index": ch,
+        }
         if ch == 0:
             for k, v in g.items():
                 if k.startswith("nearfield:"):
@@ -84,14 +107,22 @@ def split_into_collection(directory, base, name="coll", order=None):
         sf.add_capture(0, metadata={"core:frequency": meta["captures"][0]["core:frequency"]})
         if ch == 0:
             for a in meta["annotations"]:
-                sf.add_annotation(a["core:sample_start"], a["core:sample_count"],
-                                  metadata={k: v for k, v in a.items() if k not in
-                                            ("core:sample_start", "core:sample_count")})
+                sf.add_annotation(
+                    a["core:sample_start"],
+                    a["core:sample_count"],
+                    metadata={k: v for k, v in a.items() if k not in ("core:sample_start", "core:sample_count")},
+                )
         sf.tofile(str(directory / stem))
         metafiles.append(stem + ".sigmf-meta")
-    coll = SigMFCollection(metafiles=metafiles, base_path=str(directory),
-                           metadata={"collection": {"core:extensions": [SPATIAL],
-                                                    "spatial:element_geometry":
-                                                        meta["captures"][0]["spatial:element_geometry"]}})
+    coll = SigMFCollection(
+        metafiles=metafiles,
+        base_path=str(directory),
+        metadata={
+            "collection": {
+                "core:extensions": [SPATIAL],
+                "spatial:element_geometry": meta["captures"][0]["spatial:element_geometry"],
+            }
+        },
+    )
     coll.tofile(str(directory / name))
     return directory / (name + ".sigmf-collection")

@@ -1,12 +1,23 @@
 """Tests of nearfield.bounds: CRB, pseudo-true parameters, MCRB, LB (paper Sec. V)."""
+
 import numpy as np
 import pytest
 from scipy.optimize import least_squares
 from scipy.stats import chi2
 
 from nearfield.array import ULA, paper_array
-from nearfield.bounds import (c_matrix_and_j_tilde, crb, fim, jacobian, mean_model, misspecified_bounds,
-                              pack, pseudo_true, root_bounds, unpack)
+from nearfield.bounds import (
+    c_matrix_and_j_tilde,
+    crb,
+    fim,
+    jacobian,
+    mean_model,
+    misspecified_bounds,
+    pack,
+    pseudo_true,
+    root_bounds,
+    unpack,
+)
 from nearfield.scenario import complex_noise, make_pilots, noise_variance, paper_scenario
 
 
@@ -47,7 +58,9 @@ def test_jacobian_and_fim_match_finite_differences():
     F_fd = (2.0 / sigma2) * np.real(D_fd.conj().T @ D_fd)
     np.testing.assert_allclose(F, F_fd, rtol=1e-6, atol=1e-8 * np.abs(F).max())
     # unit-modulus HI known: the FIM equals the fault-free one
-    np.testing.assert_allclose(F, fim(array, theta, r, gains, S, sigma2, None), rtol=1e-10, atol=1e-12 * np.abs(F).max())
+    np.testing.assert_allclose(
+        F, fim(array, theta, r, gains, S, sigma2, None), rtol=1e-10, atol=1e-12 * np.abs(F).max()
+    )
 
 
 def test_c_and_j_tilde_match_finite_differences_of_expected_loglik():
@@ -101,8 +114,14 @@ def test_j_tilde_is_the_score_covariance_for_circular_noise():
 
 
 def test_no_faults_gives_mcrb_equal_crb_and_zero_bias():
-    sc = paper_scenario(np.random.default_rng(3), n_antennas=64, p_fault=0.0, n_snapshots=20, snr_db=10,
-                        targets=((0.26, 3.0), (-0.4, 5.0)))
+    sc = paper_scenario(
+        np.random.default_rng(3),
+        n_antennas=64,
+        p_fault=0.0,
+        n_snapshots=20,
+        snr_db=10,
+        targets=((0.26, 3.0), (-0.4, 5.0)),
+    )
     b = misspecified_bounds(sc.array, sc.theta, sc.r, sc.gains, sc.pilots, sc.sigma2, sc.c)
     np.testing.assert_allclose(b.eta_pt, b.eta_true, rtol=0, atol=1e-9)
     assert np.max(np.abs(b.bias)) < 1e-16
@@ -111,8 +130,9 @@ def test_no_faults_gives_mcrb_equal_crb_and_zero_bias():
 
 
 def test_crb_falls_10_db_per_decade_of_snr_and_bias_does_not():
-    sc = paper_scenario(np.random.default_rng(4), n_antennas=64, p_fault=0.05, n_snapshots=20,
-                        targets=((0.26, 3.0), (-0.4, 5.0)))
+    sc = paper_scenario(
+        np.random.default_rng(4), n_antennas=64, p_fault=0.05, n_snapshots=20, targets=((0.26, 3.0), (-0.4, 5.0))
+    )
     assert sc.faulty.size > 0
     mu = sc.mean()
     pt = pseudo_true(sc.array, sc.theta, sc.r, sc.gains, sc.pilots, sc.c)
@@ -128,7 +148,8 @@ def test_crb_falls_10_db_per_decade_of_snr_and_bias_does_not():
     for snr in rb:  # LB = bias + MCRB on the diagonal
         for dim in ("angle", "range"):
             assert rb[snr][f"lb_{dim}"] ** 2 == pytest.approx(
-                rb[snr][f"bias_{dim}"] ** 2 + rb[snr][f"mcrb_{dim}"] ** 2, rel=1e-9)
+                rb[snr][f"bias_{dim}"] ** 2 + rb[snr][f"mcrb_{dim}"] ** 2, rel=1e-9
+            )
 
 
 def test_pseudo_true_is_a_stationary_minimum_below_the_truth():
@@ -139,7 +160,7 @@ def test_pseudo_true_is_a_stationary_minimum_below_the_truth():
     assert pt.grad_norm < 1e-7
     # all five starts reached the same point
     K = sc.theta.size
-    assert np.all(pt.spread[2 * K:3 * K] < 1e-7) and np.all(pt.spread[3 * K:] < 1e-5 * sc.r)
+    assert np.all(pt.spread[2 * K : 3 * K] < 1e-7) and np.all(pt.spread[3 * K :] < 1e-5 * sc.r)
     # independent check: perturbing the solution in any direction raises the cost
     mu_true = sc.mean()
 
@@ -157,11 +178,24 @@ def test_pseudo_true_is_a_stationary_minimum_below_the_truth():
 
 
 def test_root_bounds_average_over_targets():
-    sc = paper_scenario(np.random.default_rng(6), n_antennas=64, p_fault=0.05, n_snapshots=20,
-                        targets=((0.26, 3.0), (-0.4, 5.0), (0.6, 2.5)))
+    sc = paper_scenario(
+        np.random.default_rng(6),
+        n_antennas=64,
+        p_fault=0.05,
+        n_snapshots=20,
+        targets=((0.26, 3.0), (-0.4, 5.0), (0.6, 2.5)),
+    )
     rb = root_bounds(sc.array, sc.theta, sc.r, sc.gains, sc.pilots, sc.sigma2, sc.c)
-    assert set(rb) == {"crb_angle", "crb_range", "lb_angle", "lb_range", "mcrb_angle", "mcrb_range",
-                       "bias_angle", "bias_range"}
+    assert set(rb) == {
+        "crb_angle",
+        "crb_range",
+        "lb_angle",
+        "lb_range",
+        "mcrb_angle",
+        "mcrb_range",
+        "bias_angle",
+        "bias_range",
+    }
     C = crb(sc.array, sc.theta, sc.r, sc.gains, sc.pilots, sc.sigma2, sc.c)
     assert rb["crb_angle"] == pytest.approx(np.sqrt(np.mean(np.diag(C)[6:9])), rel=1e-12)
     assert rb["crb_range"] == pytest.approx(np.sqrt(np.mean(np.diag(C)[9:12])), rel=1e-12)

@@ -4,6 +4,7 @@ The emulator writes packets from coherent-rtlsdr's public sources (``cpacketize.
 ``cpacketizer.cc``, ``ccoherent.cc``): header, per-channel read counters, int8 IQ, channel 0
 the reference noise receiver.  All sockets are on 127.0.0.1; every run is bounded.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,10 @@ import numpy as np
 import pytest
 import yaml
 
-from nearfield.runtime import registry
 from nearfield.array import ULA
 from nearfield.block import ParamError
+from nearfield.runtime import registry, run_flowgraph
 from nearfield.runtime.flowgraph import parse_flowgraph
-from nearfield.runtime import run_flowgraph
 from nearfield.sources.coherent_rtlsdr import CoherentRtlSdrSource, PacketError, incoherent_channels, parse_packet
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -27,7 +27,7 @@ from emulators import RtlEmulator, Scene  # noqa: E402
 
 FG = Path(__file__).resolve().parents[1] / "flowgraphs" / "coherent_rtlsdr.yaml"
 FC = 433.92e6
-ARRAY = ULA(8, FC)                      # lambda/2 spacing: near field 2.3 m .. 17 m
+ARRAY = ULA(8, FC)  # lambda/2 spacing: near field 2.3 m .. 17 m
 THETA, RANGE = [-0.3, 0.35], [5.0, 9.0]
 
 
@@ -61,18 +61,22 @@ def test_packet_layout_and_scaling():
     assert struct.unpack_from("<I", raw, 4 * (4 + 2))[0] == 9
     assert raw[16 + 12 + 2 * 5 * 2] == iq[2, 0, 0].view(np.uint8)
     from nearfield.sources.coherent_rtlsdr import _to_complex
+
     z = _to_complex(iq)
     assert z.dtype == np.complex64 and np.allclose(z, (iq[..., 0] + 1j * iq[..., 1]) / 128)
 
 
-@pytest.mark.parametrize("msg, match", [
-    (b"\x00" * 10, "shorter than the 16-byte header"),
-    (struct.pack("<4I", 1, 0, 4, 0), "N = 0 channels"),
-    (struct.pack("<4I", 1, 4000, 4, 0) + bytes(100), "N = 4000 channels"),
-    (struct.pack("<4I", 1, 2, 0, 0) + bytes(8), "L = 0"),
-    (_packet(1, [1, 1], np.zeros((2, 4, 2)))[:-1], "39 bytes, but N = 2 and L = 4 make 40"),
-    (_packet(1, [1, 1], np.zeros((2, 4, 2))) + b"x", "41 bytes"),
-])
+@pytest.mark.parametrize(
+    "msg, match",
+    [
+        (b"\x00" * 10, "shorter than the 16-byte header"),
+        (struct.pack("<4I", 1, 0, 4, 0), "N = 0 channels"),
+        (struct.pack("<4I", 1, 4000, 4, 0) + bytes(100), "N = 4000 channels"),
+        (struct.pack("<4I", 1, 2, 0, 0) + bytes(8), "L = 0"),
+        (_packet(1, [1, 1], np.zeros((2, 4, 2)))[:-1], "39 bytes, but N = 2 and L = 4 make 40"),
+        (_packet(1, [1, 1], np.zeros((2, 4, 2))) + b"x", "41 bytes"),
+    ],
+)
 def test_malformed_packets_are_named(msg, match):
     with pytest.raises(PacketError, match=match):
         parse_packet(msg, max_channels=64)
@@ -80,8 +84,8 @@ def test_malformed_packets_are_named(msg, match):
 
 def test_coherence_by_read_counters():
     assert incoherent_channels(np.array([5, 5, 5, 5])) == []
-    assert incoherent_channels(np.array([5, 5, 4, 5])) == [2]          # a stale buffer on channel 2
-    assert incoherent_channels(np.array([6, 5, 5, 5])) == [1, 2, 3]    # reference ahead of everyone
+    assert incoherent_channels(np.array([5, 5, 4, 5])) == [2]  # a stale buffer on channel 2
+    assert incoherent_channels(np.array([6, 5, 5, 5])) == [1, 2, 3]  # reference ahead of everyone
     assert incoherent_channels(np.array([6, 5, 5, 5]), reference=None) == [0]
 
 
@@ -109,8 +113,22 @@ def _run(tmp_path, emu, **source):
     return res, src, recs
 
 
-SCHEDULE = ["data", "data", "stale", "data", "short", "data", ("lost", 2), "data", "bad_n", "data",
-            ("reconnect", 3), "data", "stale", "data"]
+SCHEDULE = [
+    "data",
+    "data",
+    "stale",
+    "data",
+    "short",
+    "data",
+    ("lost", 2),
+    "data",
+    "bad_n",
+    "data",
+    ("reconnect", 3),
+    "data",
+    "stale",
+    "data",
+]
 
 
 def test_flowgraph_localizes_every_coherent_packet_and_counts_every_fault(tmp_path):
@@ -126,7 +144,7 @@ def test_flowgraph_localizes_every_coherent_packet_and_counts_every_fault(tmp_pa
     assert c["disconnects"] >= 1 and c["reconnects"] >= 1
     assert c["packets"] == len(emu.sent)
     seqs = [r["seq"] for r in recs]
-    assert seqs[:4] == [0, 1, 2, 3] and seqs[4:6] == [6, 7]   # packet 2 (stale) missing from seq
+    assert seqs[:4] == [0, 1, 2, 3] and seqs[4:6] == [6, 7]  # packet 2 (stale) missing from seq
     assert seqs == sorted(seqs)
     t0 = np.array([r["t0"] for r in recs])
     assert np.allclose(t0[:2], [1000 * 2048 / 2.048e6, (1000 * 2048 + 1024) / 2.048e6])
@@ -147,8 +165,16 @@ def test_stopped_sender_ends_the_run_with_a_clear_error(tmp_path):
 def test_reference_channel_goes_to_the_cal_port():
     emu = RtlEmulator(Scene(ARRAY, THETA, RANGE, 20), ["data", "data", "data", "data"], samples=2048, seed=3)
     emu.start()
-    src = CoherentRtlSdrSource("r", address=emu.address, carrier_hz=FC, snapshots=512, cal_every=2,
-                               cal_snapshots=2048, timeout_s=1.0, on_timeout="end")
+    src = CoherentRtlSdrSource(
+        "r",
+        address=emu.address,
+        carrier_hz=FC,
+        snapshots=512,
+        cal_every=2,
+        cal_snapshots=2048,
+        timeout_s=1.0,
+        on_timeout="end",
+    )
     try:
         out = [f for f in src.generate() if f is not None]
     finally:
@@ -160,8 +186,11 @@ def test_reference_channel_goes_to_the_cal_port():
     assert len(data) == 16 and [f.seq for f in cal] == [0, 1]
     for f in cal:
         assert f.arrays["snapshots"].shape == (8, 2048) and f.arrays["reference"].shape == (1, 2048)
-        assert f.meta["calibration"] == {"kind": "reference_channel", "device": "coherent_rtlsdr",
-                                         "reference_channel": 0}
+        assert f.meta["calibration"] == {
+            "kind": "reference_channel",
+            "device": "coherent_rtlsdr",
+            "reference_channel": 0,
+        }
     # the cal frame holds the same samples as the data frames of its packet (packet 2 = frames 4..7)
     assert np.array_equal(cal[0].arrays["snapshots"][:, :512], data[4].snapshots)
     d = data[0].meta["device"]
@@ -179,13 +208,16 @@ def test_no_sender_fails_within_the_timeout():
         src.close()
 
 
-@pytest.mark.parametrize("params, match", [
-    (dict(channels=[0, 1, 2]), "includes the reference channel 0"),
-    (dict(channels=[2, 2]), "'channels'"),
-    (dict(address="localhost:5555"), "'address'"),
-    (dict(carrier_hz=-1.0), "'carrier_hz'"),
-    (dict(max_channels=1), "'max_channels'"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(channels=[0, 1, 2]), "includes the reference channel 0"),
+        (dict(channels=[2, 2]), "'channels'"),
+        (dict(address="localhost:5555"), "'address'"),
+        (dict(carrier_hz=-1.0), "'carrier_hz'"),
+        (dict(max_channels=1), "'max_channels'"),
+    ],
+)
 def test_parameter_errors_name_the_parameter(params, match):
     kw = dict(carrier_hz=FC)
     kw.update(params)

@@ -1,5 +1,6 @@
 """Issue 12, one test (or more) per defect: hostile input never kills a graph, nothing is lost,
 nothing is silent.  Test blocks come from conftest.py (and two small ones here)."""
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,7 @@ from conftest import read_collect
 
 from nearfield.block import Block, Param, Sink
 from nearfield.cli import main
-from nearfield.runtime import exit_code, run_flowgraph
-from nearfield.runtime import registry
+from nearfield.runtime import exit_code, registry, run_flowgraph
 from nearfield.runtime.endpoints import InEndpoint
 from nearfield.runtime.flowgraph import FlowgraphError, load_flowgraph, parse_flowgraph
 from nearfield.runtime.plan import Curve, InSpec, clean_stale_ipc_dirs
@@ -73,11 +73,15 @@ def pmt_sym(s: str) -> bytes:
     return b"\x02" + struct.pack(">H", len(s)) + s.encode()
 
 
-TUPLE_KEY_DICT = (b"\x09\x07"                                   # dict, first (key . value) pair
-                  + b"\x0c\x00\x00\x00\x02" + pmt_sym("k")        # key: a tuple ("k", [7, 7])
-                  + b"\x08\x00\x00\x00\x02\x03\x00\x00\x00\x07\x03\x00\x00\x00\x07"
-                  + b"\x04" + struct.pack(">d", 0.5)              # value 0.5
-                  + b"\x06")                                      # end of the dict
+TUPLE_KEY_DICT = (
+    b"\x09\x07"  # dict, first (key . value) pair
+    + b"\x0c\x00\x00\x00\x02"
+    + pmt_sym("k")  # key: a tuple ("k", [7, 7])
+    + b"\x08\x00\x00\x00\x02\x03\x00\x00\x00\x07\x03\x00\x00\x00\x07"
+    + b"\x04"
+    + struct.pack(">d", 0.5)  # value 0.5
+    + b"\x06"
+)  # end of the dict
 
 
 def tag_message(items: np.ndarray, offset: int, tags) -> bytes:
@@ -102,11 +106,17 @@ def test_hostile_tags_then_ordinary_messages_all_ordinary_frames_delivered(tmp_p
     push = ctx.socket(zmq.PUSH)
     port = push.bind_to_random_port("tcp://127.0.0.1")
     n, t = 4, 10
-    src = ZMQSource(address=f"tcp://127.0.0.1:{port}", n_antennas=n, snapshots=t, pass_tags=True,
-                    timeout_s=1.0, max_pending_tags=500)
+    src = ZMQSource(
+        address=f"tcp://127.0.0.1:{port}",
+        n_antennas=n,
+        snapshots=t,
+        pass_tags=True,
+        timeout_s=1.0,
+        max_pending_tags=500,
+    )
     src.start()
     rng = np.random.default_rng(0)
-    items = lambda: (rng.standard_normal((t, n)) + 0j).astype(np.complex64)   # noqa: E731
+    items = lambda: (rng.standard_normal((t, n)) + 0j).astype(np.complex64)  # noqa: E731
     msgs = [tag_message(items(), 0, [(0, pmt_sym("meta"), TUPLE_KEY_DICT)])]
     far = [(10**15 + i, pmt_sym("far"), b"\x04" + struct.pack(">d", i)) for i in range(2000)]
     msgs += [tag_message(items(), t * (1 + k), far) for k in range(20)]
@@ -123,14 +133,16 @@ def test_hostile_tags_then_ordinary_messages_all_ordinary_frames_delivered(tmp_p
     for f, x in zip(frames[21:], ordinary):
         np.testing.assert_array_equal(f.arrays["snapshots"], x.T)
     assert src.counters["bad_messages"] == 0
-    assert src.counters["dropped_tags"] == 20 * 2000        # every far-future tag, none kept
+    assert src.counters["dropped_tags"] == 20 * 2000  # every far-future tag, none kept
     assert frames[0].meta["tags"][0]["value"] == {"('k', '[7, 7]')": 0.5}
 
 
 def test_tag_backlog_is_capped_by_max_pending_tags():
-    src = ZMQSource(address="tcp://127.0.0.1:1", n_antennas=2, snapshots=10, max_pending_tags=50,
-                    max_tag_lead_frames=10**9)
+    src = ZMQSource(
+        address="tcp://127.0.0.1:1", n_antennas=2, snapshots=10, max_pending_tags=50, max_tag_lead_frames=10**9
+    )
     from nearfield.sources.zmq_source import GrTag
+
     pending = src._keep_tags([], [GrTag(10**6 + i, "k", i, None) for i in range(80)], 0)
     assert len(pending) == 50 and src.counters["dropped_tags"] == 30
 
@@ -141,6 +153,7 @@ def test_spoofed_eos_and_junk_neither_end_nor_hang_the_stream(tmp_path, monkeypa
     (no token, a wrong token) and junk reach the sink's input and the control socket; the run
     still delivers every frame and ends normally."""
     import nearfield.runtime.runner as runner
+
     plans_seen = {}
     real = runner.make_plans
 
@@ -151,12 +164,15 @@ def test_spoofed_eos_and_junk_neither_end_nor_hang_the_stream(tmp_path, monkeypa
 
     monkeypatch.setattr(runner, "make_plans", spy)
     out = tmp_path / "o"
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 30, sleep: 0.02}}
           out: {{type: t_collect, path: "{out}"}}
         connections: [[src, out]]
-        """, out=out)
+        """,
+        out=out,
+    )
     ctx = zmq.Context()
 
     def attack():
@@ -168,8 +184,12 @@ def test_spoofed_eos_and_junk_neither_end_nor_hang_the_stream(tmp_path, monkeypa
         s.connect(ep)
         c = ctx.socket(zmq.PUSH)
         c.connect(plans_seen["ctl"])
-        for parts in ([b'{"v": 1, "eos": true}'], [b'{"v": 1, "eos": true, "token": "00ff"}'],
-                      [b"\xff" * 100], [b"[" * 5000]):
+        for parts in (
+            [b'{"v": 1, "eos": true}'],
+            [b'{"v": 1, "eos": true, "token": "00ff"}'],
+            [b"\xff" * 100],
+            [b"[" * 5000],
+        ):
             s.send_multipart(parts)
         for junk in (b"junk", b'{"type": "done", "block": "out", "stats": {}}', b"[" * 5000):
             c.send(junk)
@@ -225,8 +245,15 @@ def test_error_messages_about_huge_values_stay_small():
 # -- 5. poisoned state ---------------------------------------------------------------------
 def _state(n=16):
     rng = np.random.default_rng(1)
-    return {"version": 1, "n_antennas": n, "faulty": [3, 9], "e": rng.random(n).tolist(),
-            "b": [[float(x), 0.5] for x in rng.random(n)], "frames": 12, "noise_var": 0.02}
+    return {
+        "version": 1,
+        "n_antennas": n,
+        "faulty": [3, 9],
+        "e": rng.random(n).tolist(),
+        "b": [[float(x), 0.5] for x in rng.random(n)],
+        "frames": 12,
+        "noise_var": 0.02,
+    }
 
 
 def _negate_positive(obj):
@@ -248,25 +275,43 @@ def test_poisoned_state_is_refused_naming_the_file_and_field(tmp_path):
     save_json_atomic(str(p), _negate_positive(_state()))
     with pytest.raises(ValueError, match=r"block 'fd', state_path '.*fd.json': refused: field "):
         load_json(str(p), "block 'fd'")
-    for field, bad, what in [("noise_var", -0.02, "noise_var"), ("faulty", [3, 16], "faulty"),
-                             ("faulty", [3, 3], "repeated"), ("b", [[0.0, 1.0]] * 3, "disagree"),
-                             ("e", [float("nan")] * 16, "NaN"), ("version", 7, "version"),
-                             ("frames", 1.5, "frames")]:
+    for field, bad, what in [
+        ("noise_var", -0.02, "noise_var"),
+        ("faulty", [3, 16], "faulty"),
+        ("faulty", [3, 3], "repeated"),
+        ("b", [[0.0, 1.0]] * 3, "disagree"),
+        ("e", [float("nan")] * 16, "NaN"),
+        ("version", 7, "version"),
+        ("frames", 1.5, "frames"),
+    ]:
         save_json_atomic(str(p), {**_state(), field: bad})
         with pytest.raises(ValueError, match=what):
             load_json(str(p), "block 'fd'")
     save_json_atomic(str(p), _state(16))
     with pytest.raises(ValueError, match="disagree"):
-        load_json(str(p), "block 'fd'", n_antennas=32)    # a state of another array
+        load_json(str(p), "block 'fd'", n_antennas=32)  # a state of another array
 
 
 def test_poisoned_state_stops_the_run_at_start_with_exit_code_2(tmp_path, capsys):
     state = tmp_path / "fd.json"
     save_json_atomic(str(state), _negate_positive(_state(32)))
     out = tmp_path / "est.jsonl"
-    rc = main(["run", str(ROOT / "flowgraphs" / "synthetic.yaml"), "--quiet", "--inproc",
-               "--set", "source.n_antennas=32", "--set", "source.frames=2",
-               "--set", f"detect.state_path={state}", "--set", f"out.path={out}"])
+    rc = main(
+        [
+            "run",
+            str(ROOT / "flowgraphs" / "synthetic.yaml"),
+            "--quiet",
+            "--inproc",
+            "--set",
+            "source.n_antennas=32",
+            "--set",
+            "source.frames=2",
+            "--set",
+            f"detect.state_path={state}",
+            "--set",
+            f"out.path={out}",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "state_path" in err and "fd.json" in err and "refused" in err and "Traceback" not in err
@@ -294,13 +339,24 @@ def test_stale_temp_files_and_ipc_dirs_are_cleaned(tmp_path):
 def test_a_run_that_fails_at_start_leaves_earlier_output_intact(tmp_path, capsys, how):
     out = tmp_path / "est.jsonl"
     out.write_text('{"seq": 0, "earlier": true}\n')
-    if how == "seed":     # the issue's case: passes validation, fails in the source's start()
-        argv = ["run", str(ROOT / "flowgraphs" / "synthetic.yaml"), "--set", "source.seed=-1",
-                "--set", "source.n_antennas=32", "--set", f"out.path={out}", "--quiet"]
+    if how == "seed":  # the issue's case: passes validation, fails in the source's start()
+        argv = [
+            "run",
+            str(ROOT / "flowgraphs" / "synthetic.yaml"),
+            "--set",
+            "source.seed=-1",
+            "--set",
+            "source.n_antennas=32",
+            "--set",
+            f"out.path={out}",
+            "--quiet",
+        ]
     else:
         g = tmp_path / "g.yaml"
-        g.write_text(f"blocks:\n  src: {{type: t_count, frames: 3}}\n  mid: {{type: t_startfails}}\n"
-                     f"  out: {{type: jsonl, path: '{out}'}}\nconnections: [[src, mid], [mid, out]]\n")
+        g.write_text(
+            f"blocks:\n  src: {{type: t_count, frames: 3}}\n  mid: {{type: t_startfails}}\n"
+            f"  out: {{type: jsonl, path: '{out}'}}\nconnections: [[src, mid], [mid, out]]\n"
+        )
         argv = ["run", str(g), "--quiet"]
     rc = main(argv)
     err = capsys.readouterr().err
@@ -312,12 +368,15 @@ def test_a_run_that_fails_at_start_leaves_earlier_output_intact(tmp_path, capsys
 
 def test_checkpoint_is_called_periodically_while_running(tmp_path):
     log = tmp_path / "ckpt"
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 40}}
           out: {{type: t_ckpt, path: "{log}", delay: 0.02}}
         connections: [[src, out]]
-        """, log=log)
+        """,
+        log=log,
+    )
     res = run_flowgraph(g, inproc=True, checkpoint_s=0.1, stream=io.StringIO())
     assert res.ok, res.error
     counts = [int(x) for x in log.read_text().split()]
@@ -327,10 +386,12 @@ def test_checkpoint_is_called_periodically_while_running(tmp_path):
 # -- 7. nothing silent: all dropped -> exit 3 naming the drops; stall watchdog ----------------
 def test_a_run_whose_every_frame_is_dropped_exits_3_and_names_the_drops(tmp_path, capsys):
     g = tmp_path / "g.yaml"
-    g.write_text(f"blocks:\n  src: {{type: t_count, frames: 5, nan_at: [0, 1, 2, 3, 4]}}\n"
-                 f"  mid: {{type: t_pass}}\n"
-                 f"  out: {{type: t_collect, path: '{tmp_path / 'o'}'}}\n"
-                 f"connections: [[src, mid], [mid, out]]\n")
+    g.write_text(
+        f"blocks:\n  src: {{type: t_count, frames: 5, nan_at: [0, 1, 2, 3, 4]}}\n"
+        f"  mid: {{type: t_pass}}\n"
+        f"  out: {{type: t_collect, path: '{tmp_path / 'o'}'}}\n"
+        f"connections: [[src, mid], [mid, out]]\n"
+    )
     assert main(["run", str(g), "--inproc"]) == 3
     err = capsys.readouterr().err
     assert "produced nothing" in err
@@ -338,15 +399,18 @@ def test_a_run_whose_every_frame_is_dropped_exits_3_and_names_the_drops(tmp_path
 
 
 def test_drop_share_threshold(tmp_path):
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 10}}
           mid: {{type: t_pass, bad_at: [0, 1, 2, 3]}}
           out: {{type: t_collect, path: "{out}"}}
         connections: [[src, mid], [mid, out]]
-        """, out=tmp_path / "o")
+        """,
+        out=tmp_path / "o",
+    )
     res = run_flowgraph(g, inproc=True, quiet=True)
-    assert res.ok and res.drop_share() == pytest.approx(4 / 16)   # 4 of (10 + 6) frames received
+    assert res.ok and res.drop_share() == pytest.approx(4 / 16)  # 4 of (10 + 6) frames received
     assert exit_code(res, 0.5) == 0 and exit_code(res, 0.2) == 3
     assert res.drop_reasons() == [("mid", "bad: BadFrame: refusing seq #", 4)]
 
@@ -354,12 +418,15 @@ def test_drop_share_threshold(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux")
 def test_watchdog_stops_a_graph_whose_block_was_sigstopped(tmp_path):
     out = tmp_path / "o"
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 0, sleep: 0.01}}
           out: {{type: t_collect, path: "{out}"}}
         connections: [[src, out]]
-        """, out=out)
+        """,
+        out=out,
+    )
 
     def stop_the_sink():
         while not (out.exists() and out.read_text().count("\n") >= 3):
@@ -393,7 +460,7 @@ def test_curve_tcp_link_refuses_a_client_without_the_key():
         keyed.send(b"from the runtime")
         assert ep.sock.poll(3000) and ep.sock.recv() == b"from the runtime"
         wrong = ctx.socket(zmq.PUSH)
-        Curve.server_pair().client_of().apply(wrong)        # knows *a* key, not this one
+        Curve.server_pair().client_of().apply(wrong)  # knows *a* key, not this one
         wrong.connect(f"tcp://127.0.0.1:{port}")
         if wrong.poll(100, zmq.POLLOUT):
             wrong.send(b"guessing", zmq.NOBLOCK)
@@ -404,6 +471,7 @@ def test_curve_tcp_link_refuses_a_client_without_the_key():
 
 def _free_port():
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -411,14 +479,17 @@ def _free_port():
 
 def test_a_curve_tcp_run_delivers_everything(tmp_path):
     out = tmp_path / "o"
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 12}}
           mid: {{type: t_pass}}
           out: {{type: t_collect, path: "{out}"}}
         connections: [[src, mid], [mid, out]]
-        """, out=out)
-    res = run_flowgraph(g, transport="tcp", quiet=True)        # CURVE on by default for tcp
+        """,
+        out=out,
+    )
+    res = run_flowgraph(g, transport="tcp", quiet=True)  # CURVE on by default for tcp
     assert res.ok, res.error
     assert [r[0] for r in read_collect(out)[0]] == list(range(12))
 
@@ -427,6 +498,7 @@ def test_zmq_pub_with_curve_key_file(tmp_path):
     from nearfield.block import ParamError
     from nearfield.frame import Frame
     from nearfield.sinks.zmq_pub import ZMQPubSink
+
     public, secret = zmq.curve_keypair()
     (tmp_path / "k").write_bytes(secret)
     sink = ZMQPubSink(address="tcp://127.0.0.1:*", curve_secret_key_file=str(tmp_path / "k"))
@@ -457,11 +529,23 @@ def test_zmq_pub_with_curve_key_file(tmp_path):
 
 # -- also: warnings once; the suite does not write ./estimates.jsonl ------------------------
 def test_a_validate_warning_is_printed_once(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="nearfield.sources.synthetic")   # other modules quiet it
-    g = parse_flowgraph({"blocks": {"src": {"type": "synthetic", "n_antennas": 32, "snapshots": 20, "frames": 1,
-                                            "seed": 3, "targets": [{"theta": 0.1, "range": 1000.0}]},
-                                    "out": {"type": "t_collect", "path": str(tmp_path / "o")}},
-                         "connections": [["src", "out"]]})
+    caplog.set_level(logging.WARNING, logger="nearfield.sources.synthetic")  # other modules quiet it
+    g = parse_flowgraph(
+        {
+            "blocks": {
+                "src": {
+                    "type": "synthetic",
+                    "n_antennas": 32,
+                    "snapshots": 20,
+                    "frames": 1,
+                    "seed": 3,
+                    "targets": [{"theta": 0.1, "range": 1000.0}],
+                },
+                "out": {"type": "t_collect", "path": str(tmp_path / "o")},
+            },
+            "connections": [["src", "out"]],
+        }
+    )
     assert sum("outside the radiating near field" in r.getMessage() for r in caplog.records) == 1
     res = run_flowgraph(g, inproc=True, quiet=True)
     assert res.ok, res.error

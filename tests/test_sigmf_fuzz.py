@@ -1,5 +1,6 @@
 """Fuzz the SigMF metadata decoder: any malformed .sigmf-meta is refused with SigMFFormatError
 (a ParamError naming the block, the file and the field), never another exception."""
+
 import json
 
 import numpy as np
@@ -10,9 +11,11 @@ from nearfield.block import ParamError
 from nearfield.sources.sigmf_source import SigMFFormatError, SigMFSource
 from tests.sigmf_helpers import foreign_recording
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True)
-                    | st.text(max_size=8), lambda kids: st.lists(kids, max_size=4)
-                    | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    max_leaves=12,
+)
 
 
 def _base(tmp_path_factory):

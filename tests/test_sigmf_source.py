@@ -1,4 +1,5 @@
 """QA of the SigMF source: exact replay, foreign recordings, collections, and bad input."""
+
 import itertools
 import json
 import logging
@@ -6,12 +7,11 @@ import time
 
 import numpy as np
 import pytest
+from sigmf_helpers import foreign_recording, record, split_into_collection
 
 from nearfield.array import SPEED_OF_LIGHT
 from nearfield.block import ParamError
 from nearfield.sources.sigmf_source import SigMFFormatError, SigMFSource, target_from_bearing
-
-from sigmf_helpers import foreign_recording, record, split_into_collection
 
 logging.getLogger("nearfield.sources.synthetic").setLevel(logging.ERROR)
 
@@ -28,7 +28,7 @@ def assert_same_frames(written, read):
     assert len(written) == len(read)
     for a, b in zip(written, read):
         assert (a.seq, a.t0) == (b.seq, b.t0)
-        assert a.arrays["snapshots"].tobytes() == b.arrays["snapshots"].tobytes()   # bitwise
+        assert a.arrays["snapshots"].tobytes() == b.arrays["snapshots"].tobytes()  # bitwise
         assert b.arrays["snapshots"].flags.c_contiguous and b.arrays["snapshots"].dtype == np.complex64
         assert a.arrays["pilots"].tobytes() == b.arrays["pilots"].tobytes()
         assert a.meta["truth"] == b.meta["truth"]
@@ -36,8 +36,12 @@ def assert_same_frames(written, read):
 
 
 def test_record_replay_is_exact(tmp_path):
-    written = record(tmp_path / "rec", frames=5, targets=[{"theta": 0.3, "range": 6.0, "velocity": [3.0, -40.0]},
-                                                          {"theta": -0.5, "range": 4.0}], wavelength_m=0.01)
+    written = record(
+        tmp_path / "rec",
+        frames=5,
+        targets=[{"theta": 0.3, "range": 6.0, "velocity": [3.0, -40.0]}, {"theta": -0.5, "range": 4.0}],
+        wavelength_m=0.01,
+    )
     assert_same_frames(written, replay(tmp_path / "rec.sigmf-meta"))
     assert_same_frames(written, replay(tmp_path / "rec.sigmf-data", verify=True))
     assert all("pilots" not in f.arrays for f in replay(tmp_path / "rec", pilots=False))
@@ -53,12 +57,12 @@ def test_source_memory_maps_the_dataset(tmp_path):
 
 def test_recut_start_stop_and_loop(tmp_path):
     written = record(tmp_path / "rec", frames=5)
-    flat = np.concatenate([f.arrays["snapshots"] for f in written], axis=1)   # (16, 50)
+    flat = np.concatenate([f.arrays["snapshots"] for f in written], axis=1)  # (16, 50)
     got = replay(tmp_path / "rec", snapshots=4)
-    assert len(got) == 12                                 # 48 of 50 samples, the partial frame dropped
+    assert len(got) == 12  # 48 of 50 samples, the partial frame dropped
     for i, f in enumerate(got):
         assert f.seq == i and f.t0 == pytest.approx(4 * i / 1000.0)
-        assert np.array_equal(f.arrays["snapshots"], flat[:, 4 * i:4 * i + 4])
+        assert np.array_equal(f.arrays["snapshots"], flat[:, 4 * i : 4 * i + 4])
         assert f.meta["truth"] == written[(4 * i) // 10].meta["truth"]
     got = replay(tmp_path / "rec", start_sample=10, stop_sample=35)
     assert [f.seq for f in got] == [1, 2]
@@ -79,18 +83,29 @@ def test_rate_hz_paces_replay(tmp_path):
 
 def test_foreign_ci16_recording_with_emitter_bearing(tmp_path):
     rng = np.random.default_rng(0)
-    raw = rng.integers(-32768, 32767, size=(30, 4, 2), dtype=np.int16)     # (samples, channels, re/im)
-    base = foreign_recording(tmp_path / "ci16", raw, "ci16_le", n=4, carrier=3e9, d=0.05,
-                             capture_extra={"spatial:emitter_bearing": {"azimuth": 350.0, "range": 12.5}})
+    raw = rng.integers(-32768, 32767, size=(30, 4, 2), dtype=np.int16)  # (samples, channels, re/im)
+    base = foreign_recording(
+        tmp_path / "ci16",
+        raw,
+        "ci16_le",
+        n=4,
+        carrier=3e9,
+        d=0.05,
+        capture_extra={"spatial:emitter_bearing": {"azimuth": 350.0, "range": 12.5}},
+    )
     got = replay(base, snapshots=10)
     assert len(got) == 3
     expected = (raw[10:20, :, 0] + 1j * raw[10:20, :, 1]).T / 32768.0
     assert np.array_equal(got[1].arrays["snapshots"], expected.astype(np.complex64))
     assert "pilots" not in got[1].arrays
-    assert got[1].meta["array"] == {"n_antennas": 4, "carrier_hz": 3e9, "spacing": pytest.approx(0.05),
-                                    "wavelength_m": SPEED_OF_LIGHT / 3e9}
+    assert got[1].meta["array"] == {
+        "n_antennas": 4,
+        "carrier_hz": 3e9,
+        "spacing": pytest.approx(0.05),
+        "wavelength_m": SPEED_OF_LIGHT / 3e9,
+    }
     (tgt,) = got[0].meta["truth"]["targets"]
-    assert tgt["theta"] == pytest.approx(np.radians(10.0)) and tgt["range"] == 12.5   # azimuth -10 deg
+    assert tgt["theta"] == pytest.approx(np.radians(10.0)) and tgt["range"] == 12.5  # azimuth -10 deg
     assert got[2].t0 == pytest.approx(20 / 1e6)
 
 
@@ -104,12 +119,19 @@ def test_foreign_cf64_recording_and_calibration(tmp_path):
     rng = np.random.default_rng(1)
     raw = (rng.standard_normal((20, 4)) + 1j * rng.standard_normal((20, 4))).astype("<c16")
     cal = [[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, -1.0]]
-    base = foreign_recording(tmp_path / "c64", raw, "cf64_le", n=4,
-                             extra_global={"core:extensions": [{"name": "spatial", "version": "1.1.0",
-                                                                "optional": True},
-                                                               {"name": "nearfield", "version": "1.0.0",
-                                                                "optional": True}],
-                                           "nearfield:calibration": cal})
+    base = foreign_recording(
+        tmp_path / "c64",
+        raw,
+        "cf64_le",
+        n=4,
+        extra_global={
+            "core:extensions": [
+                {"name": "spatial", "version": "1.1.0", "optional": True},
+                {"name": "nearfield", "version": "1.0.0", "optional": True},
+            ],
+            "nearfield:calibration": cal,
+        },
+    )
     got = replay(base, snapshots=20)
     w = np.array([complex(*c) for c in cal], np.complex64)[:, None]
     assert np.array_equal(got[0].arrays["snapshots"], raw.T.astype(np.complex64) * w)
@@ -146,7 +168,7 @@ def test_truncated_data_file(tmp_path):
 def test_data_shorter_than_metadata_says(tmp_path):
     record(tmp_path / "rec", frames=3)
     with open(tmp_path / "rec.sigmf-data", "r+b") as fh:
-        fh.truncate(16 * 8 * 25)                      # 25 whole samples of 30
+        fh.truncate(16 * 8 * 25)  # 25 whole samples of 30
     expect_error(tmp_path / "rec", "rec.sigmf-data", "nearfield:valid_samples", "truncated")
     base = foreign_recording(tmp_path / "f", np.zeros((10, 4), "<c8"), annotations=[(5, 10, {})])
     expect_error(base, "f.sigmf-data", "annotations", "truncated")
@@ -188,7 +210,7 @@ def test_missing_files_and_checksum_mismatch(tmp_path):
     raw = bytearray((tmp_path / "rec.sigmf-data").read_bytes())
     raw[100] ^= 1
     (tmp_path / "rec.sigmf-data").write_bytes(bytes(raw))
-    replay(tmp_path / "rec")                              # verify off by default: no full read
+    replay(tmp_path / "rec")  # verify off by default: no full read
     src = SigMFSource(name="src", path=str(tmp_path / "rec"), verify=True)
     with pytest.raises(SigMFFormatError, match="core:sha512.*checksum mismatch"):
         src.start()
@@ -205,6 +227,7 @@ def test_bad_sample_window(tmp_path):
 
 def test_replayed_frames_give_the_same_covariance_as_live(tmp_path):
     from nearfield.blocks.covariance import Covariance
+
     written = record(tmp_path / "rec", frames=3)
     live, rep = Covariance(forget=0.3), Covariance(forget=0.3)
     live.start()
@@ -219,17 +242,25 @@ def test_record_then_replay_through_the_runtime(tmp_path):
     runtime = pytest.importorskip("nearfield.runtime")
     src = {"type": "synthetic", "n_antennas": 16, "snapshots": 10, "frames": 4, "seed": 9}
     graphs = {
-        "record": {"blocks": {"source": src, "rec": {"type": "sigmf_writer", "path": str(tmp_path / "r")}},
-                   "connections": [["source", "rec"]]},
-        "live": {"blocks": {"source": src, "out": {"type": "jsonl", "path": str(tmp_path / "live.jsonl")}},
-                 "connections": [["source", "out"]]},
+        "record": {
+            "blocks": {"source": src, "rec": {"type": "sigmf_writer", "path": str(tmp_path / "r")}},
+            "connections": [["source", "rec"]],
+        },
+        "live": {
+            "blocks": {"source": src, "out": {"type": "jsonl", "path": str(tmp_path / "live.jsonl")}},
+            "connections": [["source", "out"]],
+        },
     }
     for name, g in graphs.items():
         res = runtime.run_flowgraph(flowgraph.parse_flowgraph(g, path=name), inproc=True, quiet=True)
         assert res.ok, res.error
-    g = {"blocks": {"source": {"type": "sigmf", "path": str(tmp_path / "r")},
-                    "out": {"type": "jsonl", "path": str(tmp_path / "replay.jsonl")}},
-         "connections": [["source", "out"]]}
+    g = {
+        "blocks": {
+            "source": {"type": "sigmf", "path": str(tmp_path / "r")},
+            "out": {"type": "jsonl", "path": str(tmp_path / "replay.jsonl")},
+        },
+        "connections": [["source", "out"]],
+    }
     res = runtime.run_flowgraph(flowgraph.parse_flowgraph(g, path="replay"), inproc=True, quiet=True)
     assert res.ok, res.error
 
@@ -238,6 +269,7 @@ def test_record_then_replay_through_the_runtime(tmp_path):
         for r in out:
             r.pop("latency_s")
         return out
+
     live = records(tmp_path / "live.jsonl")
     assert len(live) == 4 and live == records(tmp_path / "replay.jsonl")
 
@@ -245,16 +277,21 @@ def test_record_then_replay_through_the_runtime(tmp_path):
 def test_shipped_record_and_replay_flowgraphs(tmp_path):
     """flowgraphs/record_sigmf.yaml then replay_sigmf.yaml (small overrides) run and agree."""
     from pathlib import Path
+
     flowgraph = pytest.importorskip("nearfield.runtime.flowgraph")
     runtime = pytest.importorskip("nearfield.runtime")
     fg = Path(__file__).resolve().parent.parent / "flowgraphs"
     rec = tmp_path / "rec"
-    g = flowgraph.load_flowgraph(fg / "record_sigmf.yaml", overrides={
-        "source.n_antennas": 64, "source.frames": 3, "source.snapshots": 20, "record.path": str(rec)})
+    g = flowgraph.load_flowgraph(
+        fg / "record_sigmf.yaml",
+        overrides={"source.n_antennas": 64, "source.frames": 3, "source.snapshots": 20, "record.path": str(rec)},
+    )
     res = runtime.run_flowgraph(g, inproc=True, quiet=True)
     assert res.ok, res.error
-    g = flowgraph.load_flowgraph(fg / "replay_sigmf.yaml", overrides={
-        "source.path": str(rec) + ".sigmf-meta", "out.path": str(tmp_path / "e.jsonl")})
+    g = flowgraph.load_flowgraph(
+        fg / "replay_sigmf.yaml",
+        overrides={"source.path": str(rec) + ".sigmf-meta", "out.path": str(tmp_path / "e.jsonl")},
+    )
     res = runtime.run_flowgraph(g, inproc=True, quiet=True)
     assert res.ok, res.error
     lines = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
@@ -263,6 +300,7 @@ def test_shipped_record_and_replay_flowgraphs(tmp_path):
 
 
 # -- others' recordings: carrier, spacing, channel order and axis given or overridden -------------------------
+
 
 def _raw(n=4, t=20, seed=5):
     rng = np.random.default_rng(seed)
@@ -291,7 +329,7 @@ def test_spacing_given_without_geometry_or_overriding_it(tmp_path):
     assert np.array_equal(got[1].arrays["snapshots"], raw[10:20].T)
     base = foreign_recording(tmp_path / "g", raw, n=9, d=0.05)
     assert replay(base, snapshots=10, spacing=0.06)[0].meta["array"]["spacing"] == 0.06
-    assert replay(base, snapshots=10)[0].meta["array"]["spacing"] == pytest.approx(0.05)   # unchanged default
+    assert replay(base, snapshots=10)[0].meta["array"]["spacing"] == pytest.approx(0.05)  # unchanged default
 
 
 def test_reversed_geometry_is_mapped_back_to_the_recorded_frames(tmp_path):
@@ -301,14 +339,24 @@ def test_reversed_geometry_is_mapped_back_to_the_recorded_frames(tmp_path):
     data = np.fromfile(str(tmp_path / "rec.sigmf-data"), np.complex64).reshape(-1, n)
     meta = json.load(open(str(tmp_path / "rec.sigmf-meta")))
     pts = [p["point"] for p in meta["captures"][0]["spatial:element_geometry"]]
-    base = foreign_recording(tmp_path / "rev", np.ascontiguousarray(data[:, ::-1]), n=n,
-                             carrier=meta["captures"][0]["core:frequency"], geometry=pts[::-1])
+    base = foreign_recording(
+        tmp_path / "rev",
+        np.ascontiguousarray(data[:, ::-1]),
+        n=n,
+        carrier=meta["captures"][0]["core:frequency"],
+        geometry=pts[::-1],
+    )
     got = replay(base, snapshots=10)
     for a, b in zip(written, got):
         assert np.array_equal(a.arrays["snapshots"], b.arrays["snapshots"])
     # the same data with the geometry in today's layout, mapped by the channel_order parameter instead
-    base2 = foreign_recording(tmp_path / "rev2", np.ascontiguousarray(data[:, ::-1]), n=n,
-                              carrier=meta["captures"][0]["core:frequency"], d=written[0].meta["array"]["spacing"])
+    base2 = foreign_recording(
+        tmp_path / "rev2",
+        np.ascontiguousarray(data[:, ::-1]),
+        n=n,
+        carrier=meta["captures"][0]["core:frequency"],
+        d=written[0].meta["array"]["spacing"],
+    )
     for order in ("reversed", list(range(n))[::-1]):
         got = replay(base2, snapshots=10, channel_order=order)
         assert np.array_equal(written[2].arrays["snapshots"], got[2].arrays["snapshots"])
@@ -318,7 +366,7 @@ def test_permuted_channels_follow_the_geometry(tmp_path):
     raw = _raw(n=4)
     d = 0.05
     y = [(2 * i - 3) * d / 2 for i in range(4)]
-    perm = [2, 0, 3, 1]                                # channel c sits at antenna perm[c]
+    perm = [2, 0, 3, 1]  # channel c sits at antenna perm[c]
     base = foreign_recording(tmp_path / "p", raw, geometry=[[0.0, y[perm[c]], 0.0] for c in range(4)])
     got = replay(base, snapshots=20)[0].arrays["snapshots"]
     for c in range(4):
@@ -337,8 +385,9 @@ def test_array_along_x_with_bearing_and_offset_is_mapped(tmp_path, caplog):
     d = 0.05
     # elements along x, starting at the origin (not centred), listed in increasing x
     pts = [[i * d, 0.0, 0.0] for i in range(4)]
-    base = foreign_recording(tmp_path / "x", raw, geometry=pts,
-                             capture_extra={"spatial:emitter_bearing": {"azimuth": 60.0, "range": 3.0}})
+    base = foreign_recording(
+        tmp_path / "x", raw, geometry=pts, capture_extra={"spatial:emitter_bearing": {"azimuth": 60.0, "range": 3.0}}
+    )
     with caplog.at_level(logging.WARNING, logger="nearfield.sources.sigmf_source"):
         got = replay(base, snapshots=20)
     assert "along x" in caplog.text and "not centred" in caplog.text

@@ -1,4 +1,5 @@
 """QA of the SigMF writer: file contents, checksum, validator, crash safety, bad frames."""
+
 import hashlib
 import json
 import logging
@@ -9,8 +10,8 @@ import warnings
 
 import numpy as np
 import pytest
-import sigmf
 from sigmf.sigmffile import fromfile
+from sigmf_helpers import record
 
 from nearfield.array import ULA
 from nearfield.block import BadFrame, ParamError
@@ -19,15 +20,13 @@ from nearfield.sinks.sigmf_writer import SigMFWriter
 from nearfield.sources.sigmf_source import SigMFSource
 from nearfield.sources.synthetic import SyntheticSource
 
-from sigmf_helpers import record
-
 logging.getLogger("nearfield.sources.synthetic").setLevel(logging.ERROR)
 
 
 def validate_with_library(meta_path):
     with warnings.catch_warnings():
-        warnings.simplefilter("error")       # undeclared namespaces would warn
-        sf = fromfile(str(meta_path))         # recomputes and checks core:sha512 when present
+        warnings.simplefilter("error")  # undeclared namespaces would warn
+        sf = fromfile(str(meta_path))  # recomputes and checks core:sha512 when present
         sf.validate()
     return sf
 
@@ -56,13 +55,18 @@ def test_recording_contents_checksum_and_validator(tmp_path):
     cap = meta["captures"][0]
     ula = ULA.from_meta(frames[0].meta["array"])
     assert cap["core:frequency"] == 30e9
-    assert np.allclose([p["point"] for p in cap["spatial:element_geometry"]],
-                       np.c_[np.zeros(16), ula.positions, np.zeros(16)], rtol=0, atol=1e-15)
+    assert np.allclose(
+        [p["point"] for p in cap["spatial:element_geometry"]],
+        np.c_[np.zeros(16), ula.positions, np.zeros(16)],
+        rtol=0,
+        atol=1e-15,
+    )
     anns = meta["annotations"]
-    assert [(a["core:sample_start"], a["core:sample_count"], a["nearfield:seq"]) for a in anns] == \
-        [(10 * i, 10, i) for i in range(4)]
+    assert [(a["core:sample_start"], a["core:sample_count"], a["nearfield:seq"]) for a in anns] == [
+        (10 * i, 10, i) for i in range(4)
+    ]
     assert anns[2]["nearfield:truth"] == frames[2].meta["truth"]
-    assert "spatial:emitter_bearing" not in cap          # three targets: truth lives in nearfield:truth
+    assert "spatial:emitter_bearing" not in cap  # three targets: truth lives in nearfield:truth
     sf = validate_with_library(tmp_path / "rec.sigmf-meta")
     assert np.array_equal(sf.read_samples(0, 40), data)  # the library reads what we wrote
     validate_with_library(tmp_path / "rec-pilots.sigmf-meta")
@@ -94,7 +98,7 @@ def test_provisional_metadata_survives_a_crash(tmp_path, caplog):
     w.start()
     for f in frames:
         w.process(f)
-    w._data.fh.flush()     # the OS has all three frames, the last checkpoint saw only the first
+    w._data.fh.flush()  # the OS has all three frames, the last checkpoint saw only the first
     w._pilots.fh.flush()
     # -- "crash" here: no finish(), no close() --
     meta = json.loads((tmp_path / "crash.sigmf-meta").read_text())
@@ -139,18 +143,20 @@ def test_bad_frames_are_refused_without_writing(tmp_path):
     w.process(src[0])
     size = (tmp_path / "bad.sigmf-data").stat().st_size
     cases = [
-        Frame(1, 0.0, {"snapshots": np.zeros((4, 6), np.complex64), "pilots": src[1].arrays["pilots"]},
-              src[1].meta),
-        Frame(1, 0.0, {"snapshots": src[1].arrays["snapshots"].astype(np.complex128),
-                       "pilots": src[1].arrays["pilots"]}, src[1].meta),
-        Frame(1, 0.0, {"snapshots": src[1].arrays["snapshots"]}, src[1].meta),          # pilots missing
-        Frame(1, 0.0, {"snapshots": src[1].arrays["snapshots"], "pilots": np.zeros((3, 5), np.complex64)},
-              src[1].meta),
+        Frame(1, 0.0, {"snapshots": np.zeros((4, 6), np.complex64), "pilots": src[1].arrays["pilots"]}, src[1].meta),
+        Frame(
+            1,
+            0.0,
+            {"snapshots": src[1].arrays["snapshots"].astype(np.complex128), "pilots": src[1].arrays["pilots"]},
+            src[1].meta,
+        ),
+        Frame(1, 0.0, {"snapshots": src[1].arrays["snapshots"]}, src[1].meta),  # pilots missing
+        Frame(1, 0.0, {"snapshots": src[1].arrays["snapshots"], "pilots": np.zeros((3, 5), np.complex64)}, src[1].meta),
     ]
     for f in cases:
         with pytest.raises(BadFrame, match="'rec'"):
             w.process(f)
-    assert (tmp_path / "bad.sigmf-data").stat().st_size == size   # nothing appended
+    assert (tmp_path / "bad.sigmf-data").stat().st_size == size  # nothing appended
     w.finish()
     w.close()
     assert json.loads((tmp_path / "bad.sigmf-meta").read_text())["global"]["nearfield:frames"] == 1

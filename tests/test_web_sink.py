@@ -1,5 +1,6 @@
 """The web sink: its HTTP server and event stream (plain HTTP clients), bad ports and
 addresses, and one end-to-end run rendered in headless Chromium (skipped without it)."""
+
 from __future__ import annotations
 
 import http.client
@@ -16,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nearfield.sinks.web import WebSink
 
 from nearfield.array import ULA
 from nearfield.block import BadFrame, ParamError
 from nearfield.cli import main as cli_main
 from nearfield.frame import Frame
+from nearfield.sinks.web import WebSink
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -35,17 +36,32 @@ def make_frame(seq: int, std: bool = False, n: int = N) -> Frame:
     if std:
         for t in est:
             t.update(theta_std=1e-4, range_std=2e-3, status="ok")
-    truth = {"targets": [{"theta": -0.2001, "range": 2.999}, {"theta": 0.2999, "range": 5.002 + 0.01 * seq}],
-             "faulty": [2, 7], "fault_phase": [1.0, 2.0], "noise_var": 0.1}
+    truth = {
+        "targets": [{"theta": -0.2001, "range": 2.999}, {"theta": 0.2999, "range": 5.002 + 0.01 * seq}],
+        "faulty": [2, 7],
+        "fault_phase": [1.0, 2.0],
+        "noise_var": 0.1,
+    }
     c_hat = np.ones(n, np.complex64)
     c_hat[2], c_hat[5] = np.exp(0.9j), np.exp(0.3j)
     g = np.linspace(-0.5, 0.5, 101)
     rg = np.tile(np.linspace(2.0, 8.0, 41), (2, 1))
-    arrays = {"snapshots": np.zeros((n, 4), np.complex64), "c_hat": c_hat,
-              "angle_grid": g, "angle_spectrum": 1.0 / (1e-3 + (g - 0.3) ** 2),
-              "range_grid": rg, "range_spectrum": 1.0 / (1e-2 + (rg - [[5.0], [3.0]]) ** 2)}
-    meta = {"array": arr.describe(), "targets": est, "faulty": [2, 5], "truth": truth,
-            "t_emit": time.time(), "noise_var": 0.1}
+    arrays = {
+        "snapshots": np.zeros((n, 4), np.complex64),
+        "c_hat": c_hat,
+        "angle_grid": g,
+        "angle_spectrum": 1.0 / (1e-3 + (g - 0.3) ** 2),
+        "range_grid": rg,
+        "range_spectrum": 1.0 / (1e-2 + (rg - [[5.0], [3.0]]) ** 2),
+    }
+    meta = {
+        "array": arr.describe(),
+        "targets": est,
+        "faulty": [2, 5],
+        "truth": truth,
+        "t_emit": time.time(),
+        "noise_var": 0.1,
+    }
     return Frame(seq=seq, t0=0.1 * seq, arrays=arrays, meta=meta)
 
 
@@ -106,6 +122,7 @@ def wait_for(cond, timeout=10.0):
 
 # -- pages and assets ------------------------------------------------------------------------
 
+
 def test_page_and_assets_are_served_offline(sink):
     status, ctype, html = get(sink, "/")
     assert status == 200 and ctype.startswith("text/html")
@@ -113,12 +130,13 @@ def test_page_and_assets_are_served_offline(sink):
     for path, kind in (("/app.js", "text/javascript"), ("/style.css", "text/css"), ("/index.html", "text/html")):
         status, ctype, body = get(sink, path)
         assert status == 200 and ctype.startswith(kind) and len(body) > 500
-        assert b"http://" not in body and b"https://" not in body and b"//cdn" not in body   # no outside asset
+        assert b"http://" not in body and b"https://" not in body and b"//cdn" not in body  # no outside asset
     assert get(sink, "/nope")[0] == 404
-    assert get(sink, "/state.json")[2] == b"null"            # before the first frame
+    assert get(sink, "/state.json")[2] == b"null"  # before the first frame
 
 
 # -- the event stream ------------------------------------------------------------------------
+
 
 def test_stream_delivers_the_frame_state(sink):
     conn, resp = open_stream(sink)
@@ -138,7 +156,7 @@ def test_stream_delivers_the_frame_state(sink):
     c = np.ones(N, complex)
     c[[2, 7]] = np.exp([1.0j, 2.0j])
     nmse = np.sum(np.abs(c_hat - c) ** 2) / N
-    assert st["history"]["hi_nmse_db"][-1] == pytest.approx(10 * np.log10(nmse), abs=0.005)   # sent to 0.01 dB
+    assert st["history"]["hi_nmse_db"][-1] == pytest.approx(10 * np.log10(nmse), abs=0.005)  # sent to 0.01 dB
     assert st["faulty"] == [2, 5] and st["true_faulty"] == [2, 7]
     # spectra in dB, peak at 0 dB where the spectrum peaks
     i = int(np.argmax(st["angle"]["db"]))
@@ -162,7 +180,7 @@ def test_two_clients_get_the_same_frames(sink):
     assert wait_for(lambda: len(sink._hub.clients) == 2)
     sink.process(make_frame(10))
     assert read_event(r1)[1]["seq"] == 10 and read_event(r2)[1]["seq"] == 10
-    sink.process(make_frame(12))                     # seq 11 never arrived: one frame missing
+    sink.process(make_frame(12))  # seq 11 never arrived: one frame missing
     s1, s2 = read_event(r1)[1], read_event(r2)[1]
     assert s1["seq"] == s2["seq"] == 12 and s1["counters"]["missing"] == 1
     c1.close()
@@ -190,19 +208,19 @@ def test_a_slow_browser_skips_updates_and_holds_back_nothing(sink):
     frame = make_frame(0, n=8192)
     frame.arrays["c_hat"] = np.exp(1j * np.random.default_rng(5).uniform(0, 6, 8192)).astype(np.complex64)
     seq, last_sent, since = 0, -1, time.monotonic()
-    while time.monotonic() - since < 0.5 and seq < 20000:   # until the slow browser is stuck
+    while time.monotonic() - since < 0.5 and seq < 20000:  # until the slow browser is stuck
         frame.seq = seq
         assert sink.process(frame) is None
         seq += 1
         if slow_rec["sent"] != last_sent:
             last_sent, since = slow_rec["sent"], time.monotonic()
-    frame.seq = -1                                     # the last state; the reader stops at it
+    frame.seq = -1  # the last state; the reader stops at it
     sink.process(frame)
     reader.join(timeout=30)
     assert not reader.is_alive() and seen[-1] == -1
-    assert seen[:-1] == sorted(seen[:-1])              # in order, older states replaced, not queued
-    assert slow_rec["sent"] == last_sent and slow_rec["sent"] < seq   # the slow one went no further
-    assert sink.frames == seq + 1                      # ... and every frame was processed
+    assert seen[:-1] == sorted(seen[:-1])  # in order, older states replaced, not queued
+    assert slow_rec["sent"] == last_sent and slow_rec["sent"] < seq  # the slow one went no further
+    assert sink.frames == seq + 1  # ... and every frame was processed
     fast_rec = next(c for c in sink._hub.clients.values() if c is not slow_rec)
     assert fast_rec["sent"] == len(seen) and fast_rec["sent"] + fast_rec["skipped"] == seq + 1
     slow.close()
@@ -214,7 +232,7 @@ def test_a_browser_that_disconnects_costs_nothing(sink):
     gone.sendall(b"GET /events HTTP/1.0\r\n\r\n")
     assert wait_for(lambda: len(sink._hub.clients) == 1)
     gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    gone.close()                                      # reset mid-stream
+    gone.close()  # reset mid-stream
     seq = 0
 
     def more():
@@ -223,9 +241,9 @@ def test_a_browser_that_disconnects_costs_nothing(sink):
         sink.process(make_frame(seq))
         return not sink._hub.clients
 
-    assert wait_for(more)                             # its thread noticed at a write and left
+    assert wait_for(more)  # its thread noticed at a write and left
     conn, resp = open_stream(sink)
-    assert read_event(resp)[1]["seq"] == seq          # a new browser gets the latest state at once
+    assert read_event(resp)[1]["seq"] == seq  # a new browser gets the latest state at once
     sink.process(make_frame(seq + 1))
     assert read_event(resp)[1]["seq"] == seq + 1
     conn.close()
@@ -263,6 +281,7 @@ def test_bad_frames_are_refused_naming_the_field(sink):
 
 # -- bad ports and addresses -----------------------------------------------------------------
 
+
 @pytest.fixture
 def busy_port():
     s = socket.socket()
@@ -288,7 +307,7 @@ def test_port_taken_after_load_is_an_error_at_start():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    view = WebSink("view", port=port)                 # free at load
+    view = WebSink("view", port=port)  # free at load
     with socket.socket() as taker:
         taker.bind(("127.0.0.1", port))
         taker.listen(1)
@@ -310,6 +329,7 @@ def test_cli_port_in_use_exits_2_naming_block_and_port(busy_port, tmp_path, caps
 
 # -- end to end: nearfield run + headless Chromium ----------------------------------------------
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -317,9 +337,20 @@ def _free_port() -> int:
 
 
 def _chromium(url: str, out: Path, profile: Path, dump: bool = False) -> str:
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={profile}", "--window-size=1200,800", "--virtual-time-budget=4000"]
+    args = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1200,800",
+        "--virtual-time-budget=4000",
+    ]
     args += ["--dump-dom"] if dump else [f"--screenshot={out}"]
     res = subprocess.run(args + [url], capture_output=True, text=True, timeout=90, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -327,7 +358,7 @@ def _chromium(url: str, out: Path, profile: Path, dump: bool = False) -> str:
 
 
 def _count_colour(img: np.ndarray, hex_colour: str, tol: float = 0.06) -> int:
-    rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)]) / 255.0
+    rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255.0
     return int(np.sum(np.all(np.abs(img[..., :3] - rgb) < tol, axis=-1)))
 
 
@@ -336,10 +367,26 @@ def _count_colour(img: np.ndarray, hex_colour: str, tol: float = 0.06) -> int:
 def test_live_flowgraph_renders_in_headless_chromium(tmp_path):
     mpimg = pytest.importorskip("matplotlib.image")
     port = _free_port()
-    run = subprocess.Popen([sys.executable, "-m", "nearfield.cli", "run", str(ROOT / "flowgraphs" / "live.yaml"),
-                            "--set", f"view.port={port}", "--set", "source.frames=0", "--quiet"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nearfield.cli",
+            "run",
+            str(ROOT / "flowgraphs" / "live.yaml"),
+            "--set",
+            f"view.port={port}",
+            "--set",
+            "source.frames=0",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
+
         def first_frame():
             try:
                 return json.loads(urlopen_text(f"http://127.0.0.1:{port}/state.json")) is not None
@@ -347,7 +394,7 @@ def test_live_flowgraph_renders_in_headless_chromium(tmp_path):
                 return False
 
         assert wait_for(first_frame, timeout=120), "no frame reached the view"
-        url = f"http://127.0.0.1:{port}/?frames=3"    # the page stops listening after 3 updates
+        url = f"http://127.0.0.1:{port}/?frames=3"  # the page stops listening after 3 updates
         with tempfile.TemporaryDirectory(dir=tmp_path) as prof:
             dom = _chromium(url, tmp_path / "dom", Path(prof), dump=True)
         assert 'data-frames="3"' in dom and 'data-drawn="3"' in dom
@@ -359,11 +406,11 @@ def test_live_flowgraph_renders_in_headless_chromium(tmp_path):
             time.sleep(3.0)
         a, b = shots
         assert a.shape[:2] == (800, 1200)
-        for img in shots:                              # drawn: the target colours of the top view and spectra
+        for img in shots:  # drawn: the target colours of the top view and spectra
             assert _count_colour(img, "#1f77b4") > 100 and _count_colour(img, "#d62728") > 100
             assert _count_colour(img, "#1f9d55") > 20  # the "live"/fault-map green
         changed = np.any(np.abs(a[..., :3] - b[..., :3]) > 0.1, axis=-1)
-        assert changed.sum() > 500                     # the targets moved, the counters went on
+        assert changed.sum() > 500  # the targets moved, the counters went on
     finally:
         run.send_signal(signal.SIGINT)
         try:
