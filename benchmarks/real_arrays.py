@@ -31,6 +31,7 @@ Usage::
     python benchmarks/real_arrays.py --trials 20                 # all three tables
     python benchmarks/real_arrays.py --tables standin --trials 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,14 +96,18 @@ class Stats:
         ct = 100 * np.mean(self.cov_t) if self.cov_t else np.nan
         cr = 100 * np.mean(self.cov_r) if self.cov_r else np.nan
         fail = self.gross + self.exc
-        return (f"| {name} | {trials} | {fail}/{self.cases} ({100 * fail / max(self.cases, 1):.1f} %) | {rt:.2f} | "
-                f"{rr:.2f} | {ct:.0f} / {cr:.0f} % | {dict(self.path)} | {dict(self.status)} | "
-                f"{np.mean(self.secs):.2f} |")
+        return (
+            f"| {name} | {trials} | {fail}/{self.cases} ({100 * fail / max(self.cases, 1):.1f} %) | {rt:.2f} | "
+            f"{rr:.2f} | {ct:.0f} / {cr:.0f} % | {dict(self.path)} | {dict(self.status)} | "
+            f"{np.mean(self.secs):.2f} |"
+        )
 
 
-HEADER = ("| row | trials | fail = gross (>10 CRB) + missing | RMSE/CRB theta (worst target) | RMSE/CRB r (worst) | "
-          "2-sigma cover theta / r | "
-          "path (trials) | status (targets) | s/call |\n|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| row | trials | fail = gross (>10 CRB) + missing | RMSE/CRB theta (worst target) | RMSE/CRB r (worst) | "
+    "2-sigma cover theta / r | "
+    "path (trials) | status (targets) | s/call |\n|---|---|---|---|---|---|---|---|---|"
+)
 
 
 # ----------------------------------------------------------------------------------- (a)
@@ -157,14 +162,20 @@ def _multipath_frame(arr, c, th, r, refl, T, snr_db, rng):
 
 
 def table_standin(trials, seed, frames=5, phase_std="uniform"):
-    print(f"\n(b) stand-in recording: N = 9, 1.24 GHz, 5 dB gain std, phase {phase_std}, 1-2 reflections, "
-          f"T = 256, 20 dB, K = 1; {trials} recordings x {frames} frames")
-    print("| method | frames | with estimate | status (frames) | angle RMSE (deg) | angle median (deg) | "
-          "range RMSE (m) | range median (m) |\n|---|---|---|---|---|---|---|---|")
+    print(
+        f"\n(b) stand-in recording: N = 9, 1.24 GHz, 5 dB gain std, phase {phase_std}, 1-2 reflections, "
+        f"T = 256, 20 dB, K = 1; {trials} recordings x {frames} frames"
+    )
+    print(
+        "| method | frames | with estimate | status (frames) | angle RMSE (deg) | angle median (deg) | "
+        "range RMSE (m) | range median (m) |\n|---|---|---|---|---|---|---|---|"
+    )
     rng = np.random.default_rng([seed, 2])
     arr = ULA(9, carrier_hz=1.24e9)
-    res = {k: {"et": [], "er": [], "n": 0, "ok": 0, "status": Counter()} for k in
-           ("localize, uncalibrated", "localize, calibrated", "2-D MUSIC, uncalibrated", "2-D MUSIC, calibrated")}
+    res = {
+        k: {"et": [], "er": [], "n": 0, "ok": 0, "status": Counter()}
+        for k in ("localize, uncalibrated", "localize, calibrated", "2-D MUSIC, uncalibrated", "2-D MUSIC, calibrated")
+    }
     for _ in range(trials):
         c = draw_dense_impairments(9, rng, 5.0, phase_std).gain
         # reference recording in the same room: transmitter at a known (0 rad, 2 m) with its own reflections
@@ -197,8 +208,10 @@ def table_standin(trials, seed, frames=5, phase_std="uniform"):
     for name, d in res.items():
         et, er = np.abs(d["et"]), np.abs(d["er"])
         st = dict(d["status"]) if d["status"] else "-"
-        print(f"| {name} | {d['n']} | {100 * d['ok'] / d['n']:.0f} % | {st} | {np.sqrt(np.mean(et ** 2)):.2f} | "
-              f"{np.median(et):.2f} | {np.sqrt(np.mean(er ** 2)):.2f} | {np.median(er):.2f} |")
+        print(
+            f"| {name} | {d['n']} | {100 * d['ok'] / d['n']:.0f} % | {st} | {np.sqrt(np.mean(et**2)):.2f} | "
+            f"{np.median(et):.2f} | {np.sqrt(np.mean(er**2)):.2f} | {np.median(er):.2f} |"
+        )
 
 
 # ----------------------------------------------------------------------------------- (c)
@@ -222,8 +235,10 @@ def _hard_scene(name, rng):
 
 
 def table_hard(trials, seed, rows=("pair05_pilots", "pair1_blind", "coherent_blind", "paper_20", "paper_m10")):
-    print("\n(c) issue-10 scenes, N = 256, 30 GHz, p_fault 2 % (unknown to the estimator), through nf.localize; "
-          "CRB with the HI known")
+    print(
+        "\n(c) issue-10 scenes, N = 256, 30 GHz, p_fault 2 % (unknown to the estimator), through nf.localize; "
+        "CRB with the HI known"
+    )
     print(HEADER)
     for name in rows:
         rng = np.random.default_rng([seed, 3, rows.index(name)])
@@ -247,8 +262,10 @@ def table_hard(trials, seed, rows=("pair05_pilots", "pair1_blind", "coherent_bli
                 m = music2d_localize(Y, arr, K)
                 pm = _match(m.theta, m.r, th, r, st, sr)
                 mus_gross += int(((np.abs(m.theta[pm] - th) > 10 * st) | (np.abs(m.r[pm] - r) > 10 * sr)).sum())
-        print(stats.row(name, trials) + (f" 2-D MUSIC gross {mus_gross}/{stats.cases}" if name == "paper_m10" else ""),
-              flush=True)
+        print(
+            stats.row(name, trials) + (f" 2-D MUSIC gross {mus_gross}/{stats.cases}" if name == "paper_m10" else ""),
+            flush=True,
+        )
 
 
 # ----------------------------------------------------------------------------------- (d)
@@ -261,8 +278,11 @@ def table_small(trials, seed):
                 rng = np.random.default_rng([seed, 4, n, k, int(snr)])
                 arr = ULA(n, carrier_hz=f)
                 D = arr.aperture
-                th, r = (np.array([20.0]) * D2R, np.array([2.5 * D])) if k == 1 else \
-                    (np.array([-20.0, 25.0]) * D2R, np.array([2.0 * D, 3.5 * D]))
+                th, r = (
+                    (np.array([20.0]) * D2R, np.array([2.5 * D]))
+                    if k == 1
+                    else (np.array([-20.0, 25.0]) * D2R, np.array([2.0 * D, 3.5 * D]))
+                )
                 stats = Stats()
                 for _ in range(trials):
                     g = np.exp(2j * np.pi * rng.random(k))
@@ -277,8 +297,9 @@ def table_small(trials, seed):
                     except Exception as exc:  # noqa: BLE001 - counted
                         print(f"  exception {type(exc).__name__}: {exc}")
                         est = None
-                    stats.add(est, th, r, np.sqrt(np.diag(C)[:k]), np.sqrt(np.diag(C)[k:]),
-                              secs=time.perf_counter() - t0)
+                    stats.add(
+                        est, th, r, np.sqrt(np.diag(C)[:k]), np.sqrt(np.diag(C)[k:]), secs=time.perf_counter() - t0
+                    )
                 print(stats.row(f"N = {n}, {f / 1e9:.2f} GHz, K = {k}, {snr:.0f} dB", trials), flush=True)
 
 
@@ -286,11 +307,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=20, help="Monte Carlo trials (recordings for 'standin') per row")
     ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--tables", nargs="+", default=["calibrated", "standin", "small", "hard"],
-                    choices=["calibrated", "standin", "small", "hard"])
+    ap.add_argument(
+        "--tables",
+        nargs="+",
+        default=["calibrated", "standin", "small", "hard"],
+        choices=["calibrated", "standin", "small", "hard"],
+    )
     ap.add_argument("--rows", nargs="+", default=None, help="rows of the 'hard' table")
     args = ap.parse_args(argv)
     import logging
+
     logging.disable(logging.WARNING)
     if "calibrated" in args.tables:
         table_calibrated(args.trials, args.seed)
@@ -300,8 +326,13 @@ def main(argv=None):
     if "small" in args.tables:
         table_small(args.trials, args.seed)
     if "hard" in args.tables:
-        table_hard(args.trials, args.seed, tuple(args.rows) if args.rows else
-                   ("pair05_pilots", "pair1_blind", "coherent_blind", "paper_20", "paper_m10"))
+        table_hard(
+            args.trials,
+            args.seed,
+            tuple(args.rows)
+            if args.rows
+            else ("pair05_pilots", "pair1_blind", "coherent_blind", "paper_20", "paper_m10"),
+        )
 
 
 if __name__ == "__main__":

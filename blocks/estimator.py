@@ -8,14 +8,16 @@ into the frame: meta ``targets`` (finite positions, sorted by theta) always, and
 ``gains`` (same order, ``[re, im]``), ``faulty``, ``n_targets``, ``noise_var`` and the
 array ``c_hat`` (complex64) that the class declares in ``adds``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 
 from nearfield.block import BadFrame, Block
-from nearfield.contract import ARRAY, PILOTS, SNAPSHOTS, TARGETS
+from nearfield.contract import ARRAY, PILOTS, SNAPSHOTS, TARGETS, Field
 from nearfield.estimators.interface import Estimate
 from nearfield.frame import Frame, positions_meta
 
@@ -24,8 +26,8 @@ class EstimatorBlock(Block):
     """Run one core localizer per frame and write its estimate (base class)."""
 
     estimator: ClassVar[Callable[..., Estimate]]
-    reads = (ARRAY, SNAPSHOTS, PILOTS)
-    adds = (TARGETS,)
+    reads: ClassVar[tuple[Field, ...]] = (ARRAY, SNAPSHOTS, PILOTS)
+    adds: ClassVar[tuple[Field, ...]] = (TARGETS,)
 
     def estimate(self, inputs: dict[str, Any], frame: Frame) -> Estimate:
         """Call the core localizer on the values of ``self.read(frame)``; override to map params."""
@@ -49,8 +51,9 @@ class EstimatorBlock(Block):
         meta["targets"] = positions_meta(est.theta[ok], est.r[ok])
         if est.theta_std is not None and est.r_std is not None:  # schemes with error bars: std and status too
             for entry, i in zip(meta["targets"], order, strict=True):
-                entry.update(theta_std=float(est.theta_std[i]), range_std=float(est.r_std[i]),
-                             status=str(est.status[i]))
+                entry.update(
+                    theta_std=float(est.theta_std[i]), range_std=float(est.r_std[i]), status=str(est.status[i])
+                )
             if est.residual is not None:
                 meta["residual"] = float(est.residual)
             mc = est.diagnostics.get("model_check")

@@ -16,6 +16,7 @@ N = 256 at 30 GHz.  It is the one implementation of that default: the full-array
 estimator (``fullarray.default_r_bounds``), :func:`nearfield.localize` and the streaming
 ``music_localizer`` all call it, and every range they report lies inside it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,8 +66,9 @@ class ULA:
         if self.offsets is not None:
             off = np.asarray(self.offsets, dtype=float)
             if off.shape != (int(self.n_antennas),) or not np.all(np.isfinite(off)):
-                raise ValueError(f"offsets: expected {int(self.n_antennas)} finite displacements in metres, "
-                                 f"got shape {off.shape}")
+                raise ValueError(
+                    f"offsets: expected {int(self.n_antennas)} finite displacements in metres, got shape {off.shape}"
+                )
             object.__setattr__(self, "offsets", tuple(float(x) for x in off))
 
     @property
@@ -101,16 +103,21 @@ class ULA:
         pos.setflags(write=False)
         return pos
 
-    def nominal(self) -> "ULA":
+    def nominal(self) -> ULA:
         """The same array without position offsets (what an estimator assumes)."""
         if self.offsets is None:
             return self
         return ULA(self.n_antennas, self.carrier_hz, self.spacing, self.wavelength_m)
 
-    def with_offsets(self, offsets) -> "ULA":
+    def with_offsets(self, offsets) -> ULA:
         """A copy whose antenna n sits at ``l_n + offsets[n]`` (metres, shape (N,))."""
-        return ULA(self.n_antennas, self.carrier_hz, self.spacing, self.wavelength_m,
-                   offsets=None if offsets is None else tuple(np.asarray(offsets, float).tolist()))
+        return ULA(
+            self.n_antennas,
+            self.carrier_hz,
+            self.spacing,
+            self.wavelength_m,
+            offsets=None if offsets is None else tuple(np.asarray(offsets, float).tolist()),
+        )
 
     @property
     def aperture(self) -> float:
@@ -188,7 +195,7 @@ class ULA:
         }
 
     @classmethod
-    def from_meta(cls, meta: dict) -> "ULA":
+    def from_meta(cls, meta: dict) -> ULA:
         """Inverse of :meth:`describe`; raises ``ValueError`` naming the bad field."""
         try:
             return cls(

@@ -21,6 +21,7 @@ Meta field types (``Field.dtype`` for ``kind="meta"``) and what ``read`` returns
 
 Array dtypes: ``"complex"``, ``"float"``, ``"int"``, ``"any"``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -80,14 +81,16 @@ class Field:
         return f"{'arrays' if self.kind == 'array' else 'meta'}.{self.name}"
 
 
-def array_field(name: str, dtype: str = "any", shape: tuple = (), unit: str = "", doc: str = "",
-                optional: bool = False) -> Field:
+def array_field(
+    name: str, dtype: str = "any", shape: tuple = (), unit: str = "", doc: str = "", optional: bool = False
+) -> Field:
     """A :class:`Field` of kind "array"."""
     return Field(name, "array", dtype, tuple(shape), unit, doc, optional)
 
 
-def meta_field(name: str, dtype: str = "any", shape: tuple = (), unit: str = "", doc: str = "",
-               optional: bool = False) -> Field:
+def meta_field(
+    name: str, dtype: str = "any", shape: tuple = (), unit: str = "", doc: str = "", optional: bool = False
+) -> Field:
     """A :class:`Field` of kind "meta"."""
     return Field(name, "meta", dtype, tuple(shape), unit, doc, optional)
 
@@ -107,16 +110,18 @@ def _bind(dims: dict, f: Field, shape: tuple) -> None:
             if size != sym:
                 raise ContractError(f"{f.label}: expected size {sym}, got shape {shape}")
         elif sym in dims and dims[sym][0] != size:
-            raise ContractError(f"{f.label}: shape {shape} gives {sym}={size}, but {dims[sym][1]} gives "
-                                f"{sym}={dims[sym][0]}")
+            raise ContractError(
+                f"{f.label}: shape {shape} gives {sym}={size}, but {dims[sym][1]} gives {sym}={dims[sym][0]}"
+            )
         else:
             dims.setdefault(sym, (size, f.label))
 
 
 def _check_array(f: Field, arr: Any) -> np.ndarray:
     a = np.asarray(arr)
-    ok = {"complex": np.iscomplexobj(a), "float": a.dtype.kind == "f",
-          "int": a.dtype.kind in "iu", "any": True}[f.dtype]
+    ok = {"complex": np.iscomplexobj(a), "float": a.dtype.kind == "f", "int": a.dtype.kind in "iu", "any": True}[
+        f.dtype
+    ]
     if not ok:
         raise ContractError(f"{f.label}: expected a {f.dtype} array, got dtype {a.dtype}")
     if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
@@ -143,8 +148,9 @@ def _check_meta(f: Field, meta: dict, dims: dict) -> Any:
             _bind(dims, f, g.shape)
             return g
         if f.dtype == "indices":
-            if not isinstance(value, (list, tuple)) or not all(isinstance(i, (int, np.integer))
-                                                              and not isinstance(i, bool) for i in value):
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in value
+            ):
                 raise ContractError(f"{f.label}: expected a list of antenna indices, got {value!r:.80}")
             idx = np.asarray(value, dtype=int).reshape(-1)
             if "N" in dims and idx.size and (idx.min() < 0 or idx.max() >= dims["N"][0]):
@@ -174,8 +180,11 @@ def read_fields(fields: Iterable[Field], frame) -> dict:
     out: dict = {}
     for f in sorted(fields, key=lambda f: (f.kind != "meta", f.dtype != "geometry")):
         store = frame.meta if f.kind == "meta" else frame.arrays
-        key = f.name if f.kind == "array" or not any(g.kind == "array" and g.name == f.name for g in fields) \
+        key = (
+            f.name
+            if f.kind == "array" or not any(g.kind == "array" and g.name == f.name for g in fields)
             else "meta." + f.name
+        )
         if f.name not in store or store[f.name] is None:
             if not f.optional:
                 raise ContractError(f"{f.label}: missing" + (f" ({f.doc})" if f.doc else ""))
@@ -248,8 +257,10 @@ def check_graph(blocks: Mapping[str, Any], edges: Iterable[tuple[str, str]]) -> 
         for f in getattr(blk, "reads", ()):
             if not f.optional and (f.kind, f.name) not in have[name]:
                 up = _upstream(name, preds)
-                errors.append(f"block {name!r} reads {f.label}, which no block upstream of it adds "
-                              f"(upstream: {', '.join(up) or 'none'})")
+                errors.append(
+                    f"block {name!r} reads {f.label}, which no block upstream of it adds "
+                    f"(upstream: {', '.join(up) or 'none'})"
+                )
     return errors
 
 
@@ -259,26 +270,41 @@ TRUTH = meta_field("truth", "dict", doc="ground truth when the source knows it",
 SAMPLE_RATE = meta_field("sample_rate_hz", "float", unit="Hz", doc="snapshot rate", optional=True)
 SNAPSHOTS = array_field("snapshots", "complex", ("N", "T"), doc="snapshots y_t of eq. (5), antenna-major")
 PILOTS = array_field("pilots", "complex", ("K", "T"), doc="known probing signals s_t", optional=True)
-WAVEFORMS = array_field("waveforms", "complex", ("K", "T"), doc="waveforms estimated by a fault_detector",
-                        optional=True)
+WAVEFORMS = array_field(
+    "waveforms", "complex", ("K", "T"), doc="waveforms estimated by a fault_detector", optional=True
+)
 COVARIANCE = array_field("covariance", "complex", ("N", "N"), doc="sample covariance (from a covariance block)")
 C_HAT = array_field("c_hat", "complex", ("N",), doc="estimated HI vector, eq. (26)")
 FAULTY = meta_field("faulty", "indices", doc="detected faulty antennas (from a fault_detector upstream)")
 COARSE = meta_field("coarse", "positions", ("K",), "rad, m", "coarse positions (from a fault_detector upstream)")
-MODEL_TARGETS = meta_field("model_targets", "positions", ("K",), "rad, m",
-                           "Phase-1 model positions (from a fault_detector upstream)")
+MODEL_TARGETS = meta_field(
+    "model_targets", "positions", ("K",), "rad, m", "Phase-1 model positions (from a fault_detector upstream)"
+)
 GAINS = meta_field("gains", "gains", ("K",), doc="complex gains [re, im] (from a fault_detector upstream)")
 N_TARGETS = meta_field("n_targets", "int", doc="number of targets K")
 NOISE_VAR = meta_field("noise_var", "float", unit="power", doc="noise variance estimate")
 COARSE_METHOD = meta_field("coarse_method", "str", doc="'triangulation', 'track' or 'fallback' (full-array path)")
-FALLBACK_REASON = meta_field("fallback_reason", "str", optional=True,
-                             doc="why a frame took the full-array path: small_array, phase1_failed, dense_faults")
-TARGETS = meta_field("targets", "positions", unit="rad, m",
-                     doc="final positions, sorted by theta; entries may carry theta_std (rad), range_std (m), status")
-RESIDUAL = meta_field("residual", "float", unit="power", optional=True,
-                      doc="final fit residual, mean squared per antenna and snapshot")
-MODEL_CHECK = meta_field("model_check", "float", optional=True,
-                         doc="model-check ratio sigma2_fit / sigma2_floor (~1 when the point-target model holds)")
+FALLBACK_REASON = meta_field(
+    "fallback_reason",
+    "str",
+    optional=True,
+    doc="why a frame took the full-array path: small_array, phase1_failed, dense_faults",
+)
+TARGETS = meta_field(
+    "targets",
+    "positions",
+    unit="rad, m",
+    doc="final positions, sorted by theta; entries may carry theta_std (rad), range_std (m), status",
+)
+RESIDUAL = meta_field(
+    "residual", "float", unit="power", optional=True, doc="final fit residual, mean squared per antenna and snapshot"
+)
+MODEL_CHECK = meta_field(
+    "model_check",
+    "float",
+    optional=True,
+    doc="model-check ratio sigma2_fit / sigma2_floor (~1 when the point-target model holds)",
+)
 MUSIC_TARGETS = meta_field("music_targets", "positions", unit="rad, m", doc="un-refined Phase-3 positions")
 SPECTRA = (
     array_field("angle_grid", "float", unit="rad", doc="angle grid of the spectrum", optional=True),

@@ -7,13 +7,14 @@ Example::
 Angles are printed in degrees and ranges in metres, both labelled (degrees only at the
 edges; radians inside).
 """
+
 from __future__ import annotations
 
 import math
 import sys
 
-from ..contract import FAULTY, TARGETS, TRUTH, optional
 from ..block import BadFrame, Param, Sink, positive
+from ..contract import FAULTY, TARGETS, TRUTH, optional
 from ..frame import Frame
 
 
@@ -21,8 +22,12 @@ def _fmt_targets(targets) -> str:
     items = sorted(targets or [], key=lambda t: t["theta"])
     if not items:
         return "none"
-    return " ".join(f"({math.degrees(float(t['theta'])):.2f} deg, {float(t['range']):.2f} m"
-                    + (f", {t['status']}" if t.get("status") not in (None, "ok") else "") + ")" for t in items)
+    return " ".join(
+        f"({math.degrees(float(t['theta'])):.2f} deg, {float(t['range']):.2f} m"
+        + (f", {t['status']}" if t.get("status") not in (None, "ok") else "")
+        + ")"
+        for t in items
+    )
 
 
 def format_line(frame: Frame) -> str:

@@ -31,6 +31,7 @@ warning), contiguous, for the user to keep or delete.  With ``append: true`` the
 are appended to ``path`` itself.  Lines are flushed to the OS every ``flush_every`` frames
 (default every frame, so a crash loses nothing written).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,10 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TextIO
 
-from ..contract import FAULTY, MODEL_CHECK, RESIDUAL, TARGETS, TRUTH, optional
 from ..block import BadFrame, Param, ParamError, Sink, positive
+from ..contract import FAULTY, MODEL_CHECK, RESIDUAL, TARGETS, TRUTH, optional
 from ..frame import Frame, finite_or_none
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 def _targets(items) -> list:
     out = []
     for t in items or []:
-        e = {"theta": float(t["theta"]), "range": float(t["range"])}
+        e: dict[str, float | str] = {"theta": float(t["theta"]), "range": float(t["range"])}
         for key in ("theta_std", "range_std"):
             if t.get(key) is not None:
                 e[key] = float(t[key])
@@ -83,8 +85,10 @@ def _record(frame: Frame, now: float | None) -> dict:
     }
     truth = meta.get("truth")
     if truth is not None:
-        rec["truth"] = {"targets": _targets(truth.get("targets")),
-                        "faulty": [int(i) for i in (truth.get("faulty") or [])]}
+        rec["truth"] = {
+            "targets": _targets(truth.get("targets")),
+            "faulty": [int(i) for i in (truth.get("faulty") or [])],
+        }
     t_emit = meta.get("t_emit")
     if t_emit is None:
         rec["latency_s"] = None
@@ -103,11 +107,17 @@ class JsonlSink(Sink):
     reads = (optional(TARGETS), optional(FAULTY), TRUTH, RESIDUAL, MODEL_CHECK)  # frame contract (nearfield.contract)
     params = (
         Param("path", str, doc="output file (.jsonl); parent directories are created"),
-        Param("flush_every", int, 1, "flush to the OS every k frames (1 = nothing lost on a crash)",
-              check=positive),
-        Param("append", bool, False, "append to an existing file instead of writing <path>.partial "
-              "and renaming it over path at the end of the stream"),
+        Param("flush_every", int, 1, "flush to the OS every k frames (1 = nothing lost on a crash)", check=positive),
+        Param(
+            "append",
+            bool,
+            False,
+            "append to an existing file instead of writing <path>.partial "
+            "and renaming it over path at the end of the stream",
+        ),
     )
+
+    _fh: TextIO | None = None
 
     def validate(self) -> None:
         if not self.path.strip():
@@ -122,18 +132,22 @@ class JsonlSink(Sink):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(path, "a" if self.append else "w", encoding="utf-8")
         except OSError as exc:
-            raise ParamError(f"block {self.name!r}, parameter 'path': cannot write {str(path)!r}: "
-                             f"{exc.strerror or exc}") from None
+            raise ParamError(
+                f"block {self.name!r}, parameter 'path': cannot write {str(path)!r}: {exc.strerror or exc}"
+            ) from None
         self._pending = 0
         self.count = 0
 
     def process(self, frame: Frame) -> None:
         rec = finite_or_none(estimates_record(frame))
-        self._fh.write(json.dumps(rec, allow_nan=False, separators=(", ", ": ")) + "\n")
+        fh = self._fh
+        if fh is None:
+            raise RuntimeError(f"block {self.name!r}: process() before start()")
+        fh.write(json.dumps(rec, allow_nan=False, separators=(", ", ": ")) + "\n")
         self.count += 1
         self._pending += 1
         if self._pending >= self.flush_every:
-            self._fh.flush()
+            fh.flush()
             self._pending = 0
         return None
 
@@ -144,7 +158,7 @@ class JsonlSink(Sink):
             self._fh.close()
             self._fh = None
             if not self.append:
-                os.replace(self.partial_path, self.path)   # atomic: old file or new file
+                os.replace(self.partial_path, self.path)  # atomic: old file or new file
         return None
 
     def close(self) -> None:
@@ -157,8 +171,13 @@ class JsonlSink(Sink):
             fh.close()
         if self.append:
             return
-        if self.count == 0:     # nothing written: no trace, the earlier output stays as it was
+        if self.count == 0:  # nothing written: no trace, the earlier output stays as it was
             os.unlink(self.partial_path)
         else:
-            log.warning("block %r: the stream did not end normally; %d record(s) kept in %s "
-                        "(%s left unchanged)", self.name, self.count, self.partial_path, self.path)
+            log.warning(
+                "block %r: the stream did not end normally; %d record(s) kept in %s (%s left unchanged)",
+                self.name,
+                self.count,
+                self.partial_path,
+                self.path,
+            )

@@ -35,6 +35,7 @@ sock.curve_secretkey = zmq.curve_keypair()`` before connecting.  Binding a non-l
 tcp address without a key is refused unless ``allow_plaintext: true``.  The socket
 receives only subscriptions, so its ``MAXMSGSIZE`` is small (``max_subscription_bytes``).
 """
+
 from __future__ import annotations
 
 import json
@@ -94,8 +95,10 @@ def read_curve_key(path: str, which: str = "secret") -> bytes:
             raise ValueError
         z85.decode(key)
     except Exception:
-        raise ValueError(f"CURVE key file {path!r}: expected a 40-character Z85 {which} key "
-                         f"(from zmq.curve_keypair()) or a zmq.auth certificate") from None
+        raise ValueError(
+            f"CURVE key file {path!r}: expected a 40-character Z85 {which} key "
+            f"(from zmq.curve_keypair()) or a zmq.auth certificate"
+        ) from None
     return key
 
 
@@ -104,23 +107,39 @@ class ZMQPubSink(Sink):
 
     reads = ()  # frame contract: any frame (nearfield.contract)
     params = (
-        Param("address", str, "tcp://127.0.0.1:5556", "endpoint to bind (loopback by default; "
-              "':*' = any free port)", check=_check_address),
+        Param(
+            "address",
+            str,
+            "tcp://127.0.0.1:5556",
+            "endpoint to bind (loopback by default; ':*' = any free port)",
+            check=_check_address,
+        ),
         Param("topic", str, "", "prefix of every message, for SUB filtering (empty = none)"),
         Param("hwm", int, 1000, "send high-water mark per subscriber, messages", check=positive),
-        Param("curve_secret_key_file", (str, type(None)), None,
-              "file holding the sink's CURVE secret key (Z85, from zmq.curve_keypair()): encrypt "
-              "and let only subscribers that know the public key connect (null = plaintext)"),
-        Param("allow_plaintext", bool, False,
-              "allow binding a non-loopback tcp address without a CURVE key"),
-        Param("max_subscription_bytes", int, 4096,
-              "largest message accepted from a subscriber (ZeroMQ MAXMSGSIZE), bytes", check=positive),
+        Param(
+            "curve_secret_key_file",
+            (str, type(None)),
+            None,
+            "file holding the sink's CURVE secret key (Z85, from zmq.curve_keypair()): encrypt "
+            "and let only subscribers that know the public key connect (null = plaintext)",
+        ),
+        Param("allow_plaintext", bool, False, "allow binding a non-loopback tcp address without a CURVE key"),
+        Param(
+            "max_subscription_bytes",
+            int,
+            4096,
+            "largest message accepted from a subscriber (ZeroMQ MAXMSGSIZE), bytes",
+            check=positive,
+        ),
     )
+
+    _ctx: zmq.Context | None = None
+    _sock: zmq.Socket | None = None
 
     def validate(self) -> None:
         self._ctx = None
         self._sock = None
-        self.endpoint = None
+        self.endpoint: str | None = None
         self.published = 0
         self._secret = None
         if self.curve_secret_key_file is not None:
@@ -132,15 +151,17 @@ class ZMQPubSink(Sink):
                 raise self.param_error("curve_secret_key_file", str(exc)) from None
         elif not is_loopback(self.address) and not self.allow_plaintext:
             raise self.param_error(
-                "address", f"{self.address!r} is reachable from other machines: set "
+                "address",
+                f"{self.address!r} is reachable from other machines: set "
                 "curve_secret_key_file (see the zmq_pub docs), bind 127.0.0.1, or set "
-                "allow_plaintext: true")
+                "allow_plaintext: true",
+            )
 
     def start(self) -> None:
-        self._ctx = zmq.Context()
-        sock = self._ctx.socket(zmq.PUB)
+        ctx = self._ctx = zmq.Context()
+        sock = ctx.socket(zmq.PUB)
         sock.setsockopt(zmq.SNDHWM, self.hwm)
-        sock.setsockopt(zmq.LINGER, 500)   # give queued records half a second at close
+        sock.setsockopt(zmq.LINGER, 500)  # give queued records half a second at close
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_subscription_bytes)
         if self._secret is not None:
             sock.setsockopt(zmq.CURVE_SERVER, 1)
@@ -149,16 +170,17 @@ class ZMQPubSink(Sink):
             sock.bind(self.address)
         except zmq.ZMQError as exc:
             sock.close(0)
-            self._ctx.term()
+            ctx.term()
             self._ctx = None
-            raise ParamError(f"block {self.name!r}, parameter 'address': cannot bind "
-                             f"{self.address!r}: {exc}") from None
+            raise ParamError(f"block {self.name!r}, parameter 'address': cannot bind {self.address!r}: {exc}") from None
         self._sock = sock
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         log.info("zmq_pub %r: publishing estimates on %s", self.name, self.endpoint)
 
     def process(self, frame: Frame) -> None:
-        self._sock.send(encode_record(frame, self.topic))   # PUB: never blocks
+        if self._sock is None:
+            raise RuntimeError(f"block {self.name!r}: process() before start()")
+        self._sock.send(encode_record(frame, self.topic))  # PUB: never blocks
         self.published += 1
         return None
 

@@ -1,14 +1,15 @@
 """BCD baseline of Sec. III-B (blocks/bcd.py): line-search algebra, noise estimate, behaviour, block."""
+
 import numpy as np
 import pytest
 
+from nearfield.array import ULA
 from nearfield.block import BadFrame, ParamError
 from nearfield.blocks.bcd import BCDLocalizer
-from nearfield.estimators.bcd import _Search, bcd_localize, pilot_noise_variance
 from nearfield.bounds import root_bounds
+from nearfield.estimators.bcd import _Search, bcd_localize, pilot_noise_variance
 from nearfield.frame import Frame
 from nearfield.scenario import complex_noise, make_pilots, paper_scenario
-from nearfield.array import ULA
 from nearfield.steering import steering
 
 
@@ -32,7 +33,7 @@ def test_line_search_gain_equals_explicit_projection():
 
     for k in range(K):
         search.prepare(A, k)
-        others = [np.outer(c * A[:, l], S[l]).ravel() for l in range(K) if l != k]
+        others = [np.outer(c * A[:, j], S[j]).ravel() for j in range(K) if j != k]
         base = resid(others)
         want = [base - resid(others + [np.outer(c * cand[:, g], S[k]).ravel()]) for g in range(cand.shape[1])]
         np.testing.assert_allclose(search.gain(cand), want, rtol=1e-9, atol=1e-9 * base)
@@ -52,8 +53,7 @@ def test_pilot_noise_variance_is_unbiased_and_ignores_the_signal():
 def test_converges_where_the_near_field_coupling_is_weak():
     """N = 32, targets at 60-80 % of Z_Rayl (4.8 m): BCD localizes to a few R-CRB and finds the faults."""
     rng = np.random.default_rng(3)
-    sc = paper_scenario(rng, n_antennas=32, p_fault=0.05, snr_db=20, n_snapshots=50,
-                        targets=((0.3, 3.0), (-0.4, 4.0)))
+    sc = paper_scenario(rng, n_antennas=32, p_fault=0.05, snr_db=20, n_snapshots=50, targets=((0.3, 3.0), (-0.4, 4.0)))
     assert sc.faulty.size > 0
     res = bcd_localize(sc.sample(rng), sc.array, sc.pilots)
     rb = root_bounds(sc.array, sc.theta, sc.r, sc.gains, sc.pilots, sc.sigma2)  # CRB with HI known
@@ -84,8 +84,7 @@ def _frame(sc, rng, pilots=True):
 
 def test_block_adds_sorted_targets_gains_faulty_and_c_hat():
     rng = np.random.default_rng(3)
-    sc = paper_scenario(rng, n_antennas=32, p_fault=0.05, snr_db=20, n_snapshots=50,
-                        targets=((0.3, 3.0), (-0.4, 4.0)))
+    sc = paper_scenario(rng, n_antennas=32, p_fault=0.05, snr_db=20, n_snapshots=50, targets=((0.3, 3.0), (-0.4, 4.0)))
     out = BCDLocalizer(n_iter=5).process(_frame(sc, rng))
     th = [t["theta"] for t in out.meta["targets"]]
     assert th == sorted(th) and len(th) == 2 and out.meta["n_targets"] == 2

@@ -1,4 +1,5 @@
 """Baseline block: coarse localization alone."""
+
 import numpy as np
 import pytest
 
@@ -13,8 +14,14 @@ def test_coarse_block_reports_triangulated_targets_sorted():
     sc = paper_scenario(rng, snr_db=20)
     blk = CoarseLocalizer(name="coarse")
     blk.start()
-    out = blk.process(Frame(0, 0.0, {"snapshots": sc.sample(rng), "pilots": sc.pilots.astype(np.complex64)},
-                            {"array": sc.array.describe(), "faulty": [int(i) for i in sc.faulty]}))
+    out = blk.process(
+        Frame(
+            0,
+            0.0,
+            {"snapshots": sc.sample(rng), "pilots": sc.pilots.astype(np.complex64)},
+            {"array": sc.array.describe(), "faulty": [int(i) for i in sc.faulty]},
+        )
+    )
     th = np.array([t["theta"] for t in out.meta["targets"]])
     r = np.array([t["range"] for t in out.meta["targets"]])
     order = np.argsort(sc.theta)

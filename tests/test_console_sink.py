@@ -1,4 +1,5 @@
 """QA of the console sink."""
+
 import numpy as np
 
 from nearfield.frame import Frame
@@ -9,9 +10,17 @@ def test_prints_every_kth_frame_in_degrees_and_metres(capsys):
     sink = ConsoleSink(every=2)
     sink.start()
     for seq in range(5):
-        sink.process(Frame(seq, 0.0, {"snapshots": np.zeros((1, 1), np.complex64)},
-                           {"targets": [{"theta": np.pi / 6, "range": 10.0}, {"theta": -np.pi / 12, "range": 18.5}],
-                            "faulty": [1, 2, 3]}))
+        sink.process(
+            Frame(
+                seq,
+                0.0,
+                {"snapshots": np.zeros((1, 1), np.complex64)},
+                {
+                    "targets": [{"theta": np.pi / 6, "range": 10.0}, {"theta": -np.pi / 12, "range": 18.5}],
+                    "faulty": [1, 2, 3],
+                },
+            )
+        )
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[1] for ln in lines] == ["0", "2", "4"]
     assert "(-15.00 deg, 18.50 m) (30.00 deg, 10.00 m)" in lines[0]

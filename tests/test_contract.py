@@ -1,4 +1,5 @@
 """The frame contract: Block.read validation at the block boundary and check_graph on whole graphs."""
+
 import numpy as np
 import pytest
 
@@ -33,17 +34,26 @@ def test_read_returns_parsed_values_and_derives_requires():
     assert _Reader.requires == ("snapshots",)  # pilots are optional, meta is not an array
 
 
-@pytest.mark.parametrize("edit, field", [
-    (lambda f: f.meta.pop("faulty"), "meta.faulty: missing"),
-    (lambda f: f.meta.update(faulty=[1, 8]), "meta.faulty: indices outside 0..7"),
-    (lambda f: f.meta.update(faulty="1,3"), "meta.faulty: expected a list"),
-    (lambda f: f.meta.update(n_targets=2.5), "meta.n_targets: expected int"),
-    (lambda f: f.arrays.update(pilots=f.arrays["pilots"][:, :4]), "arrays.pilots: shape .* T=4, but arrays.snapshots"),
-    (lambda f: f.arrays.update(snapshots=np.zeros((7, 5), np.complex64)), "arrays.snapshots: .* N=7, but meta.array"),
-    (lambda f: f.arrays.update(snapshots=np.zeros((8, 5))), "arrays.snapshots: expected a complex array"),
-    (lambda f: f.arrays["pilots"].__setitem__((0, 0), np.nan), "arrays.pilots: NaN or Inf"),
-    (lambda f: f.meta.pop("array"), "meta.array: missing"),
-])
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda f: f.meta.pop("faulty"), "meta.faulty: missing"),
+        (lambda f: f.meta.update(faulty=[1, 8]), "meta.faulty: indices outside 0..7"),
+        (lambda f: f.meta.update(faulty="1,3"), "meta.faulty: expected a list"),
+        (lambda f: f.meta.update(n_targets=2.5), "meta.n_targets: expected int"),
+        (
+            lambda f: f.arrays.update(pilots=f.arrays["pilots"][:, :4]),
+            "arrays.pilots: shape .* T=4, but arrays.snapshots",
+        ),
+        (
+            lambda f: f.arrays.update(snapshots=np.zeros((7, 5), np.complex64)),
+            "arrays.snapshots: .* N=7, but meta.array",
+        ),
+        (lambda f: f.arrays.update(snapshots=np.zeros((8, 5))), "arrays.snapshots: expected a complex array"),
+        (lambda f: f.arrays["pilots"].__setitem__((0, 0), np.nan), "arrays.pilots: NaN or Inf"),
+        (lambda f: f.meta.pop("array"), "meta.array: missing"),
+    ],
+)
 def test_read_names_the_block_and_the_field(edit, field):
     f = _frame()
     edit(f)
@@ -59,14 +69,24 @@ def test_field_declaration_is_checked():
 
 
 def _pipeline():
-    return {"source": SyntheticSource(name="source", frames=1), "detect": FaultDetector(name="detect"),
-            "calibrate": Calibrator(name="calibrate"), "covariance": Covariance(name="covariance"),
-            "locate": MusicLocalizer(name="locate"), "out": JsonlSink(name="out", path="x.jsonl")}
+    return {
+        "source": SyntheticSource(name="source", frames=1),
+        "detect": FaultDetector(name="detect"),
+        "calibrate": Calibrator(name="calibrate"),
+        "covariance": Covariance(name="covariance"),
+        "locate": MusicLocalizer(name="locate"),
+        "out": JsonlSink(name="out", path="x.jsonl"),
+    }
 
 
 def test_check_graph_accepts_the_main_pipeline():
-    edges = [("source", "detect"), ("detect", "calibrate"), ("calibrate", "covariance"), ("covariance", "locate"),
-             ("locate", "out")]
+    edges = [
+        ("source", "detect"),
+        ("detect", "calibrate"),
+        ("calibrate", "covariance"),
+        ("covariance", "locate"),
+        ("locate", "out"),
+    ]
     assert check_graph(_pipeline(), edges) == []
 
 
@@ -75,12 +95,14 @@ def test_check_graph_names_both_blocks_and_the_field():
     blocks = _pipeline()
     del blocks["detect"], blocks["calibrate"]
     errors = check_graph(blocks, [("source", "covariance"), ("covariance", "locate"), ("locate", "out")])
-    assert errors == ["block 'locate' reads meta.coarse, which no block upstream of it adds "
-                      "(upstream: covariance, source)"]
+    assert errors == [
+        "block 'locate' reads meta.coarse, which no block upstream of it adds (upstream: covariance, source)"
+    ]
     # the calibrator before the detector: it needs faulty, model_targets and gains
     blocks = _pipeline()
-    errors = check_graph(blocks, [("source", "calibrate"), ("calibrate", "detect"), ("detect", "covariance"),
-                                  ("covariance", "locate")])
+    errors = check_graph(
+        blocks, [("source", "calibrate"), ("calibrate", "detect"), ("detect", "covariance"), ("covariance", "locate")]
+    )
     assert any("'calibrate' reads meta.faulty" in e and "upstream: source" in e for e in errors)
     assert all("'locate'" not in e for e in errors)  # the detector is upstream of locate, transitively
 
@@ -88,16 +110,21 @@ def test_check_graph_names_both_blocks_and_the_field():
 def test_check_graph_reports_unknown_blocks():
     assert check_graph({"a": Covariance(name="a")}, [("a", "b")]) == [
         "connection 'a' -> 'b' names an unknown block 'b'",
-        "block 'a' reads arrays.snapshots, which no block upstream of it adds (upstream: none)"]
+        "block 'a' reads arrays.snapshots, which no block upstream of it adds (upstream: none)",
+    ]
 
 
 def test_music_localizer_reads_depend_on_the_centre_parameter():
-    blocks = {"source": SyntheticSource(name="source", frames=1), "detect": FaultDetector(name="detect"),
-              "locate": MusicLocalizer(name="locate", centre="model")}
+    blocks = {
+        "source": SyntheticSource(name="source", frames=1),
+        "detect": FaultDetector(name="detect"),
+        "locate": MusicLocalizer(name="locate", centre="model"),
+    }
     err = check_graph(blocks, [("source", "locate")])
     assert any("meta.model_targets" in e for e in err) and not any("meta.coarse" in e for e in err)
     assert check_graph(blocks, [("source", "detect"), ("detect", "locate")]) == [
-        "block 'locate' reads arrays.covariance, which no block upstream of it adds (upstream: detect, source)"]
+        "block 'locate' reads arrays.covariance, which no block upstream of it adds (upstream: detect, source)"
+    ]
 
 
 @pytest.mark.parametrize("name", ["synthetic", "baselines", "plot", "record_sigmf", "gnuradio_zmq"])

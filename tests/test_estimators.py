@@ -1,4 +1,5 @@
 """The core's one interface: every scheme is a localizer returning an Estimate; the core never imports the shell."""
+
 import subprocess
 import sys
 
@@ -57,9 +58,11 @@ def test_schemes_that_need_pilots_or_k_say_so(scenario):
 
 
 def test_the_core_imports_no_block_source_or_sink():
-    code = ("import sys, nearfield, nearfield.estimators, nearfield.montecarlo, nearfield.experiments, "
-            "nearfield.contract\n"
-            "bad = [m for m in sys.modules if m.split('.')[:2] in (['nearfield', 'blocks'], ['nearfield', 'sources'],"
-            " ['nearfield', 'sinks'])]\n"
-            "assert not bad, bad\nassert 'numba' not in sys.modules")
+    code = (
+        "import sys, nearfield, nearfield.estimators, nearfield.montecarlo, nearfield.experiments, "
+        "nearfield.contract\n"
+        "bad = [m for m in sys.modules if m.split('.')[:2] in (['nearfield', 'blocks'], ['nearfield', 'sources'],"
+        " ['nearfield', 'sinks'])]\n"
+        "assert not bad, bad\nassert 'numba' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,5 @@
 """Flowgraph files: each kind of error is reported before anything starts, naming file, block, parameter/port."""
+
 import textwrap
 
 import pytest
@@ -61,15 +62,18 @@ def test_missing_file(tmp_path):
         load_flowgraph(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("- a\n- b\n", "expected a mapping with keys 'blocks' and 'connections'"),
-    ("blocks: {}\n", "'blocks': expected a non-empty mapping"),
-    ("blocks: {a: {type: t_count}}\nconnection: []\n", "unknown top-level key 'connection' (expected: name"),
-    ("blocks: {a: {type: t_count}}\nconnections: {a: b}\n", "'connections': expected a list of [from, to] pairs"),
-    ("blocks: {a: 3}\n", "block 'a': expected a mapping {type: <block type>"),
-    ("blocks: {a: {frames: 3}}\n", "block 'a': missing 'type' (known types:"),
-    ("blocks: {a.b: {type: t_count}}\n", "block name 'a.b': expected letters"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("- a\n- b\n", "expected a mapping with keys 'blocks' and 'connections'"),
+        ("blocks: {}\n", "'blocks': expected a non-empty mapping"),
+        ("blocks: {a: {type: t_count}}\nconnection: []\n", "unknown top-level key 'connection' (expected: name"),
+        ("blocks: {a: {type: t_count}}\nconnections: {a: b}\n", "'connections': expected a list of [from, to] pairs"),
+        ("blocks: {a: 3}\n", "block 'a': expected a mapping {type: <block type>"),
+        ("blocks: {a: {frames: 3}}\n", "block 'a': missing 'type' (known types:"),
+        ("blocks: {a.b: {type: t_count}}\n", "block name 'a.b': expected letters"),
+    ],
+)
 def test_top_level_shape_errors(tmp_path, text, expected):
     msg, path = _err(tmp_path, text)
     assert msg.startswith(path)
@@ -86,6 +90,7 @@ def test_block_type_that_fails_to_import(tmp_path, monkeypatch):
     import importlib.metadata as md
 
     from nearfield.runtime import registry
+
     registry.available()
     eps = dict(registry._entry_points)
     eps["t_broken"] = [md.EntryPoint("t_broken", "nf_no_such_mod_abc:X", registry.GROUP)]
@@ -111,15 +116,18 @@ def test_missing_required_parameter(tmp_path):
     assert "block 'out': missing required parameter 'path'" in msg
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("src.frames=lots", "--set src.frames=lots: block 'src' (type t_count), parameter 'frames': expected int"),
-    ("src.frmes=3", "--set src.frmes=3: block 'src' (type t_count) has no parameter 'frmes' (parameters: frames"),
-    ("nosuch.frames=3", "--set nosuch.frames=3: unknown block 'nosuch'"),
-    ("src.frames", "expected block.param=value"),
-    ("srcframes=3", "expected block.param=value"),
-    ("src.frames=[1,", "is not valid YAML"),
-    ("src.frames=", "missing value"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("src.frames=lots", "--set src.frames=lots: block 'src' (type t_count), parameter 'frames': expected int"),
+        ("src.frmes=3", "--set src.frmes=3: block 'src' (type t_count) has no parameter 'frmes' (parameters: frames"),
+        ("nosuch.frames=3", "--set nosuch.frames=3: unknown block 'nosuch'"),
+        ("src.frames", "expected block.param=value"),
+        ("srcframes=3", "expected block.param=value"),
+        ("src.frames=[1,", "is not valid YAML"),
+        ("src.frames=", "missing value"),
+    ],
+)
 def test_override_errors(tmp_path, override, expected):
     msg, _ = _err(tmp_path, GOOD, [override])
     assert expected in msg
@@ -129,24 +137,27 @@ def test_parse_override():
     assert parse_override("a.b=1.5") == ("a", "b", 1.5)
     assert parse_override("a.b=[1, 2]") == ("a", "b", [1, 2])
     assert parse_override("a.b=text") == ("a", "b", "text")
-    assert parse_override("a.b=1e-3") == ("a", "b", 0.001)   # YAML 1.2 float
+    assert parse_override("a.b=1e-3") == ("a", "b", 0.001)  # YAML 1.2 float
     assert parse_override("a.b=3") == ("a", "b", 3)
     assert parse_override("a.b=1_000") == ("a", "b", 1000)
 
 
-@pytest.mark.parametrize("conn, expected", [
-    ("[src]", "connection #1 [src]: expected [from, to] with 2 elements"),
-    ("[src, mid, out]", "expected [from, to] with 2 elements"),
-    ("3", "connection #1: expected [from, to]"),
-    ("[src, nosuch]", "connection #1 [src, nosuch]: unknown block 'nosuch' (blocks: src, mid, out)"),
-    ("[src.data, mid]", "block 'src' (type t_count) has no output port 'data' (output ports: out)"),
-    ("[src, mid.input]", "block 'mid' (type t_pass) has no input port 'input' (input ports: in)"),
-    ("[mid, src]", "block 'src' (type t_count) is a source and takes no input"),
-    ("[out, mid]", "block 'out' (type t_collect) is a sink and has no output port"),
-    ("[mid, mid]", "block 'mid' is connected to itself"),
-    ("{from: src, too: mid}", "expected a mapping {from: block[.port], to: block[.port], lossy: bool}"),
-    ("{from: src, to: mid, lossy: maybe}", "'lossy' expected true or false, got 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "conn, expected",
+    [
+        ("[src]", "connection #1 [src]: expected [from, to] with 2 elements"),
+        ("[src, mid, out]", "expected [from, to] with 2 elements"),
+        ("3", "connection #1: expected [from, to]"),
+        ("[src, nosuch]", "connection #1 [src, nosuch]: unknown block 'nosuch' (blocks: src, mid, out)"),
+        ("[src.data, mid]", "block 'src' (type t_count) has no output port 'data' (output ports: out)"),
+        ("[src, mid.input]", "block 'mid' (type t_pass) has no input port 'input' (input ports: in)"),
+        ("[mid, src]", "block 'src' (type t_count) is a source and takes no input"),
+        ("[out, mid]", "block 'out' (type t_collect) is a sink and has no output port"),
+        ("[mid, mid]", "block 'mid' is connected to itself"),
+        ("{from: src, too: mid}", "expected a mapping {from: block[.port], to: block[.port], lossy: bool}"),
+        ("{from: src, to: mid, lossy: maybe}", "'lossy' expected true or false, got 'maybe'"),
+    ],
+)
 def test_connection_errors_name_the_connection_block_and_port(tmp_path, conn, expected):
     text = GOOD.replace("  - [src, mid]\n", f"  - {conn}\n")
     msg, path = _err(tmp_path, text)
@@ -167,8 +178,10 @@ def test_duplicate_block_name(tmp_path):
 def test_unconnected_input(tmp_path):
     msg, path = _err(tmp_path, GOOD.replace("  - [mid, out]\n", ""))
     assert msg.startswith(f"{path}:5:")
-    assert "block 'out' (type t_collect): input port 'in' is not connected (expected a connection " \
-           "[<upstream block>, out])" in msg
+    assert (
+        "block 'out' (type t_collect): input port 'in' is not connected (expected a connection "
+        "[<upstream block>, out])" in msg
+    )
 
 
 def test_unconnected_named_input(tmp_path):
@@ -182,8 +195,10 @@ def test_unconnected_named_input(tmp_path):
       - [j, out]
     """
     msg, _ = _err(tmp_path, text)
-    assert "block 'j' (type t_join): input port 'b' is not connected (expected a connection " \
-           "[<upstream block>, j.b])" in msg
+    assert (
+        "block 'j' (type t_join): input port 'b' is not connected (expected a connection "
+        "[<upstream block>, j.b])" in msg
+    )
 
 
 def test_cycle_is_reported_with_its_path(tmp_path):
@@ -233,12 +248,13 @@ def test_fan_out_fan_in_ports_and_lossy_links_are_accepted():
 
 
 def test_parse_from_dict():
-    g = parse_flowgraph({"blocks": {"a": {"type": "t_count"}, "o": {"type": "t_collect", "path": "p"}},
-                         "connections": [["a", "o"]]}, path="d")
+    g = parse_flowgraph(
+        {"blocks": {"a": {"type": "t_count"}, "o": {"type": "t_collect", "path": "p"}}, "connections": [["a", "o"]]},
+        path="d",
+    )
     assert g.name == "d" and len(g.edges) == 1
     with pytest.raises(FlowgraphError, match="^d: block 'o'"):
-        parse_flowgraph({"blocks": {"a": {"type": "t_count"}, "o": {"type": "t_collect", "path": "p"}}},
-                        path="d")
+        parse_flowgraph({"blocks": {"a": {"type": "t_count"}, "o": {"type": "t_collect", "path": "p"}}}, path="d")
 
 
 def test_a_graph_breaking_the_frame_contract_is_refused_at_load_naming_both_blocks_and_the_field(tmp_path):
@@ -257,6 +273,8 @@ def test_a_graph_breaking_the_frame_contract_is_refused_at_load_naming_both_bloc
     msg = str(err.value)
     assert "frame contract" in msg and "block 'calibrate' reads meta.faulty" in msg and "upstream: source" in msg
     # the same blocks in the right order load
-    good = text.replace("calibrate: {type: calibrator}", "detect: {type: fault_detector}\n  calibrate: {type: calibrator}")
+    good = text.replace(
+        "calibrate: {type: calibrator}", "detect: {type: fault_detector}\n  calibrate: {type: calibrator}"
+    )
     good = good.replace("- [source, calibrate]", "- [source, detect]\n  - [detect, calibrate]")
     assert list(parse_flowgraph(good, str(tmp_path / "g.yaml")).blocks) == ["source", "detect", "calibrate", "out"]

@@ -1,4 +1,5 @@
 """Tests of nearfield.estimators.fullarray: the full-array localizer (no subarrays)."""
+
 import numpy as np
 import pytest
 
@@ -53,7 +54,7 @@ def test_default_r_bounds_and_grid_scale_with_the_array():
     assert u.size == 512 and np.all(np.abs(u) < 1)
     assert q[0] == pytest.approx(1 / hi) and q[-1] == pytest.approx(1 / lo)
     # the curvature phase at the array edge changes by pi/2 per range step
-    assert big.wavenumber * big.aperture ** 2 * (q[1] - q[0]) / 8 <= np.pi / 2 + 1e-12
+    assert big.wavenumber * big.aperture**2 * (q[1] - q[0]) / 8 <= np.pi / 2 + 1e-12
     u9, q9 = coarse_grid(small)
     assert u9.size == 18 and q9.size >= 4
 

@@ -1,4 +1,5 @@
 """QA of the jsonl sink: the DESIGN.md estimates record, exactly."""
+
 import json
 import time
 
@@ -19,10 +20,21 @@ def test_records_have_exact_keys_sorted_targets_and_latency(tmp_path):
     sink = JsonlSink(path=str(path))
     sink.start()
     t_emit = time.time() - 0.5
-    sink.process(frame(7, targets=[{"theta": 0.3, "range": 10.0}, {"theta": -0.2, "range": 18.0, "x": 1}],
-                       faulty=[12, 77], t_emit=t_emit, n_targets=2,
-                       truth={"targets": [{"theta": 0.2618, "range": 10.0}], "faulty": [12, 78],
-                              "fault_phase": [1.0, 2.0], "noise_var": 0.1}))
+    sink.process(
+        frame(
+            7,
+            targets=[{"theta": 0.3, "range": 10.0}, {"theta": -0.2, "range": 18.0, "x": 1}],
+            faulty=[12, 77],
+            t_emit=t_emit,
+            n_targets=2,
+            truth={
+                "targets": [{"theta": 0.2618, "range": 10.0}],
+                "faulty": [12, 78],
+                "fault_phase": [1.0, 2.0],
+                "noise_var": 0.1,
+            },
+        )
+    )
     # flush_every=1: the line is on disk (in the .partial file) before close
     first = json.loads((tmp_path / "deep" / "dir" / "est.jsonl.partial").read_text().splitlines()[0])
     sink.process(frame(8))
@@ -46,7 +58,7 @@ def test_non_finite_estimates_become_null(tmp_path):
     sink.process(frame(0, targets=[{"theta": float("nan"), "range": 3.0}], t_emit=time.time()))
     sink.finish()
     sink.close()
-    rec = json.loads(path.read_text())   # strict JSON parser accepts it
+    rec = json.loads(path.read_text())  # strict JSON parser accepts it
     assert rec["targets"][0]["theta"] is None
 
 
@@ -66,12 +78,12 @@ def test_path_is_required():
 
 def test_default_flowgraph_writes_one_line_per_frame(tmp_path):
     from pathlib import Path
+
     flowgraph = pytest.importorskip("nearfield.runtime.flowgraph")
     runtime = pytest.importorskip("nearfield.runtime")
     fg = Path(__file__).resolve().parent.parent / "flowgraphs" / "synthetic.yaml"
     out = tmp_path / "estimates.jsonl"
-    g = flowgraph.load_flowgraph(fg, overrides={"source.n_antennas": 32, "source.frames": 4,
-                                                "out.path": str(out)})
+    g = flowgraph.load_flowgraph(fg, overrides={"source.n_antennas": 32, "source.frames": 4, "out.path": str(out)})
     res = runtime.run_flowgraph(g, inproc=True, quiet=True)
     assert res.ok, res.error
     recs = [json.loads(x) for x in out.read_text().splitlines()]
@@ -101,18 +113,32 @@ def test_new_fields_pass_through_and_old_fields_stay(tmp_path):
     path = tmp_path / "e.jsonl"
     sink = JsonlSink(path=str(path))
     sink.start()
-    sink.process(frame(3, targets=[{"theta": 0.3, "range": 10.0, "theta_std": 1e-4, "range_std": 0.02,
-                                    "status": "ok"},
-                                   {"theta": -0.2, "range": 18.0, "theta_std": 2e-4, "range_std": 0.5,
-                                    "status": "fallback"}],
-                       faulty=[4], residual=0.031, model_check=1.02))
+    sink.process(
+        frame(
+            3,
+            targets=[
+                {"theta": 0.3, "range": 10.0, "theta_std": 1e-4, "range_std": 0.02, "status": "ok"},
+                {"theta": -0.2, "range": 18.0, "theta_std": 2e-4, "range_std": 0.5, "status": "fallback"},
+            ],
+            faulty=[4],
+            residual=0.031,
+            model_check=1.02,
+        )
+    )
     sink.process(frame(4, targets=[{"theta": 0.1, "range": 5.0}]))  # an older producer: no new fields
     sink.finish()
     sink.close()
     new, old = [json.loads(x) for x in path.read_text().splitlines()]
     assert list(new) == ["seq", "t0", "targets", "faulty", "latency_s", "residual", "model_check"]
-    assert new["targets"] == [{"theta": -0.2, "range": 18.0, "theta_std": 2e-4, "range_std": 0.5, "status": "fallback"},
-                              {"theta": 0.3, "range": 10.0, "theta_std": 1e-4, "range_std": 0.02, "status": "ok"}]
+    assert new["targets"] == [
+        {"theta": -0.2, "range": 18.0, "theta_std": 2e-4, "range_std": 0.5, "status": "fallback"},
+        {"theta": 0.3, "range": 10.0, "theta_std": 1e-4, "range_std": 0.02, "status": "ok"},
+    ]
     assert new["residual"] == 0.031 and new["model_check"] == 1.02 and new["faulty"] == [4]
-    assert old == {"seq": 4, "t0": pytest.approx(0.4), "targets": [{"theta": 0.1, "range": 5.0}], "faulty": [],
-                   "latency_s": None}
+    assert old == {
+        "seq": 4,
+        "t0": pytest.approx(0.4),
+        "targets": [{"theta": 0.1, "range": 5.0}],
+        "faulty": [],
+        "latency_s": None,
+    }

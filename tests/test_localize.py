@@ -1,4 +1,5 @@
 """The library entry point end to end, against the CRB with perfect HI knowledge."""
+
 import numpy as np
 
 import nearfield as nf
@@ -9,7 +10,7 @@ def _crb_std(sc):
     C = crb(sc.array, sc.theta, sc.r, sc.gains, sc.pilots, sc.sigma2, sc.c)
     K = sc.theta.size
     d = np.sqrt(np.diag(C))
-    return d[2 * K:3 * K], d[3 * K:]
+    return d[2 * K : 3 * K], d[3 * K :]
 
 
 def test_one_trial_at_20db_every_target_within_a_few_crb_and_every_fault_found():

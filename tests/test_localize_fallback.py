@@ -1,4 +1,5 @@
 """nearfield.localize without a single point of failure: fallback triggers, hi, status, error bars, streaming."""
+
 import json
 import textwrap
 
@@ -39,8 +40,18 @@ def _check_honest(est, array):
 
 
 def _dense32(rng, targets, snr_db=20.0, T=100):
-    return paper_scenario(rng, n_antennas=32, snr_db=snr_db, p_fault=0.0, n_snapshots=T, targets=targets,
-                          wavelength_m=None, carrier_hz=5.8e9, gain_std_db=1.5, phase_std="uniform")
+    return paper_scenario(
+        rng,
+        n_antennas=32,
+        snr_db=snr_db,
+        p_fault=0.0,
+        n_snapshots=T,
+        targets=targets,
+        wavelength_m=None,
+        carrier_hz=5.8e9,
+        gain_std_db=1.5,
+        phase_std="uniform",
+    )
 
 
 def test_dense_errors_fall_back_without_hi_and_are_at_the_crb_after_reference_calibration():
@@ -50,7 +61,7 @@ def test_dense_errors_fall_back_without_hi_and_are_at_the_crb_after_reference_ca
     est = nf.localize(Y, sc.array)
     assert est.path == "fallback"
     assert est.diagnostics["fallback_reason"] in ("phase1_failed", "dense_faults")
-    assert "ok" not in est.status               # the chain's word is never on a fallback estimate
+    assert "ok" not in est.status  # the chain's word is never on a fallback estimate
     _check_honest(est, sc.array)
     # calibrate on one reference transmitter at a known position (25 dB, 1000 snapshots, pilots)
     ref_pilots = make_pilots(1, 1000, rng)
@@ -66,17 +77,28 @@ def test_dense_errors_fall_back_without_hi_and_are_at_the_crb_after_reference_ca
     assert np.allclose(est.theta_std[o], s_th[t], rtol=0.5) and np.allclose(est.r_std[o], s_r[t], rtol=0.5)
 
 
-@pytest.mark.parametrize("n, carrier, targets", [
-    (9, 1.24e9, [(0.35, 2.0)]),
-    (9, 1.24e9, [(0.5, 1.5), (-0.4, 3.0)]),
-    (16, 5.8e9, [(0.2, 1.0)]),
-    (16, 5.8e9, [(0.4, 0.8), (-0.3, 1.5)]),
-])
+@pytest.mark.parametrize(
+    "n, carrier, targets",
+    [
+        (9, 1.24e9, [(0.35, 2.0)]),
+        (9, 1.24e9, [(0.5, 1.5), (-0.4, 3.0)]),
+        (16, 5.8e9, [(0.2, 1.0)]),
+        (16, 5.8e9, [(0.4, 0.8), (-0.3, 1.5)]),
+    ],
+)
 def test_small_arrays_blind_through_localize(n, carrier, targets):
     rng = np.random.default_rng([n, len(targets)])
-    sc = paper_scenario(rng, n_antennas=n, snr_db=15, p_fault=0.0, n_snapshots=200, targets=targets,
-                        wavelength_m=None, carrier_hz=carrier)
-    est = nf.localize(sc.sample(rng, np.complex128), sc.array)   # blind, K unknown
+    sc = paper_scenario(
+        rng,
+        n_antennas=n,
+        snr_db=15,
+        p_fault=0.0,
+        n_snapshots=200,
+        targets=targets,
+        wavelength_m=None,
+        carrier_hz=carrier,
+    )
+    est = nf.localize(sc.sample(rng, np.complex128), sc.array)  # blind, K unknown
     assert est.n_targets == len(targets)
     assert est.path == "fallback" and est.diagnostics["fallback_reason"] == "small_array"
     _check_honest(est, sc.array)
@@ -99,7 +121,7 @@ def test_closely_spaced_pair_with_pilots_is_resolved():
 def test_coherent_pair_blind():
     rng = np.random.default_rng(12)
     sc = paper_scenario(rng, n_antennas=128, snr_db=20, p_fault=0.0, targets=[(0.2, 6.0), (-0.3, 9.0)])
-    sc.pilots[1] = sc.pilots[0]                  # identical waveforms: two echoes of one transmitter
+    sc.pilots[1] = sc.pilots[0]  # identical waveforms: two echoes of one transmitter
     est = nf.localize(sc.sample(rng, np.complex128), sc.array, n_targets=2)
     _check_honest(est, sc.array)
     s_th, s_r = _crb_std(sc, blind=True)
@@ -120,8 +142,14 @@ def test_paper_scene_stays_on_the_chain_and_fallback_modes():
     assert forced.path == "fallback" and forced.diagnostics["fallback_reason"] == "requested"
     assert np.all(np.abs(forced.theta - sc.theta) < 5 * s_th)
     # never: the chain's own failure propagates (a 9-antenna array has no usable pair of subarrays for K = 3)
-    small = paper_scenario(rng, n_antennas=9, p_fault=0.0, wavelength_m=None, carrier_hz=1.24e9,
-                           targets=[(0.5, 1.0), (0.0, 2.0), (-0.5, 3.0)])
+    small = paper_scenario(
+        rng,
+        n_antennas=9,
+        p_fault=0.0,
+        wavelength_m=None,
+        carrier_hz=1.24e9,
+        targets=[(0.5, 1.0), (0.0, 2.0), (-0.5, 3.0)],
+    )
     with pytest.raises(ValueError):
         nf.localize(small.sample(rng), small.array, fallback="never", n_targets=3)
     with pytest.raises(ValueError, match="fallback"):
@@ -162,12 +190,13 @@ def test_streaming_dense_errors_small_array_every_frame_has_an_estimate(tmp_path
     for r in recs:
         assert r["targets"], r
         assert {"theta", "range", "theta_std", "range_std", "status"} <= set(r["targets"][0])
-        assert all(t["status"] in STATUSES - {"ok"} for t in r["targets"])   # N < 20: the full-array path
+        assert all(t["status"] in STATUSES - {"ok"} for t in r["targets"])  # N < 20: the full-array path
         assert r["residual"] > 0 and r["model_check"] > 0
 
 
 def text_to_graph(text):
     import yaml
+
     return yaml.safe_load(text)
 
 
@@ -218,7 +247,8 @@ def test_streaming_dense_errors_n32_fall_back_or_drop(tmp_path, fallback):
     from nearfield.runtime.flowgraph import parse_flowgraph
 
     out = tmp_path / "est.jsonl"
-    g = yaml.safe_load(textwrap.dedent(f"""
+    g = yaml.safe_load(
+        textwrap.dedent(f"""
         name: t-dense-32
         blocks:
           source:     {{type: synthetic, n_antennas: 32, carrier_hz: 5.8e+9, snapshots: 100, snr_db: 20,
@@ -235,7 +265,8 @@ def test_streaming_dense_errors_n32_fall_back_or_drop(tmp_path, fallback):
           - [calibrate, covariance]
           - [covariance, locate]
           - [locate, out]
-        """))
+        """)
+    )
     res = run_flowgraph(parse_flowgraph(g, path="t.yaml"), inproc=True, quiet=True)
     assert res.ok, res.error
     path = out if out.exists() else tmp_path / "est.jsonl.partial"
@@ -246,7 +277,7 @@ def test_streaming_dense_errors_n32_fall_back_or_drop(tmp_path, fallback):
     assert exit_code(res) == 0 and len(recs) == 3
     for r in recs:
         (t,) = r["targets"]
-        assert t["status"] in STATUSES - {"ok"}     # uncalibrated dense errors: never the chain's "ok"
+        assert t["status"] in STATUSES - {"ok"}  # uncalibrated dense errors: never the chain's "ok"
         assert r["model_check"] > 0 and r["residual"] > 0
 
 
@@ -263,8 +294,16 @@ def test_estimator_block_writes_error_bars_status_and_residual():
             return nf.localize(inputs["snapshots"], inputs["array"], inputs.get("pilots"), 1)
 
     rng = np.random.default_rng(4)
-    sc = paper_scenario(rng, n_antennas=9, snr_db=20, p_fault=0.0, n_snapshots=128, targets=[(0.3, 2.0)],
-                        wavelength_m=None, carrier_hz=1.24e9)
+    sc = paper_scenario(
+        rng,
+        n_antennas=9,
+        snr_db=20,
+        p_fault=0.0,
+        n_snapshots=128,
+        targets=[(0.3, 2.0)],
+        wavelength_m=None,
+        carrier_hz=1.24e9,
+    )
     frame = Frame(seq=0, t0=0.0, arrays={"snapshots": sc.sample(rng)}, meta={"array": sc.array.describe()})
     blk = Localize(name="loc")
     blk.start()

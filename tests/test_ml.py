@@ -1,4 +1,5 @@
 """Tests of nearfield.ml.refine_ml's range window (r_min, r_max)."""
+
 import numpy as np
 import pytest
 

@@ -1,12 +1,13 @@
 """Plain 2-D near-field MUSIC baseline (blocks/music2d.py): physics oracles and the block."""
+
 import numpy as np
 import pytest
 
 from nearfield.array import ULA
 from nearfield.block import BadFrame, ParamError
 from nearfield.blocks.music2d import Music2DLocalizer
-from nearfield.estimators.music2d import music2d_localize, music2d_spectrum
 from nearfield.bounds import root_bounds
+from nearfield.estimators.music2d import music2d_localize, music2d_spectrum
 from nearfield.frame import Frame
 from nearfield.music import signal_subspace
 from nearfield.scenario import paper_scenario

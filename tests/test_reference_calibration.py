@@ -1,11 +1,19 @@
 """Reference calibration (nearfield.estimators.reference) against truth, independent fits and a variance formula."""
+
 import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
 from nearfield.array import ULA
-from nearfield.estimators.reference import (CalibrationStats, apply_hi, calibrate, calibrate_stats, dead_channels,
-                                            hi_error, normalize_hi)
+from nearfield.estimators.reference import (
+    CalibrationStats,
+    apply_hi,
+    calibrate,
+    calibrate_stats,
+    dead_channels,
+    hi_error,
+    normalize_hi,
+)
 from nearfield.scenario import paper_scenario
 from nearfield.steering import steering
 
@@ -14,8 +22,17 @@ REFS = [(0.3, 2.0), (-0.4, 3.0)]
 
 def scene(rng, k, snr_db=300.0, t=200, n=16, **kw):
     kw = {"gain_std_db": 1.5, "phase_std": "uniform", **kw}
-    return paper_scenario(rng, n_antennas=n, snr_db=snr_db, p_fault=0.0, n_snapshots=t, targets=REFS[:k],
-                          wavelength_m=None, carrier_hz=5.8e9, **kw)
+    return paper_scenario(
+        rng,
+        n_antennas=n,
+        snr_db=snr_db,
+        p_fault=0.0,
+        n_snapshots=t,
+        targets=REFS[:k],
+        wavelength_m=None,
+        carrier_hz=5.8e9,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("k", [1, 2])
@@ -57,8 +74,12 @@ def test_noisy_k2_error_shrinks_like_one_over_t(blind):
         e = []
         for _ in range(8):
             sc = scene(rng, 2, snr_db=10.0, t=t)
-            e.append(hi_error(calibrate(sc.sample(rng, np.complex128), sc.array, sc.theta, sc.r,
-                                        None if blind else sc.pilots), sc.c))
+            e.append(
+                hi_error(
+                    calibrate(sc.sample(rng, np.complex128), sc.array, sc.theta, sc.r, None if blind else sc.pilots),
+                    sc.c,
+                )
+            )
         nmse[t] = np.mean(e)
     assert nmse[1600] < 3e-3
     assert 8.0 < nmse[100] / nmse[1600] < 32.0
@@ -73,7 +94,7 @@ def test_k2_pilots_is_the_least_squares_optimum():
     n = 8
 
     def resid(p):
-        c = p[:n] + 1j * p[n:2 * n]
+        c = p[:n] + 1j * p[n : 2 * n]
         beta = np.array([1.0, p[2 * n] + 1j * p[2 * n + 1]])
         e = Y - c[:, None] * (A @ (beta[:, None] * sc.pilots))
         return np.concatenate([e.real.ravel(), e.imag.ravel()])
@@ -81,7 +102,7 @@ def test_k2_pilots_is_the_least_squares_optimum():
     c0 = sc.c * sc.gains[0]
     b1 = sc.gains[1] / sc.gains[0]
     fit = least_squares(resid, np.concatenate([c0.real, c0.imag, [b1.real, b1.imag]]), xtol=1e-14, ftol=1e-14)
-    c_ls = fit.x[:n] + 1j * fit.x[n:2 * n]
+    c_ls = fit.x[:n] + 1j * fit.x[n : 2 * n]
     c_hat = calibrate(Y, sc.array, sc.theta, sc.r, sc.pilots, n_iter=500, tol=1e-14)
     assert hi_error(c_hat, c_ls) < 1e-10
 
@@ -153,17 +174,20 @@ def test_statistics_accumulate_across_frames():
         assert np.allclose(calibrate_stats(st, sc.array, sc.theta, sc.r), whole, atol=1e-10)
 
 
-@pytest.mark.parametrize("args, word", [
-    (dict(Y=np.zeros((15, 10), complex)), "Y"),
-    (dict(Y=np.full((16, 10), np.nan, complex)), "Y"),
-    (dict(theta=[0.1, 0.2], r=[2.0]), "r"),
-    (dict(theta=[2.0], r=[2.0]), "theta"),
-    (dict(r=[-1.0]), "r"),
-    (dict(pilots=np.ones((2, 10), complex)), "pilots"),
-    (dict(pilots=np.ones((1, 9), complex)), "pilots"),
-    (dict(n_iter=-1), "n_iter"),
-    (dict(array="ula"), "array"),
-])
+@pytest.mark.parametrize(
+    "args, word",
+    [
+        (dict(Y=np.zeros((15, 10), complex)), "Y"),
+        (dict(Y=np.full((16, 10), np.nan, complex)), "Y"),
+        (dict(theta=[0.1, 0.2], r=[2.0]), "r"),
+        (dict(theta=[2.0], r=[2.0]), "theta"),
+        (dict(r=[-1.0]), "r"),
+        (dict(pilots=np.ones((2, 10), complex)), "pilots"),
+        (dict(pilots=np.ones((1, 9), complex)), "pilots"),
+        (dict(n_iter=-1), "n_iter"),
+        (dict(array="ula"), "array"),
+    ],
+)
 def test_bad_arguments_are_named(args, word):
     kw = dict(Y=np.ones((16, 10), complex), array=ULA(16, 5.8e9), theta=[0.1], r=[2.0], pilots=None)
     kw.update(args)
@@ -173,16 +197,19 @@ def test_bad_arguments_are_named(args, word):
 
 # -- the blocks and the shipped flowgraph ------------------------------------------------------------------------
 
+
 def _truth_hi(frame):
     return np.array([complex(*v) for v in frame.meta["truth"]["hi"]])
 
 
 def test_shipped_calibration_flowgraph_writes_the_hi_state(tmp_path):
     from pathlib import Path
+
     from nearfield import runtime
-    from nearfield.runtime import flowgraph
     from nearfield.estimators.reference import load_hi
+    from nearfield.runtime import flowgraph
     from nearfield.sources.synthetic import SyntheticSource
+
     fg = Path(__file__).resolve().parent.parent / "flowgraphs" / "calibrate_reference.yaml"
     state = tmp_path / "hi.json"
     g = flowgraph.load_flowgraph(fg, overrides=[f"refcal.state_path={state}", "source.frames=4", "refcal.frames=4"])
@@ -199,24 +226,38 @@ def test_shipped_calibration_flowgraph_writes_the_hi_state(tmp_path):
 def test_reference_calibrator_block_pilots_blind_and_apply(tmp_path):
     from nearfield.blocks.reference_calibrator import HIApply, ReferenceCalibrator
     from nearfield.sources.synthetic import SyntheticSource
-    src = SyntheticSource(n_antennas=9, carrier_hz=1.24e9, targets=[{"theta": -0.3, "range": 1.5},
-                                                                     {"theta": 0.4, "range": 3.0}],
-                          snapshots=200, snr_db=20.0, p_fault=0.0, gain_std_db=1.5, phase_std="uniform",
-                          dead_channels=[7], frames=3, seed=2)
+
+    src = SyntheticSource(
+        n_antennas=9,
+        carrier_hz=1.24e9,
+        targets=[{"theta": -0.3, "range": 1.5}, {"theta": 0.4, "range": 3.0}],
+        snapshots=200,
+        snr_db=20.0,
+        p_fault=0.0,
+        gain_std_db=1.5,
+        phase_std="uniform",
+        dead_channels=[7],
+        frames=3,
+        seed=2,
+    )
     frames = list(src.generate())
     for use_pilots in (True, False):
         path = tmp_path / f"hi-{use_pilots}.json"
-        blk = ReferenceCalibrator(targets=[{"theta": -0.3, "range": 1.5}, {"theta": 0.4, "range": 3.0}],
-                                  state_path=str(path), frames=2, use_pilots=use_pilots)
+        blk = ReferenceCalibrator(
+            targets=[{"theta": -0.3, "range": 1.5}, {"theta": 0.4, "range": 3.0}],
+            state_path=str(path),
+            frames=2,
+            use_pilots=use_pilots,
+        )
         blk.start()
         errs = []
         for f in frames:
             g = f.copy() if hasattr(f, "copy") else f
             out = blk.process(type(f)(seq=g.seq, t0=g.t0, arrays=dict(g.arrays), meta=dict(g.meta)))
             errs.append(out.meta["hi_nmse"])
-        assert path.exists() and blk.stats.n_snapshots == 400      # frames: 2, the third only calibrated
+        assert path.exists() and blk.stats.n_snapshots == 400  # frames: 2, the third only calibrated
         assert errs[1] < errs[0] and errs[1] < 5e-3
-        assert not np.any(out.arrays["snapshots"][7])              # dead channel zeroed
+        assert not np.any(out.arrays["snapshots"][7])  # dead channel zeroed
         blk.close()
         app = HIApply(state_path=str(path))
         app.start()
@@ -229,6 +270,7 @@ def test_reference_calibrator_params_and_bad_frames(tmp_path):
     from nearfield.block import BadFrame, ParamError
     from nearfield.blocks.reference_calibrator import HIApply, ReferenceCalibrator
     from nearfield.frame import Frame
+
     with pytest.raises(ParamError, match="targets"):
         ReferenceCalibrator(state_path="x.json")
     with pytest.raises(ParamError, match="theta"):
@@ -241,11 +283,17 @@ def test_reference_calibrator_params_and_bad_frames(tmp_path):
     with pytest.raises(BadFrame, match="snapshots"):
         blk.process(Frame(seq=0, t0=0.0, arrays={"snapshots": np.ones((7, 10), np.complex64)}, meta={"array": arr}))
     with pytest.raises(BadFrame, match="pilots"):
-        blk.process(Frame(seq=0, t0=0.0, arrays={"snapshots": np.ones((8, 10), np.complex64),
-                                                 "pilots": np.ones((2, 10), np.complex64)}, meta={"array": arr}))
-    assert blk.stats is None and blk.c is None                   # a bad frame leaves the state as it was
+        blk.process(
+            Frame(
+                seq=0,
+                t0=0.0,
+                arrays={"snapshots": np.ones((8, 10), np.complex64), "pilots": np.ones((2, 10), np.complex64)},
+                meta={"array": arr},
+            )
+        )
+    assert blk.stats is None and blk.c is None  # a bad frame leaves the state as it was
     blk.close()
-    assert not (tmp_path / "s.json").exists()                     # nothing estimated, nothing written
+    assert not (tmp_path / "s.json").exists()  # nothing estimated, nothing written
     (tmp_path / "other.json").write_text('{"version": 1, "evidence": [[1.0, 0.0], [0.5, 0.5]]}')  # a calibrator's state
     with pytest.raises(ValueError, match="hi_vector"):
         HIApply(state_path=str(tmp_path / "other.json")).start()

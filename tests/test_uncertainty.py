@@ -1,5 +1,6 @@
 """Tests of the per-estimate error bars and the model check (nearfield.estimators.uncertainty),
 and of the deterministic CRB with unknown waveforms (nearfield.bounds)."""
+
 import numpy as np
 import pytest
 
@@ -34,7 +35,7 @@ def test_unknown_waveform_crb_is_the_schur_complement_of_the_full_fim():
     arr = ULA(8, carrier_hz=5.8e9)
     th, r = np.array([-0.3, 0.35]), np.array([0.5, 0.9])
     K, T, s2 = 2, 4, 0.3
-    S = (rng.standard_normal((K, T)) + 1j * rng.standard_normal((K, T)))
+    S = rng.standard_normal((K, T)) + 1j * rng.standard_normal((K, T))
     A = steering(arr, th, r)
     at, ar = fd_steering_derivs(arr, th, r)
     cols = []
@@ -49,7 +50,7 @@ def test_unknown_waveform_crb_is_the_schur_complement_of_the_full_fim():
                 cols.append((A @ E).ravel())
     D = np.stack(cols, axis=1)
     F = (2 / s2) * np.real(D.conj().T @ D)
-    full = np.linalg.inv(F)[:2 * K, :2 * K]
+    full = np.linalg.inv(F)[: 2 * K, : 2 * K]
     np.testing.assert_allclose(crb_unknown_waveforms(arr, th, r, S, s2), full, rtol=1e-5)
 
 
@@ -108,8 +109,8 @@ def test_error_bars_cover_the_truth_and_match_the_crb(pilots):
     assert 0.85 <= cover_t <= 1.0 and 0.85 <= cover_r <= 1.0
     assert np.all(st / sd[:2] < 1.5) and np.all(st / sd[:2] > 1 / 1.5)
     assert np.all(sr / sd[2:] < 1.5) and np.all(sr / sd[2:] > 1 / 1.5)
-    rmse_t = np.sqrt(np.mean(et ** 2, axis=0))
-    rmse_r = np.sqrt(np.mean(er ** 2, axis=0))
+    rmse_t = np.sqrt(np.mean(et**2, axis=0))
+    rmse_r = np.sqrt(np.mean(er**2, axis=0))
     # efficient estimator: RMSE at the CRB (50 trials: +-~25 % sampling spread of an RMSE)
     assert np.all((rmse_t / sd[:2] > 0.65) & (rmse_t / sd[:2] < 1.45))
     assert np.all((rmse_r / sd[2:] > 0.65) & (rmse_r / sd[2:] < 1.45))

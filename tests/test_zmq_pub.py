@@ -1,4 +1,5 @@
 """The `zmq_pub` sink: estimates records as JSON on a PUB socket, read by a pyzmq SUB."""
+
 from __future__ import annotations
 
 import json
@@ -18,16 +19,19 @@ def frame(seq, t_emit=None, theta_nan=False):
     meta = {
         "targets": [{"theta": 0.3, "range": 10.5}, {"theta": -0.2, "range": 18.0}],
         "faulty": [np.int64(12), 77],
-        "truth": {"targets": [{"theta": -0.2618, "range": 18.0}, {"theta": 0.2618, "range": 10.0}],
-                  "faulty": [12, 77, 140], "fault_phase": [1.0, 2.0, 3.0], "noise_var": 0.1},
+        "truth": {
+            "targets": [{"theta": -0.2618, "range": 18.0}, {"theta": 0.2618, "range": 10.0}],
+            "faulty": [12, 77, 140],
+            "fault_phase": [1.0, 2.0, 3.0],
+            "noise_var": 0.1,
+        },
         "array": {"n_antennas": 256},
     }
     if theta_nan:
         meta["targets"][0]["theta"] = float("nan")
     if t_emit is not None:
         meta["t_emit"] = t_emit
-    return Frame(seq=seq, t0=0.1 * seq, arrays={"snapshots": np.zeros((4, 2), np.complex64)},
-                 meta=meta)
+    return Frame(seq=seq, t0=0.1 * seq, arrays={"snapshots": np.zeros((4, 2), np.complex64)}, meta=meta)
 
 
 @pytest.fixture
@@ -39,7 +43,7 @@ def sub_and_sink():
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, b"nf ")
     sub.connect(sink.endpoint)
-    time.sleep(0.3)                       # the subscription must reach the PUB first
+    time.sleep(0.3)  # the subscription must reach the PUB first
     yield sub, sink
     sink.close()
     sub.close()
@@ -58,16 +62,17 @@ def test_records_arrive_as_single_part_json_with_topic(sub_and_sink):
         sink.process(frame(seq, t_emit=t_emit))
     for seq in range(3):
         msg = recv(sub)
-        assert not sub.getsockopt(zmq.RCVMORE)          # single part
+        assert not sub.getsockopt(zmq.RCVMORE)  # single part
         assert msg.startswith(b"nf {")
         rec = json.loads(msg[3:].decode("utf-8"))
         assert rec["seq"] == seq and rec["t0"] == pytest.approx(0.1 * seq)
         # targets sorted by theta; truth keeps targets and faulty only
         assert rec["targets"] == [{"theta": -0.2, "range": 18.0}, {"theta": 0.3, "range": 10.5}]
         assert rec["faulty"] == [12, 77]
-        assert rec["truth"] == {"targets": [{"theta": -0.2618, "range": 18.0},
-                                            {"theta": 0.2618, "range": 10.0}],
-                                "faulty": [12, 77, 140]}
+        assert rec["truth"] == {
+            "targets": [{"theta": -0.2618, "range": 18.0}, {"theta": 0.2618, "range": 10.0}],
+            "faulty": [12, 77, 140],
+        }
         assert 0.0 <= rec["latency_s"] < 5.0
         assert set(rec) == {"seq", "t0", "targets", "faulty", "truth", "latency_s"}
     assert sink.published == 3
@@ -86,7 +91,7 @@ def test_nan_becomes_null_and_json_stays_strict(sub_and_sink):
     text = recv(sub)[3:].decode()
     assert "NaN" not in text
     rec = json.loads(text)
-    assert rec["latency_s"] is None                     # never stamped by a runtime
+    assert rec["latency_s"] is None  # never stamped by a runtime
     assert {"theta": None, "range": 10.5} in rec["targets"]
 
 

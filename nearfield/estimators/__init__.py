@@ -3,7 +3,10 @@
 Every localization scheme is a :class:`~nearfield.estimators.interface.Localizer` returning
 an :class:`~nearfield.estimators.interface.Estimate`; :data:`LOCALIZERS` names them.
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from .bcd import bcd_localize
 from .coarse import coarse
@@ -12,12 +15,12 @@ from .localize import Localization, localize, paper
 from .music2d import music2d, music2d_localize
 from .phase1 import detect_faults
 from .phase2 import calibrate_phases
-from .reference import apply_hi, calibrate
 from .phase3 import decoupled_music, fine_positions
+from .reference import apply_hi, calibrate
 from .subarrays import coarse_localize, estimate_order
 
 #: The schemes by name (the ``schemes`` of the Monte Carlo runner).
-LOCALIZERS: dict[str, Localizer] = {
+LOCALIZERS: dict[str, Callable[..., Estimate]] = {
     "proposed": localize,
     "paper": paper,
     "coarse": coarse,
@@ -25,7 +28,23 @@ LOCALIZERS: dict[str, Localizer] = {
     "music2d": music2d,
 }
 
-__all__ = ["Estimate", "Localizer", "Localization", "localize", "paper", "coarse", "bcd_localize", "music2d",
-           "music2d_localize", "detect_faults", "calibrate", "calibrate_phases", "apply_hi", "decoupled_music",
-           "fine_positions", "coarse_localize",
-           "estimate_order", "LOCALIZERS"]
+__all__ = [
+    "Estimate",
+    "Localizer",
+    "Localization",
+    "localize",
+    "paper",
+    "coarse",
+    "bcd_localize",
+    "music2d",
+    "music2d_localize",
+    "detect_faults",
+    "calibrate",
+    "calibrate_phases",
+    "apply_hi",
+    "decoupled_music",
+    "fine_positions",
+    "coarse_localize",
+    "estimate_order",
+    "LOCALIZERS",
+]

@@ -45,6 +45,7 @@ near its far-field start for targets at tens of metres: the theta-r coupling mak
 the defocused plateau a fixed point and the unconstrained c_hat = 1 + z absorbs the
 model mismatch.  It is implemented as described and not "fixed".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -102,8 +103,8 @@ class _Search:
     """Per-target line-search gains |phi^H Pi_o^perp y|^2 / (phi^H Pi_o^perp phi), vectorised."""
 
     def __init__(self, W: np.ndarray, P: np.ndarray, c: np.ndarray):
-        self.W = W            # (N, K) = Y S^*^T: W[:, k] = sum_t y_t conj(s_{k,t})
-        self.P = P            # (K, K) = S^* S^T
+        self.W = W  # (N, K) = Y S^*^T: W[:, k] = sum_t y_t conj(s_{k,t})
+        self.P = P  # (K, K) = S^* S^T
         self.c = c
         self.c2 = np.abs(c) ** 2
         self.cw = c.conj()[:, None] * W
@@ -134,13 +135,22 @@ class _Search:
             u = Z[1:]  # (K-1, G)
             num = num - u.conj().T @ self.Gib
             den = den - np.real(np.sum(u.conj() * (self.Gi @ u), axis=0))
-        return (num.real ** 2 + num.imag ** 2) / np.maximum(den, 1e-12 * self.norm2)
+        return (num.real**2 + num.imag**2) / np.maximum(den, 1e-12 * self.norm2)
 
 
-def bcd_localize(Y: np.ndarray, array: ULA, pilots: np.ndarray, n_targets: int | None = None,
-                 n_iter: int = 10, theta_points: int | None = None, range_points: int = 256,
-                 r_init: float | None = None, kappa: float = 3.0, tau: float = 0.05,
-                 model: str = "exact") -> BCDResult:
+def bcd_localize(
+    Y: np.ndarray,
+    array: ULA,
+    pilots: np.ndarray,
+    n_targets: int | None = None,
+    n_iter: int = 10,
+    theta_points: int | None = None,
+    range_points: int = 256,
+    r_init: float | None = None,
+    kappa: float = 3.0,
+    tau: float = 0.05,
+    model: str = "exact",
+) -> BCDResult:
     """The BCD-based scheme of Sec. III-B (see the module docstring for every choice).
 
     Parameters
@@ -213,7 +223,7 @@ def bcd_localize(Y: np.ndarray, array: ULA, pilots: np.ndarray, n_targets: int |
     z = np.zeros(N, complex)
     rho = 0.0
     it = 0
-    for it in range(1, n_iter + 1):
+    for it in range(1, n_iter + 1):  # noqa: B007 - the count is reported after the loop
         th_prev, r_prev = theta.copy(), r.copy()
         # (P3): fault mask by ISTA given (beta, theta, r)
         X = noiseless_signal(array, theta, r, gains, S, model=model)
@@ -228,7 +238,7 @@ def bcd_localize(Y: np.ndarray, array: ULA, pilots: np.ndarray, n_targets: int |
             search.prepare(A, k)
             rk = r[k]
 
-            def neg_gain_s(s, rk=rk):
+            def neg_gain_s(s, rk=rk, search=search):
                 return -search.gain(steering(array, np.arcsin(np.clip(s, -1.0, 1.0)), rk, model))
 
             g = -neg_gain_s(sin_grid)
@@ -241,7 +251,7 @@ def bcd_localize(Y: np.ndarray, array: ULA, pilots: np.ndarray, n_targets: int |
             search.prepare(A, k)
             tk = theta[k]
 
-            def neg_gain_q(q, tk=tk):
+            def neg_gain_q(q, tk=tk, search=search):
                 return -search.gain(steering(array, tk, 1.0 / np.asarray(q), model))
 
             g = -neg_gain_q(inv_grid)
@@ -253,5 +263,18 @@ def bcd_localize(Y: np.ndarray, array: ULA, pilots: np.ndarray, n_targets: int |
     gains = ls_gains(A, S, Y, c)
     cost = float(np.sum(np.abs(Y - noiseless_signal(array, theta, r, gains, S, c, model)) ** 2))
     faulty = np.flatnonzero(np.abs(z) > tau)
-    return BCDResult(theta, r, gains, faulty, c, residual=cost, diagnostics={"noise_var": sigma2, "n_iter": it},
-                     theta_init=theta0, r_init=r0, n_iter=it, cost=cost, sigma2=sigma2, rho=rho)
+    return BCDResult(
+        theta,
+        r,
+        gains,
+        faulty,
+        c,
+        residual=cost,
+        diagnostics={"noise_var": sigma2, "n_iter": it},
+        theta_init=theta0,
+        r_init=r0,
+        n_iter=it,
+        cost=cost,
+        sigma2=sigma2,
+        rho=rho,
+    )

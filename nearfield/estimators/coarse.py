@@ -1,4 +1,5 @@
 """Baseline: Phase 1's coarse localization alone (subarray MUSIC + triangulation, Fig. 6 "Coarse")."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,16 @@ from .phase1 import detect_faults
 from .subarrays import coarse_localize, estimate_order
 
 
-def coarse(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targets=None, *,
-           faulty=None, min_subarray: int = 10, grid_size: int = 256) -> Estimate:
+def coarse(
+    Y: np.ndarray,
+    array: ULA,
+    pilots: np.ndarray | None = None,
+    n_targets=None,
+    *,
+    faulty=None,
+    min_subarray: int = 10,
+    grid_size: int = 256,
+) -> Estimate:
     """Coarse positions of the targets, as a localizer.
 
     Parameters
@@ -38,8 +47,12 @@ def coarse(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_target
     """
     if faulty is None:
         p1 = detect_faults(Y, array, pilots, n_targets, min_subarray=min_subarray, grid_size=grid_size)
-        return Estimate(p1.coarse_theta, p1.coarse_r, faulty=p1.faulty,
-                        diagnostics={"noise_var": p1.sigma2, "n_subarrays": p1.n_subarrays})
+        return Estimate(
+            p1.coarse_theta,
+            p1.coarse_r,
+            faulty=p1.faulty,
+            diagnostics={"noise_var": p1.sigma2, "n_subarrays": p1.n_subarrays},
+        )
     Y = np.asarray(Y, dtype=np.complex128)
     faulty = np.asarray(faulty, dtype=int).reshape(-1)
     k = resolve_order(pilots, n_targets)

@@ -55,6 +55,7 @@ N = 256 (512 x 129 grid) ~0.25 s per scan, N = 1024 (2048 x 513) ~15-20 s; N <= 
 Full-rank pilots need one scan; blind / rank-deficient pilots K scans plus up to K per RELAX
 round.  A narrower ``r_bounds`` or a larger ``phase_step`` shrinks Gq proportionally.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -121,8 +122,9 @@ def _check_bounds(array, r_bounds):
     return lo, hi
 
 
-def coarse_grid(array: ULA, r_bounds=None, phase_step: float = np.pi / 2,
-                angle_oversample: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+def coarse_grid(
+    array: ULA, r_bounds=None, phase_step: float = np.pi / 2, angle_oversample: float = 2.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Coarse near-field search grid.
 
     Returns
@@ -145,8 +147,15 @@ def coarse_grid(array: ULA, r_bounds=None, phase_step: float = np.pi / 2,
     return u, np.linspace(1.0 / hi, 1.0 / lo, gq)
 
 
-def grid_scan(array: ULA, X: np.ndarray, u: np.ndarray, q: np.ndarray, sw: np.ndarray | None = None,
-              Q: np.ndarray | None = None, per_column: bool = False) -> np.ndarray:
+def grid_scan(
+    array: ULA,
+    X: np.ndarray,
+    u: np.ndarray,
+    q: np.ndarray,
+    sw: np.ndarray | None = None,
+    Q: np.ndarray | None = None,
+    per_column: bool = False,
+) -> np.ndarray:
     """Projected beamscan ``sum_m |b^H x_m|^2 / ||P^perp b||^2`` on the (q, u) grid.
 
     Parameters
@@ -165,9 +174,16 @@ def grid_scan(array: ULA, X: np.ndarray, u: np.ndarray, q: np.ndarray, sw: np.nd
     sw = np.ones(array.n_antennas) if sw is None else np.asarray(sw, float)
     X = np.ascontiguousarray(X, dtype=np.complex64)
     Q = np.zeros((X.shape[0], 0), np.complex64) if Q is None else np.ascontiguousarray(Q, dtype=np.complex64)
-    num, den = _scan_kernel(np.asarray(array.positions, float), float(array.wavenumber), np.asarray(u, float),
-                            1.0 / np.asarray(q, float), sw.astype(np.float32), X, Q)
-    wsum = float(np.sum(sw ** 2))
+    num, den = _scan_kernel(
+        np.asarray(array.positions, float),
+        float(array.wavenumber),
+        np.asarray(u, float),
+        1.0 / np.asarray(q, float),
+        sw.astype(np.float32),
+        X,
+        Q,
+    )
+    wsum = float(np.sum(sw**2))
     den = np.maximum(den, 0.05 * wsum)  # ignore directions (almost) inside the span already found
     if per_column:
         return num / den[:, :, None]
@@ -196,8 +212,8 @@ def _scan_kernel(pos, k, u, rr, sw, X, Q):  # pragma: no cover - compiled
             accq[:] = 0
             pw = 0.0
             for a in range(n):
-                l = pos[a]
-                psi = -k * (np.sqrt(r * r + l * l - 2.0 * r * l * u[j]) - r)
+                ell = pos[a]
+                psi = -k * (np.sqrt(r * r + ell * ell - 2.0 * r * ell * u[j]) - r)
                 psi -= two_pi * np.floor(psi / two_pi + 0.5)
                 p32 = np.float32(psi)
                 b = (np.cos(p32) + 1j * np.sin(p32)) * sw[a]  # b_a; conj(b_a) x_a accumulates b^H x
@@ -232,7 +248,7 @@ def estimate_order(Y: np.ndarray, w=None, k_max: int = 8) -> int:
     sv = np.linalg.svd(Yw, compute_uv=False)
     p, n = (n_eff, T) if n_eff <= T else (T, n_eff)
     lam = np.zeros(p)
-    lam[:min(p, sv.size)] = (sv ** 2)[:p] / n
+    lam[: min(p, sv.size)] = (sv**2)[:p] / n
     lam = np.maximum(lam, 1e-12 * max(lam[0], 1e-300))
     return max(1, mdl_order(lam, n, min(k_max, p - 1)))
 
@@ -308,8 +324,9 @@ class _Search:
         return th, rr
 
 
-def _robust_refine(Y, array, th, rr, S, w, lo, hi, max_rounds=3, outlier_alpha=1e-4, gain_alpha=1e-3,
-                   max_outlier_share=0.25):
+def _robust_refine(
+    Y, array, th, rr, S, w, lo, hi, max_rounds=3, outlier_alpha=1e-4, gain_alpha=1e-3, max_outlier_share=0.25
+):
     """refine_ml, then exclude outlying antennas and fit per-channel real amplitudes when significant."""
     T = Y.shape[1]
     w = w.copy()
@@ -319,8 +336,11 @@ def _robust_refine(Y, array, th, rr, S, w, lo, hi, max_rounds=3, outlier_alpha=1
     for _ in range(max_rounds):
         fit = refine_ml(Y, array, th, rr, S, c=c, w=w, r_min=lo, r_max=hi)
         th, rr = fit.theta, fit.r
-        M = steering(array, th, rr) @ (fit.gains[:, None] * fit.pilots) if S is not None else \
-            steering(array, th, rr) @ fit.pilots
+        M = (
+            steering(array, th, rr) @ (fit.gains[:, None] * fit.pilots)
+            if S is not None
+            else steering(array, th, rr) @ fit.pilots
+        )
         E = Y - (M if c is None else c[:, None] * M)
         e = w * np.sum(np.abs(E) ** 2, axis=1)  # weighted: noise level equal on every antenna
         good = w > 0
@@ -352,11 +372,24 @@ def _robust_refine(Y, array, th, rr, S, w, lo, hi, max_rounds=3, outlier_alpha=1
 
 
 # ----------------------------------------------------------------------------- main
-def full_array_localize(Y: np.ndarray, array: ULA, n_targets: int | None = None, pilots: np.ndarray | None = None,
-                        *, hi: np.ndarray | None = None, r_bounds=None, weights=None, phase_step: float = np.pi / 2,
-                        relax_rounds: int = 1, dead_ratio: float = 0.05, normalize_db: float = 3.0,
-                        max_targets: int = 8, add_alpha: float = 0.01, mismatch_alpha: float = 0.01,
-                        robust: bool = True) -> FullArrayResult:
+def full_array_localize(
+    Y: np.ndarray,
+    array: ULA,
+    n_targets: int | None = None,
+    pilots: np.ndarray | None = None,
+    *,
+    hi: np.ndarray | None = None,
+    r_bounds=None,
+    weights=None,
+    phase_step: float = np.pi / 2,
+    relax_rounds: int = 1,
+    dead_ratio: float = 0.05,
+    normalize_db: float = 3.0,
+    max_targets: int = 8,
+    add_alpha: float = 0.01,
+    mismatch_alpha: float = 0.01,
+    robust: bool = True,
+) -> FullArrayResult:
     """Localize K near-field targets from one block of snapshots with the full array (module doc).
 
     Parameters
@@ -452,8 +485,12 @@ def full_array_localize(Y: np.ndarray, array: ULA, n_targets: int | None = None,
     sw = np.sqrt(w)
     Yw = sw[:, None] * Ys
     u, q = coarse_grid(array, (lo, hi_r), phase_step)
-    diag = {"r_bounds": (lo, hi_r), "grid_shape": (q.size, u.size), "normalized": bool(normalized),
-            "channel_spread_db": spread}
+    diag = {
+        "r_bounds": (lo, hi_r),
+        "grid_shape": (q.size, u.size),
+        "normalized": bool(normalized),
+        "channel_spread_db": spread,
+    }
 
     # 2-3. detection
     k_mdl = None
@@ -475,8 +512,9 @@ def full_array_localize(Y: np.ndarray, array: ULA, n_targets: int | None = None,
             # assign positions to pilot rows: compare fitted coefficients with the pilots in V coordinates
             Bh = ls_waveforms(steering(array, th0, r0), Yw @ V.conj().T, sw, None)
             Sv = S @ V.conj().T
-            sim = np.abs(Bh.conj() @ Sv.T) / (np.linalg.norm(Bh, axis=1)[:, None] * np.linalg.norm(Sv, axis=1)[None]
-                                              + 1e-300)
+            sim = np.abs(Bh.conj() @ Sv.T) / (
+                np.linalg.norm(Bh, axis=1)[:, None] * np.linalg.norm(Sv, axis=1)[None] + 1e-300
+            )
             rows, cols = linear_sum_assignment(-sim)
             order = np.empty(K, int)
             order[cols] = rows
@@ -515,9 +553,18 @@ def full_array_localize(Y: np.ndarray, array: ULA, n_targets: int | None = None,
 
     # 5. honest output
     mc = model_check(Y, array, th, rr, S, c_amp, w_fin, alpha=mismatch_alpha)
-    th_std, r_std, ud = estimate_uncertainty(Y, array, th, rr, S, gains if S is not None else None, c_amp,
-                                             waveforms=None if S is not None else wave, sigma2=mc["sigma2_fit"],
-                                             w=w_fin)
+    th_std, r_std, ud = estimate_uncertainty(
+        Y,
+        array,
+        th,
+        rr,
+        S,
+        gains if S is not None else None,
+        c_amp,
+        waveforms=None if S is not None else wave,
+        sigma2=mc["sigma2_fit"],
+        w=w_fin,
+    )
     status = []
     A = steering(array, th, rr)
     Gm = np.abs(A.conj().T @ (w_fin[:, None] * A)) / max(float(np.sum(w_fin)), 1e-300)
@@ -531,8 +578,16 @@ def full_array_localize(Y: np.ndarray, array: ULA, n_targets: int | None = None,
             status.append("model_mismatch")
         else:
             status.append("ok")
-    diag.update(weights=w_fin, excluded=info["excluded"], amplitude_fit=info["amplitude_fit"], channel_gain=c_amp,
-                model_check=mc, crb=ud["crb"], iterations=fit.iterations, converged=fit.converged)
+    diag.update(
+        weights=w_fin,
+        excluded=info["excluded"],
+        amplitude_fit=info["amplitude_fit"],
+        channel_gain=c_amp,
+        model_check=mc,
+        crb=ud["crb"],
+        iterations=fit.iterations,
+        converged=fit.converged,
+    )
     return FullArrayResult(th, rr, gains, wave, mc["residual"], mc["sigma2_fit"], status, th_std, r_std, diag)
 
 

@@ -8,6 +8,7 @@ the BCD baseline, 2-D MUSIC, and what is added later -- is a *localizer*: a call
 on one block of snapshots ``Y`` (N, T) of the array ``array``.  The streaming blocks and
 the Monte Carlo runner handle any of them the same way.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -96,8 +97,9 @@ class Localizer(Protocol):
         K; from ``pilots`` when given.
     """
 
-    def __call__(self, Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None,
-                 n_targets: Any = None, **options: Any) -> Estimate: ...
+    def __call__(
+        self, Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targets: Any = None, **options: Any
+    ) -> Estimate: ...
 
 
 def resolve_order(pilots: np.ndarray | None, n_targets: Any, what: str = "n_targets") -> int | None:

@@ -48,6 +48,7 @@ waveforms and noise level, :func:`~.uncertainty.estimate_uncertainty`), the ``re
 (``model_check`` dict; its ``ratio`` ~ 1 when the model holds).  Ranges always lie in the
 range window ``r_bounds`` (default :meth:`nearfield.array.ULA.range_window`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -136,21 +137,52 @@ def _from_full(res, array, hi, reason, chain=None) -> Localization:
     status = ["fallback" if s == "ok" else s for s in res.status]
     dead = np.zeros(0, int) if hi is None else dead_channels(np.asarray(hi))
     mc = res.diagnostics["model_check"]
-    diag = {"path": "fallback", "fallback_reason": reason, "model_check": mc, "noise_var": float(res.sigma2),
-            "r_bounds": res.diagnostics["r_bounds"], "full_array": res.diagnostics, "waveforms": res.waveforms}
+    diag = {
+        "path": "fallback",
+        "fallback_reason": reason,
+        "model_check": mc,
+        "noise_var": float(res.sigma2),
+        "r_bounds": res.diagnostics["r_bounds"],
+        "full_array": res.diagnostics,
+        "waveforms": res.waveforms,
+    }
     if chain is not None:
         diag["chain"] = chain
     c_hat = None if hi is None else np.asarray(hi, complex)
-    return Localization(res.theta, res.r, res.gains, dead, c_hat, status, res.theta_std, res.r_std,
-                        float(res.residual), diag, coarse_theta=res.diagnostics["init_theta"],
-                        coarse_r=res.diagnostics["init_r"])
+    return Localization(
+        res.theta,
+        res.r,
+        res.gains,
+        dead,
+        c_hat,
+        status,
+        res.theta_std,
+        res.r_std,
+        float(res.residual),
+        diag,
+        coarse_theta=res.diagnostics["init_theta"],
+        coarse_r=res.diagnostics["init_r"],
+    )
 
 
-def localize(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targets=None, *,
-             hi: np.ndarray | None = None, fallback: str = "auto", r_bounds=None, refine: bool = True,
-             calibration: str = "circular", detector: dict | None = None, music: dict | None = None,
-             full: dict | None = None, fault_share: float = 0.25, small_array: int = 20,
-             mismatch_alpha: float = 0.01) -> Localization:
+def localize(
+    Y: np.ndarray,
+    array: ULA,
+    pilots: np.ndarray | None = None,
+    n_targets=None,
+    *,
+    hi: np.ndarray | None = None,
+    fallback: str = "auto",
+    r_bounds=None,
+    refine: bool = True,
+    calibration: str = "circular",
+    detector: dict | None = None,
+    music: dict | None = None,
+    full: dict | None = None,
+    fault_share: float = 0.25,
+    small_array: int = 20,
+    mismatch_alpha: float = 0.01,
+) -> Localization:
     """Localize the targets in one block of snapshots: the chain, or the full-array fallback (module doc).
 
     Parameters
@@ -218,16 +250,27 @@ def localize(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targ
         return out
     c_ph, Yc = calibrate_phases(Y, array, p1.faulty, p1.theta, p1.r, p1.gains, p1.waveforms, calibration)
     R = (Yc @ Yc.conj().T) / Y.shape[1]
-    est = fine_positions(R, Yc, array, p1.coarse_theta, p1.coarse_r, pilots, refine=refine,
-                         fallback=(p1.theta, p1.r), **(music or {}))
+    est = fine_positions(
+        R, Yc, array, p1.coarse_theta, p1.coarse_r, pilots, refine=refine, fallback=(p1.theta, p1.r), **(music or {})
+    )
     S = None if pilots is None else np.asarray(pilots, np.complex128)
-    fin = finish_estimate(Yc, array, est.theta, est.r, est.gains, S, w, (lo, hi_r), refine=refine,
-                          mismatch_alpha=mismatch_alpha)
+    fin = finish_estimate(
+        Yc, array, est.theta, est.r, est.gains, S, w, (lo, hi_r), refine=refine, mismatch_alpha=mismatch_alpha
+    )
     th, rr, gains, mc = fin["theta"], fin["r"], fin["gains"], fin["model_check"]
     c_hat = c_ph if hi is None else np.asarray(hi, complex) * c_ph
-    diag = {"path": "chain", "fallback_reason": None, "model_check": mc, "noise_var": p1.sigma2,
-            "r_bounds": (lo, hi_r), "phase1_iterations": p1.iterations, "n_subarrays": p1.n_subarrays,
-            "z": p1.z, "spectra": est.spectra, "waveforms": p1.waveforms}
+    diag = {
+        "path": "chain",
+        "fallback_reason": None,
+        "model_check": mc,
+        "noise_var": p1.sigma2,
+        "r_bounds": (lo, hi_r),
+        "phase1_iterations": p1.iterations,
+        "n_subarrays": p1.n_subarrays,
+        "z": p1.z,
+        "spectra": est.spectra,
+        "waveforms": p1.waveforms,
+    }
     if fallback == "auto" and refine and np.any(mc["mismatch"]):  # (un-refined MUSIC is not an ML fit)
         alt = full_path("chain_mismatch", chain={"theta": th, "r": rr, "model_check": mc})
         amc = alt.diagnostics["model_check"]
@@ -240,13 +283,27 @@ def localize(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targ
     th_std, r_std, status = fin["theta_std"], fin["r_std"], fin["status"]
     diag["crb"] = fin["crb"]
     faulty = np.union1d(p1.faulty, dead).astype(int)
-    return Localization(th, rr, gains, faulty, c_hat, status, th_std, r_std, float(mc["residual"]), diag,
-                        coarse_theta=p1.coarse_theta, coarse_r=p1.coarse_r, music_theta=est.music_theta,
-                        music_r=est.music_r)
+    return Localization(
+        th,
+        rr,
+        gains,
+        faulty,
+        c_hat,
+        status,
+        th_std,
+        r_std,
+        float(mc["residual"]),
+        diag,
+        coarse_theta=p1.coarse_theta,
+        coarse_r=p1.coarse_r,
+        music_theta=est.music_theta,
+        music_r=est.music_r,
+    )
 
 
-def target_status(array: ULA, theta, r, mismatch, r_bounds, w=None, base: str = "ok",
-                  check_mismatch: bool = True) -> list[str]:
+def target_status(
+    array: ULA, theta, r, mismatch, r_bounds, w=None, base: str = "ok", check_mismatch: bool = True
+) -> list[str]:
     """Status word per target: ``unresolved`` (steering correlation with another target > 0.9),
     ``range_at_bound`` (range at an edge of ``r_bounds``), ``model_mismatch`` (the model check
     flags it, when ``check_mismatch``), else ``base`` ("ok", or "fallback" on the full-array path)."""
@@ -269,8 +326,20 @@ def target_status(array: ULA, theta, r, mismatch, r_bounds, w=None, base: str = 
     return out
 
 
-def finish_estimate(Y: np.ndarray, array: ULA, theta, r, gains, pilots: np.ndarray | None, w, r_bounds, *,
-                    refine: bool = True, mismatch_alpha: float = 0.01, base: str = "ok") -> dict:
+def finish_estimate(
+    Y: np.ndarray,
+    array: ULA,
+    theta,
+    r,
+    gains,
+    pilots: np.ndarray | None,
+    w,
+    r_bounds,
+    *,
+    refine: bool = True,
+    mismatch_alpha: float = 0.01,
+    base: str = "ok",
+) -> dict:
     """Bound the ranges, run the model check, the error bars and the status words of a final estimate.
 
     Parameters
@@ -293,15 +362,26 @@ def finish_estimate(Y: np.ndarray, array: ULA, theta, r, gains, pilots: np.ndarr
     w = np.ones(array.n_antennas) if w is None else np.asarray(w, float)
     if np.any(rr < lo) or np.any(rr > hi_r) or not np.all(np.isfinite(rr)):
         # the chain's refinement has no range window: refit inside it (never 1e14 m)
-        fit = refine_ml(Y, array, th, np.clip(np.nan_to_num(rr, nan=hi_r, posinf=hi_r), lo, hi_r), pilots,
-                        w=w, r_min=lo, r_max=hi_r)
+        fit = refine_ml(
+            Y, array, th, np.clip(np.nan_to_num(rr, nan=hi_r, posinf=hi_r), lo, hi_r), pilots, w=w, r_min=lo, r_max=hi_r
+        )
         th, rr, gains = fit.theta, fit.r, (fit.gains if pilots is not None else None)
     mc = model_check(Y, array, th, rr, pilots, None, w, alpha=mismatch_alpha)
-    th_std, r_std, ud = estimate_uncertainty(Y, array, th, rr, pilots, gains if pilots is not None else None, None,
-                                             sigma2=mc["sigma2_fit"], w=w)
+    th_std, r_std, ud = estimate_uncertainty(
+        Y, array, th, rr, pilots, gains if pilots is not None else None, None, sigma2=mc["sigma2_fit"], w=w
+    )
     status = target_status(array, th, rr, mc["mismatch"], (lo, hi_r), w, base, check_mismatch=refine)
-    return {"theta": th, "r": rr, "gains": gains, "status": status, "theta_std": th_std, "r_std": r_std,
-            "model_check": mc, "residual": float(mc["residual"]), "crb": ud["crb"]}
+    return {
+        "theta": th,
+        "r": rr,
+        "gains": gains,
+        "status": status,
+        "theta_std": th_std,
+        "r_std": r_std,
+        "model_check": mc,
+        "residual": float(mc["residual"]),
+        "crb": ud["crb"],
+    }
 
 
 def paper(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targets=None, **options) -> Localization:

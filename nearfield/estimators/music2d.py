@@ -20,6 +20,7 @@ the synthetic data (eq. (1)); ``"fresnel"`` uses eq. (2).  On a fault-free noise
 covariance the estimate is exact; faulty antennas (unknown phase biases) rotate the
 signal subspace away from every a(theta, r), which is what the paper's method fixes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,11 +57,17 @@ class Music2DResult(Estimate):
 def _as_covariance(data, n_antennas: int, kind: str) -> np.ndarray:
     X = np.asarray(data)
     if X.ndim != 2 or X.shape[0] != n_antennas:
-        raise ValueError(f"data: expected an ({n_antennas}, {n_antennas}) covariance or ({n_antennas}, T) "
-                         f"snapshots, got shape {X.shape}")
+        raise ValueError(
+            f"data: expected an ({n_antennas}, {n_antennas}) covariance or ({n_antennas}, T) "
+            f"snapshots, got shape {X.shape}"
+        )
     if kind == "auto":
-        kind = "covariance" if X.shape == (n_antennas, n_antennas) and np.allclose(
-            X, X.conj().T, rtol=1e-5, atol=1e-6 * max(float(np.abs(X).max()), 1e-300)) else "snapshots"
+        kind = (
+            "covariance"
+            if X.shape == (n_antennas, n_antennas)
+            and np.allclose(X, X.conj().T, rtol=1e-5, atol=1e-6 * max(float(np.abs(X).max()), 1e-300))
+            else "snapshots"
+        )
     if kind == "covariance":
         if X.shape != (n_antennas, n_antennas):
             raise ValueError(f"covariance: expected ({n_antennas}, {n_antennas}), got {X.shape}")
@@ -72,8 +79,13 @@ def _as_covariance(data, n_antennas: int, kind: str) -> np.ndarray:
     raise ValueError(f"kind: expected 'auto', 'covariance' or 'snapshots', got {kind!r}")
 
 
-def default_grids(array: ULA, theta_points: int | None = None, range_points: int = 48,
-                  range_min: float | None = None, range_max: float | None = None):
+def default_grids(
+    array: ULA,
+    theta_points: int | None = None,
+    range_points: int = 48,
+    range_min: float | None = None,
+    range_max: float | None = None,
+):
     """Default search grids: theta uniform in sin(theta) over [-pi/2, pi/2] (2N points),
     r uniform in 1/r over [Z_Fres, Z_Rayl] (``range_points`` points), ascending."""
     lo = array.fresnel_distance if range_min is None else float(range_min)
@@ -99,7 +111,7 @@ def music2d_spectrum(U_s: np.ndarray, array: ULA, theta_grid, range_grid, model:
     for i, r in enumerate(range_grid):
         B = steering(array, theta_grid, r, model, np.complex64)
         proj = Uh @ B
-        out[i] = np.maximum(n - np.sum(proj.real ** 2 + proj.imag ** 2, axis=0), 1e-12 * n)
+        out[i] = np.maximum(n - np.sum(proj.real**2 + proj.imag**2, axis=0), 1e-12 * n)
     return out
 
 
@@ -120,8 +132,16 @@ def _pick_peaks(spec: np.ndarray, k: int) -> list[tuple[int, int]]:
     return picked
 
 
-def music2d_localize(data, array: ULA, n_targets: int, theta_grid=None, range_grid=None,
-                     model: str = "exact", refine: bool = True, kind: str = "auto") -> Music2DResult:
+def music2d_localize(
+    data,
+    array: ULA,
+    n_targets: int,
+    theta_grid=None,
+    range_grid=None,
+    model: str = "exact",
+    refine: bool = True,
+    kind: str = "auto",
+) -> Music2DResult:
     """Plain 2-D near-field MUSIC (Huang & Barkat 1991) on an uncalibrated covariance.
 
     Parameters
@@ -177,27 +197,41 @@ def music2d_localize(data, array: ULA, n_targets: int, theta_grid=None, range_gr
         s_lo, s_hi = max(-1.0, s0 - ds), min(1.0, s0 + ds)
         q_lo, q_hi = max(q_grid.min(), q0 - dq), min(q_grid.max(), q0 + dq)
 
-        def cost(x):
+        def cost(x, s0=s0, ds=ds, s_lo=s_lo, s_hi=s_hi, q0=q0, dq=dq, q_lo=q_lo, q_hi=q_hi):
             s = np.clip(s0 + x[0] * ds, s_lo, s_hi)
             q = np.clip(q0 + x[1] * dq, q_lo, q_hi)
             a = steering(array, np.arcsin(s), 1.0 / q, model)[:, 0]
             resid = a - U_s @ (U_s.conj().T @ a)  # ||P_N a||^2 without the cancellation of N - ||U_s^H a||^2
             return float(np.real(np.vdot(resid, resid)))
 
-        res = minimize(cost, np.zeros(2), method="Nelder-Mead",
-                       bounds=[((s_lo - s0) / ds, (s_hi - s0) / ds), ((q_lo - q0) / dq, (q_hi - q0) / dq)],
-                       options={"xatol": 1e-9, "fatol": 1e-16 * array.n_antennas, "maxiter": 2000,
-                                "initial_simplex": [[0.0, 0.0], [0.3, 0.0], [0.0, 0.3]]})
+        res = minimize(
+            cost,
+            np.zeros(2),
+            method="Nelder-Mead",
+            bounds=[((s_lo - s0) / ds, (s_hi - s0) / ds), ((q_lo - q0) / dq, (q_hi - q0) / dq)],
+            options={
+                "xatol": 1e-9,
+                "fatol": 1e-16 * array.n_antennas,
+                "maxiter": 2000,
+                "initial_simplex": [[0.0, 0.0], [0.3, 0.0], [0.0, 0.3]],
+            },
+        )
         x = res.x if res.fun <= den[ir, it] else np.zeros(2)
         th[j] = np.arcsin(np.clip(s0 + x[0] * ds, -1.0, 1.0))
         rr[j] = 1.0 / (q0 + x[1] * dq)
     order = np.argsort(th, kind="stable")
-    return Music2DResult(th[order], rr[order], theta_grid=theta_grid, range_grid=range_grid,
-                         spectrum=spec / spec.max(), grid_theta=g_th[order], grid_r=g_r[order])
+    return Music2DResult(
+        th[order],
+        rr[order],
+        theta_grid=theta_grid,
+        range_grid=range_grid,
+        spectrum=spec / spec.max(),
+        grid_theta=g_th[order],
+        grid_r=g_r[order],
+    )
 
 
-def music2d(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targets=None,
-            **options) -> Music2DResult:
+def music2d(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targets=None, **options) -> Music2DResult:
     """:func:`music2d_localize` as a localizer: K from ``n_targets`` or the pilot rows.
 
     ``Y`` (N, T) snapshots (or an (N, N) covariance with ``kind="covariance"``); the pilots

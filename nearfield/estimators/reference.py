@@ -57,6 +57,7 @@ Everything runs on sufficient statistics (:class:`CalibrationStats`: ``Y S^H`` a
 Dead channels (|c_n| ~ 0) come out as small values (noise only), never NaN;
 :func:`dead_channels` names them and :func:`apply_hi` zeroes them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -255,8 +256,9 @@ def _blind_init(yy: np.ndarray, A: np.ndarray, live_floor: float = 0.05) -> np.n
     return c
 
 
-def calibrate_stats(stats: CalibrationStats, array: ULA, theta, r, *, n_iter: int = 50, tol: float = 1e-10,
-                    model: str = "exact") -> np.ndarray:
+def calibrate_stats(
+    stats: CalibrationStats, array: ULA, theta, r, *, n_iter: int = 50, tol: float = 1e-10, model: str = "exact"
+) -> np.ndarray:
     """:func:`calibrate` on accumulated :class:`CalibrationStats` (see there)."""
     theta, r = _as_positions(theta, r)
     if stats.n_antennas != array.n_antennas:
@@ -271,6 +273,8 @@ def calibrate_stats(stats: CalibrationStats, array: ULA, theta, r, *, n_iter: in
     k = theta.size
     if not stats.blind:
         ys, ss = stats.ys, stats.ss
+        if ys is None or ss is None:
+            raise ValueError("Y: no pilot statistics accumulated")
         if k == 1:  # beta absorbed into c: per-antenna LS is exact in one step
             c = _per_antenna_ls(A, ys, ss)
         else:
@@ -288,18 +292,22 @@ def calibrate_stats(stats: CalibrationStats, array: ULA, theta, r, *, n_iter: in
                     break
     else:
         yy = stats.yy
+        if yy is None:
+            raise ValueError("Y: no covariance accumulated")
         if stats.n_snapshots < k + 1 or array.n_antennas < k + 2:
-            raise ValueError(f"Y: blind calibration of K={k} needs T >= {k + 1} snapshots and N >= {k + 2} "
-                             f"antennas, got T={stats.n_snapshots}, N={array.n_antennas}")
+            raise ValueError(
+                f"Y: blind calibration of K={k} needs T >= {k + 1} snapshots and N >= {k + 2} "
+                f"antennas, got T={stats.n_snapshots}, N={array.n_antennas}"
+            )
         c = _blind_init(yy, A)
         if k > 1:
             for _ in range(int(n_iter)):
                 B = c[:, None] * A
-                P = np.linalg.pinv(B)            # (K, N): waveform LS S = P Y
-                ys = yy @ P.conj().T             # Y S^H
-                ss = P @ yy @ P.conj().T         # S S^H
+                P = np.linalg.pinv(B)  # (K, N): waveform LS S = P Y
+                ys = yy @ P.conj().T  # Y S^H
+                ss = P @ yy @ P.conj().T  # S S^H
                 c_new = _per_antenna_ls(A, ys, ss)
-                z = np.vdot(c_new, c)            # keep the arbitrary common factor fixed between steps
+                z = np.vdot(c_new, c)  # keep the arbitrary common factor fixed between steps
                 c_new = c_new * (z / abs(z)) if z != 0 else c_new
                 step = np.linalg.norm(c_new - c) / max(np.linalg.norm(c_new), np.finfo(float).tiny)
                 c = c_new
@@ -310,8 +318,17 @@ def calibrate_stats(stats: CalibrationStats, array: ULA, theta, r, *, n_iter: in
     return normalize_hi(c)
 
 
-def calibrate(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None = None, *, n_iter: int = 50,
-              tol: float = 1e-10, model: str = "exact") -> np.ndarray:
+def calibrate(
+    Y: np.ndarray,
+    array: ULA,
+    theta,
+    r,
+    pilots: np.ndarray | None = None,
+    *,
+    n_iter: int = 50,
+    tol: float = 1e-10,
+    model: str = "exact",
+) -> np.ndarray:
     """Estimate the complex HI vector c (gain and phase per antenna) from reference snapshots.
 
     Parameters
@@ -358,8 +375,9 @@ def calibrate(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None = N
 #  "frames": F, "snapshots": T_total, "normalisation": "..."}
 
 
-def hi_state(c: np.ndarray, array: ULA, theta, r, *, method: str, frames: int, snapshots: int,
-             threshold: float = DEAD_THRESHOLD) -> dict:
+def hi_state(
+    c: np.ndarray, array: ULA, theta, r, *, method: str, frames: int, snapshots: int, threshold: float = DEAD_THRESHOLD
+) -> dict:
     """The JSON-serialisable HI state (version 1, ``kind: "hi_vector"``) that :func:`load_hi` reads."""
     from ..state import complex_to_json
 

@@ -46,6 +46,7 @@ Model check (:func:`model_check`)
     projected on that target's (decorrelated) pilot; blind, or with rank-deficient pilots,
     the test is global and the flag applies to all targets.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -72,7 +73,7 @@ def _pilot_rank(S: np.ndarray, rtol: float = 1e-6) -> tuple[int, np.ndarray]:
     """Numerical rank of the pilots and an orthonormal basis V (rank, T) of their row space."""
     _, sv, Vh = np.linalg.svd(S, full_matrices=False)
     rank = int(np.sum(sv > rtol * max(sv[0], 1e-300)))
-    return max(rank, 1), Vh[:max(rank, 1)]
+    return max(rank, 1), Vh[: max(rank, 1)]
 
 
 def noise_floor(Y: np.ndarray, n_targets: int, pilots: np.ndarray | None = None, w=None) -> tuple[float, float]:
@@ -108,8 +109,17 @@ def noise_floor(Y: np.ndarray, n_targets: int, pilots: np.ndarray | None = None,
     return tail / dof, dof
 
 
-def model_check(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None = None, c=None, w=None,
-                alpha: float = 0.01, model: str = "exact") -> dict:
+def model_check(
+    Y: np.ndarray,
+    array: ULA,
+    theta,
+    r,
+    pilots: np.ndarray | None = None,
+    c=None,
+    w=None,
+    alpha: float = 0.01,
+    model: str = "exact",
+) -> dict:
     """Does the exact near-field model with K point targets explain the data? (see module doc).
 
     Parameters
@@ -163,6 +173,7 @@ def model_check(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None =
         dof_fit = n_eff * T - K * T - K
         # signal rank (coherent sources: below K): MDL, at most K
         from .fullarray import estimate_order
+
         kf = min(K, estimate_order(Y, w, K))
         sv = np.linalg.svd(sw * Y, compute_uv=False)
         dof_floor = max((n_eff - kf) * (T - kf), 1.0)
@@ -172,8 +183,8 @@ def model_check(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None =
         # model cannot explain; on the second half ||U1^H E2||^2 ~ (sigma2 / 2) chi2(2 K T2) under H0
         T2 = T // 2
         if T2 >= 1 and T - T2 >= 1:
-            U1 = np.linalg.svd(E[:, :T - T2], full_matrices=False)[0][:, :K]
-            res_sig = float(np.sum(np.abs(U1.conj().T @ E[:, T - T2:]) ** 2))
+            U1 = np.linalg.svd(E[:, : T - T2], full_matrices=False)[0][:, :K]
+            res_sig = float(np.sum(np.abs(U1.conj().T @ E[:, T - T2 :]) ** 2))
             m = float(U1.shape[1] * T2)
         else:
             res_sig, m = 0.0, 1.0
@@ -188,14 +199,34 @@ def model_check(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None =
         F = np.full(K, res_sig / m / sig_floor)
     thr = float(f_dist.ppf(1.0 - alpha, 2 * m, 2 * dof_floor))
     sig_fit = max(cost / max(dof_fit, 1.0), tiny)
-    return {"sigma2_fit": sig_fit, "sigma2_floor": sig_floor, "ratio": sig_fit / sig_floor, "F": F,
-            "threshold": thr, "mismatch": F > thr, "per_target": per_target, "residual": cost / (n_eff * T),
-            "cost": cost, "alpha": alpha}
+    return {
+        "sigma2_fit": sig_fit,
+        "sigma2_floor": sig_floor,
+        "ratio": sig_fit / sig_floor,
+        "F": F,
+        "threshold": thr,
+        "mismatch": F > thr,
+        "per_target": per_target,
+        "residual": cost / (n_eff * T),
+        "cost": cost,
+        "alpha": alpha,
+    }
 
 
-def estimate_uncertainty(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None = None, gains=None,
-                         c=None, *, waveforms: np.ndarray | None = None, sigma2: float | None = None, w=None,
-                         model: str = "exact") -> tuple[np.ndarray, np.ndarray, dict]:
+def estimate_uncertainty(
+    Y: np.ndarray,
+    array: ULA,
+    theta,
+    r,
+    pilots: np.ndarray | None = None,
+    gains=None,
+    c=None,
+    *,
+    waveforms: np.ndarray | None = None,
+    sigma2: float | None = None,
+    w=None,
+    model: str = "exact",
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """1-sigma error bars of (theta, r) from the CRB at the estimate.
 
     Parameters
