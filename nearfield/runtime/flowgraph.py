@@ -46,7 +46,7 @@ __all__ = ["FlowgraphError", "BlockSpec", "Edge", "Flowgraph", "load_flowgraph",
            "parse_override"]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-_TOP_KEYS = ("name", "description", "blocks", "connections")
+_TOP_KEYS = ("name", "description", "blocks", "connections", "placement")
 _EDGE_KEYS = ("from", "to", "lossy")
 
 
@@ -201,6 +201,7 @@ class Flowgraph:
     edges: list[Edge]
     description: str = ""
     overrides: dict = field(default_factory=dict)
+    placement: dict = field(default_factory=dict)  # worker name -> chain of block names (runtime.placement)
 
     def in_edges(self, block: str) -> list[Edge]:
         return [e for e in self.edges if e.dst == block]
@@ -559,5 +560,10 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
         _fail(f"{where('connections')}: the connections break the frame contract: " + "; ".join(broken[:5])
               + (f" (and {len(broken) - 5} more)" if len(broken) > 5 else ""))
 
+    from .placement import validate_placement  # late: placement builds on this module's classes
+
+    placement = validate_placement(data.get("placement"), specs, edges,
+                                   where("placement") if "placement" in data else path)
     return Flowgraph(name=name, path=path, blocks=specs, edges=edges, description=description,
-                     overrides={f"{b}.{p}": v for b, d in ov.items() for p, (v, _) in d.items()})
+                     overrides={f"{b}.{p}": v for b, d in ov.items() for p, (v, _) in d.items()},
+                     placement=placement)
