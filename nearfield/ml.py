@@ -96,6 +96,10 @@ def ml_cost(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None, c=No
     return _cost(Y, A, ls_gains(A, pilots, Y, c, w), np.asarray(pilots), c, w)[0]
 
 
+#: use the compiled LM (:mod:`nearfield.lm_kernel`) for the exact model; False = the NumPy loop below
+USE_NUMBA = True
+
+
 def _suff_cost(yy, Q, P, M, w):
     """Weighted LS cost from sufficient statistics, O(N K^2) instead of O(N T K).
 
@@ -123,6 +127,16 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
         M = A * b[None, :]
         return M if cvec is None else cvec[:, None] * M
 
+    if model == "exact" and USE_NUMBA:
+        from .lm_kernel import lm_exact  # compiled on first use (cache=True): see nearfield.warmup
+
+        ww = np.ones(Y.shape[0]) if w is None else np.ascontiguousarray(w, dtype=float)
+        cc = np.ones(Y.shape[0], complex) if cvec is None else np.ascontiguousarray(cvec, dtype=complex)
+        theta, r, gains, cost, it, converged = lm_exact(
+            np.ascontiguousarray(array.positions, dtype=float), float(array.wavenumber), yy, np.ascontiguousarray(Q),
+            np.ascontiguousarray(P), ww, cc, theta.astype(float), r.astype(float), gains.astype(complex),
+            int(max_iter), float(tol), float(r_min), float(r_max))
+        return theta, r, gains, float(cost), it, bool(converged)
     A = steering(array, theta, r, model)
     cost, ES = _suff_cost(yy, Q, P, model_of(A, gains), w)
     mu = 1e-3
@@ -157,8 +171,6 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
         if not improved or rel < tol:
             converged = True
             break
-    # the exact cost at the end (the expansion above loses a few digits when the residual is tiny)
-    cost = _cost(Y, A, gains, S, c, w)[0]
     return theta, r, gains, cost, it, converged
 
 
