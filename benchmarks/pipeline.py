@@ -121,9 +121,12 @@ def rmse(est, truth):
     return float(np.sqrt(np.mean(e[..., 0] ** 2))), float(np.sqrt(np.mean(e[..., 1] ** 2)))
 
 
+GRAPH = ROOT / "flowgraphs" / "synthetic.yaml"
+
+
 def pipeline_run(n: int, frames: int, tmp: str):
     out = os.path.join(tmp, f"est-{n}-{frames}.jsonl")
-    g = load_flowgraph(ROOT / "flowgraphs" / "synthetic.yaml",
+    g = load_flowgraph(GRAPH,
                        overrides={"source.n_antennas": n, "source.frames": frames, "source.targets": targets(n),
                                   "out.path": out})
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -145,7 +148,11 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 2048])
     ap.add_argument("--frames", type=int, default=300, help="F2 - F1 at N = 256 (scaled down for larger N)")
     ap.add_argument("--music2d-frames", type=int, default=3, help="2-D MUSIC calls per N (N <= 1024)")
+    ap.add_argument("--graph", default=None, help="flowgraph to time (default: flowgraphs/synthetic.yaml)")
     args = ap.parse_args(argv)
+    if args.graph:
+        global GRAPH
+        GRAPH = Path(args.graph)
     summary, block_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
@@ -181,12 +188,12 @@ def main(argv=None):
     for n, k, first, st, busy in block_rows:
         print(f"| {n} | {k} | {first:.1f} | {st:.2f} | {100 * busy:.0f} % |")
     print("\n### Pipeline (default flowgraph, process mode) and the floor\n")
-    print("| N | frames/s (steady) | frames out/in | dropped | ok | worker busy (source / estimate / out) "
+    print("| N | frames/s (steady) | frames out/in | dropped | ok | busy per worker "
           "| covariance ms | subset eigh ms | estimator chain ms/frame | chain / floor "
           "| whole CPU ms/frame | CPU / floor | peak RSS largest worker MB | first-frame latency s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summary:
-        busy = " / ".join(f"{100 * s['busy'].get(w, 0.0):.0f} %" for w in ("source", "estimate", "out"))
+        busy = " / ".join(f"{w} {100 * b:.0f} %" for w, b in s["busy"].items())
         first = "-" if s["first"] is None else f"{s['first']:.2f}"
         print(f"| {s['n']} | {s['fps']:.1f} | {s['frames']} | {s['dropped']} | {s['ok']} | {busy} "
               f"| {s['cov']:.2f} | {s['eig']:.2f} | {s['chain']:.2f} | {s['ratio_chain']:.2f} "

@@ -73,4 +73,4 @@ def test_default_flowgraphs_fit_two_cores():
     from nearfield.runtime.flowgraph import load_flowgraph
     root = Path(__file__).resolve().parents[1] / "flowgraphs"
     g = apply_placement(load_flowgraph(root / "synthetic.yaml"))
-    assert len(g.blocks) <= 3  # source, one estimator worker, sink
+    assert list(g.blocks) == ["source", "detect", "estimate", "out"]  # 3 busy processes and the sink

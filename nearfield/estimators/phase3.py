@@ -254,8 +254,8 @@ def fine_positions(R: np.ndarray | None, Y: np.ndarray, array: ULA, coarse_theta
     Tracking fast path (streams: ``warm`` given in ``kw`` and ``refine``): with
     ``search_every`` = S > 1 (default ``warm.get("search_every", 1)``), the full MUSIC
     search runs on the first frame and then once every S frames; in between, one
-    warm-started ML refinement starts from the better (lower cost) of the previous
-    frame's estimate and ``fallback``.  A tracked fit whose residual power per sample
+    warm-started ML refinement starts from ``fallback`` (this frame's Phase-1 fit) or, without
+    it, from the previous frame's estimate.  A tracked fit whose residual power per sample
     (cost / (N T)) exceeds twice the running value of the searched frames -- a target
     jumped, appeared or left -- is discarded and the full search runs on that frame.
     On tracked frames ``music_theta``, ``music_r`` and ``spectra`` repeat the last search's.
@@ -267,9 +267,9 @@ def fine_positions(R: np.ndarray | None, Y: np.ndarray, array: ULA, coarse_theta
     if tracking:
         prev = warm.get("track")
         if prev is not None and prev["theta"].size == coarse_theta.size and prev["since"] < every - 1:
-            start = (prev["theta"], prev["r"])
-            if fallback is not None and ml_cost(Y, array, *fallback, pilots) < ml_cost(Y, array, *start, pilots):
-                start = fallback
+            # this frame's Phase-1 fit when given (closer for moving targets), else the previous estimate;
+            # no cost comparison here: the residual test below catches a bad start
+            start = fallback if fallback is not None else (prev["theta"], prev["r"])
             fit = refine_ml(Y, array, start[0], start[1], pilots)
             per = fit.cost / Y.size
             if np.all(np.isfinite(fit.theta)) and per <= 2.0 * prev["resid"]:
