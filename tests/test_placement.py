@@ -74,3 +74,58 @@ def test_default_flowgraphs_fit_two_cores():
     root = Path(__file__).resolve().parents[1] / "flowgraphs"
     g = apply_placement(load_flowgraph(root / "synthetic.yaml"))
     assert list(g.blocks) == ["source", "detect", "estimate", "out"]  # 3 busy processes and the sink
+
+
+def _names_sink():
+    from nearfield.block import Param, Sink
+    from nearfield.contract import SNAPSHOTS
+    from nearfield.runtime import registry
+
+    class NamesSink(Sink):
+        """Test sink declaring it reads the snapshots; writes the array names it receives."""
+
+        params = (Param("path", str, doc="output file"),)
+        reads = (SNAPSHOTS,)
+
+        def start(self):
+            self.fh = open(self.path, "w")
+
+        def process(self, frame):
+            self.fh.write(",".join(sorted(frame.arrays)) + "\n")
+
+        def close(self):
+            self.fh.close()
+
+    registry.register("t_names", NamesSink, replace=True)
+
+
+@pytest.mark.parametrize("inproc", [True, False])
+def test_arrays_nothing_downstream_reads_are_not_sent(tmp_path, inproc):
+    _names_sink()
+    text = f"""
+blocks:
+  source:     {{type: synthetic, n_antennas: 16, frames: 3, seed: 1,
+               targets: [{{theta: 0.3, range: 3.0}}]}}
+  covariance: {{type: covariance}}
+  out:        {{type: t_names, path: {tmp_path / 'names.txt'}}}
+connections:
+  - [source, covariance]
+  - [covariance, out]
+"""
+    g = parse_flowgraph(text, path="names.yaml")
+    assert g.downstream_arrays("covariance") == frozenset({"snapshots"})
+    assert run_flowgraph(g, inproc=inproc, quiet=True).ok
+    # the covariance (and the pilots) never travel to a sink that declares it reads only the snapshots
+    assert (tmp_path / "names.txt").read_text().split() == ["snapshots"] * 3
+
+
+def test_default_flowgraph_sends_no_arrays_to_the_jsonl_sink():
+    from pathlib import Path
+
+    from nearfield.runtime.flowgraph import load_flowgraph
+    root = Path(__file__).resolve().parents[1] / "flowgraphs"
+    g = apply_placement(load_flowgraph(root / "synthetic.yaml"))
+    assert g.downstream_arrays("estimate") == frozenset()      # the sink reads meta only
+    assert "snapshots" in g.downstream_arrays("source")
+    plot = apply_placement(load_flowgraph(root / "plot.yaml"))
+    assert {"angle_spectrum", "range_spectrum"} <= plot.downstream_arrays("estimate")

@@ -170,5 +170,9 @@ def apply_placement(graph: Flowgraph) -> Flowgraph:
         if e.src in rename and rename.get(e.dst) == rename[e.src]:
             continue  # inside a worker: a function call
         edges.append(Edge(rename.get(e.src, e.src), e.src_port, rename.get(e.dst, e.dst), e.dst_port, e.lossy))
+    reads = {n: r for n, r in graph.array_reads.items() if n not in rename}
+    for worker, names in placement.items():
+        member = [graph.array_reads.get(n) for n in names]
+        reads[worker] = None if any(r is None for r in member) else frozenset().union(*member)
     return Flowgraph(name=graph.name, path=graph.path, blocks=blocks, edges=edges, description=graph.description,
-                     overrides=graph.overrides)
+                     overrides=graph.overrides, array_reads=reads)
