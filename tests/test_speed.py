@@ -113,3 +113,18 @@ def test_tracking_searches_again_when_the_fit_residual_jumps():
         est = fine_positions(None, Yc, sc.array, sc.theta + 0.003, sc.r * 1.1, sc.pilots, warm=warm)
         assert np.max(np.abs(est.theta - sc.theta)) < 1e-3  # the jumped target is found, not tracked astray
     assert warm["track"]["since"] == 1  # frame 2 ran the full search (the tracked fit was poor), frame 3 tracked
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_hankel_subspace_equals_the_smoothed_covariance_eigenvectors(warm):
+    from nearfield.estimators.phase3 import hankel_subspace, smoothed_covariance
+    rng = np.random.default_rng(8)
+    n, m, k = 301, 150, 3
+    u = np.array([0.1, -0.35, 0.4])
+    rvec = np.exp(1j * np.pi * np.outer(np.arange(n), u)) @ np.array([1.0, 0.7, 0.5])
+    rvec = rvec + 0.05 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))
+    U_ref, w_ref = signal_subspace(smoothed_covariance(rvec, m), k)
+    U0 = np.linalg.qr(U_ref + 0.01 * rng.standard_normal(U_ref.shape))[0] if warm else None
+    U, w = hankel_subspace(rvec, m, k, U0)
+    np.testing.assert_allclose(U @ U.conj().T, U_ref @ U_ref.conj().T, atol=1e-5)
+    np.testing.assert_allclose(w, np.real(w_ref), rtol=1e-6)

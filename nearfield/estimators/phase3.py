@@ -91,6 +91,66 @@ def smoothed_covariance(rvec: np.ndarray, m: int) -> np.ndarray:
     return (sub.T @ sub.conj()) / m
 
 
+#: smoothed covariances larger than this (L x L) are never formed: their subspace comes from
+#: FFT products with the Hankel matrix of the anti-diagonal (:func:`hankel_subspace`)
+HANKEL_MIN_L = 257
+
+
+class _Hankel:
+    """H (L, M) with H[i, m] = r[i + m] (the sub-vectors of eq. (31) as columns), applied by FFT.
+
+    ``R_r = H H^H / M`` is the smoothed covariance of eq. (32); ``H @ X`` and ``H^H @ Z`` are
+    correlations with r, O(N log N) per column instead of O(L M).
+    """
+
+    def __init__(self, rvec: np.ndarray, m: int):
+        self.n, self.m, self.l = rvec.size, m, rvec.size - m + 1
+        self.nfft = 1 << int(np.ceil(np.log2(self.n + max(self.m, self.l) - 1)))
+        self.rf = np.fft.fft(rvec, self.nfft)
+
+    def dot(self, X: np.ndarray) -> np.ndarray:   # (M, k) -> (L, k): y_i = sum_m r[i+m] x_m
+        c = np.fft.ifft(self.rf[:, None] * np.fft.fft(X[::-1], self.nfft, axis=0), axis=0)
+        return c[self.m - 1:self.m - 1 + self.l]
+
+    def hdot(self, Z: np.ndarray) -> np.ndarray:  # (L, k) -> (M, k): w_m = sum_i r[i+m]^* z_i
+        c = np.fft.ifft(self.rf[:, None] * np.fft.fft(Z[::-1].conj(), self.nfft, axis=0), axis=0)
+        return c[self.l - 1:self.l - 1 + self.m].conj()
+
+    def cov_dot(self, U: np.ndarray) -> np.ndarray:
+        return self.dot(self.hdot(U)) / self.m
+
+
+def hankel_subspace(rvec: np.ndarray, m: int, k: int, U0: np.ndarray | None = None, tol: float = 1e-6,
+                    max_iter: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """K leading eigenpairs of the smoothed covariance of eq. (32) without forming it.
+
+    Orthogonal (block power) iteration with ``R_r U = H (H^H U) / M`` by FFT (:class:`_Hankel`),
+    started from ``U0`` (the previous frame's subspace) or, without it, from a random block of
+    K + 4 columns; a Rayleigh-Ritz step each round; stops when the eigen-residual
+    ``||R_r U - U diag(w)||_F <= tol * w_max * sqrt(k)``.  O(N log N (K + 4)) per round instead
+    of the O(N^3) of forming and decomposing R_r (L x L, L = N - M + 1).
+
+    Returns U (L, k) orthonormal, leading first, and w (k,) descending.
+    """
+    H = _Hankel(np.asarray(rvec, complex), m)
+    L = H.l
+    if U0 is not None and U0.shape == (L, k):
+        U = U0
+    else:
+        rng = np.random.default_rng(seed)
+        U = rng.standard_normal((L, k + 4)) + 1j * rng.standard_normal((L, k + 4))
+    U, _ = np.linalg.qr(U)
+    for _ in range(max_iter):
+        RU = H.cov_dot(U)
+        w, V = np.linalg.eigh(U.conj().T @ RU)
+        w, V = w[::-1], V[:, ::-1]
+        Uk, RUk = U @ V[:, :k], RU @ V[:, :k]
+        if np.linalg.norm(RUk - Uk * w[None, :k]) <= tol * abs(w[0]) * np.sqrt(k):
+            return Uk, w[:k]
+        U, _ = np.linalg.qr(RU @ V)
+    return Uk, w[:k]
+
+
 def virtual_steering(array: ULA, length: int, u) -> np.ndarray:
     """b(theta) of eq. (31) for the anti-diagonal virtual array (spacing 2d), (L, P); u = sin(theta)."""
     pos = 2.0 * array.d * np.arange(length)
@@ -114,10 +174,14 @@ def angle_music(R: np.ndarray, array: ULA, coarse_theta, n_targets: int, smoothi
     rvec = R if np.ndim(R) == 1 else antidiagonal(R)
     N = rvec.shape[0]
     m = N // 2 if smoothing is None else smoothing
-    Rr = smoothed_covariance(rvec, m)
-    L = Rr.shape[0]
     warm = {} if warm is None else warm
-    U_s, _ = leading_subspace(Rr, n_targets, warm.get("virtual"))
+    if not 1 <= m <= N - 1:
+        raise ValueError(f"smoothing: expected 1 <= M <= N - 1 = {N - 1}, got {m}")
+    L = N - m + 1
+    if L >= HANKEL_MIN_L:  # large arrays: never form the L x L smoothed covariance
+        U_s, _ = hankel_subspace(rvec, m, n_targets, warm.get("virtual"))
+    else:
+        U_s, _ = leading_subspace(smoothed_covariance(rvec, m), n_targets, warm.get("virtual"))
     warm["virtual"] = U_s
     coarse_theta = np.asarray(coarse_theta, float)
     u0 = np.sin(coarse_theta)
