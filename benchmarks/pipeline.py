@@ -22,7 +22,7 @@ three targets with their ranges scaled by (N / 256)^1.5, the growth of the Fresn
 BLAS runs single-threaded, as in the pipeline's workers.
 
 Usage: ``python benchmarks/pipeline.py [--sizes 256 1024 2048] [--frames 300]``
-(``--sizes 4096`` adds the large array; ``--frames`` is F2 - F1 at N = 256, scaled down as N grows).
+(``--sizes 4096`` adds the large array; ``--frames`` is F2 - F1 at N = 256, times 256 / N above).
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def main(argv=None):
     summary, block_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            extra = max(20, int(args.frames * min(1.0, (256 / n) ** 1.5)))
+            extra = max(20, int(args.frames * min(1.0, 256 / n)))
             f1 = max(10, extra // 3)
             c_ms, e_ms = floor_ms(n, 20 if n <= 1024 else 4)
             m2d_n = args.music2d_frames if n <= 1024 else 0

@@ -51,6 +51,7 @@ def _normal(l, kw, w, c, th, rr, b, ES, P, JJ, g):  # pragma: no cover - compile
     F = 4 * K
     sn, cs = np.sin(th), np.cos(th)
     G = np.empty(F, np.complex128)
+    C = np.zeros((F, F), np.complex128)  # sum_n w_n conj(G_ni) G_nj, upper triangle
     JJ[:, :] = 0.0
     g[:] = 0.0
     for n in range(N):
@@ -66,13 +67,13 @@ def _normal(l, kw, w, c, th, rr, b, ES, P, JJ, g):  # pragma: no cover - compile
             G[3 * K + k] = 1j * p_r * a * b[k]
         for i in range(F):
             gi = G[i].conjugate() * w[n]
-            ki = i % K
-            g[i] += (gi * ES[n, ki]).real
+            g[i] += (gi * ES[n, i % K]).real
             for j in range(i, F):
-                JJ[i, j] += (gi * G[j] * P[ki, j % K]).real
-    for i in range(F):
-        for j in range(i):
-            JJ[i, j] = JJ[j, i]
+                C[i, j] += gi * G[j]
+    for i in range(F):  # JJ = Re(C .* P[kidx, kidx]), C Hermitian: fill the lower triangle from the upper
+        for j in range(i, F):
+            JJ[i, j] = (C[i, j] * P[i % K, j % K]).real
+            JJ[j, i] = JJ[i, j]
 
 
 @numba.njit(cache=True)
