@@ -39,15 +39,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
-
 from nearfield.blocks.calibrator import Calibrator  # noqa: E402
 from nearfield.blocks.fault_detector import FaultDetector  # noqa: E402
 from nearfield.blocks.music_localizer import MusicLocalizer  # noqa: E402
+from nearfield.sources.synthetic import SyntheticSource  # noqa: E402
+
 from nearfield.estimators.music2d import music2d  # noqa: E402
 from nearfield.frame import meta_positions  # noqa: E402
 from nearfield.runtime import run_flowgraph  # noqa: E402
 from nearfield.runtime.flowgraph import load_flowgraph  # noqa: E402
-from nearfield.sources.synthetic import SyntheticSource  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN = ("detect", "calibrate", "locate")

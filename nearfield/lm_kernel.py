@@ -21,7 +21,7 @@ __all__ = ["lm_exact"]
 
 
 @numba.njit(cache=True)
-def _cost_es(l, kw, yy, Q, P, w, c, th, rr, b, ES):  # pragma: no cover - compiled
+def _cost_es(pos, kw, yy, Q, P, w, c, th, rr, b, ES):  # pragma: no cover - compiled
     """Weighted LS cost from the sufficient statistics; fills ES = Q - M P^T (N, K)."""
     N, K = Q.shape
     sn = np.sin(th)
@@ -29,7 +29,7 @@ def _cost_es(l, kw, yy, Q, P, w, c, th, rr, b, ES):  # pragma: no cover - compil
     cost = 0.0
     for n in range(N):
         for k in range(K):
-            rn = math.sqrt(rr[k] * rr[k] + l[n] * l[n] - 2.0 * l[n] * rr[k] * sn[k])
+            rn = math.sqrt(rr[k] * rr[k] + pos[n] * pos[n] - 2.0 * pos[n] * rr[k] * sn[k])
             ph = -kw * (rn - rr[k])
             M[k] = c[n] * complex(math.cos(ph), math.sin(ph)) * b[k]
         p = yy[n]
@@ -45,7 +45,7 @@ def _cost_es(l, kw, yy, Q, P, w, c, th, rr, b, ES):  # pragma: no cover - compil
 
 
 @numba.njit(cache=True)
-def _normal(l, kw, w, c, th, rr, b, ES, P, JJ, g):  # pragma: no cover - compiled
+def _normal(pos, kw, w, c, th, rr, b, ES, P, JJ, g):  # pragma: no cover - compiled
     """JJ = Re(G^H W G .* P[kidx, kidx]) and g = Re(G^H W (E S^H)[:, kidx]) without forming G (N, 4K)."""
     N, K = ES.shape
     F = 4 * K
@@ -56,11 +56,11 @@ def _normal(l, kw, w, c, th, rr, b, ES, P, JJ, g):  # pragma: no cover - compile
     g[:] = 0.0
     for n in range(N):
         for k in range(K):
-            rn = math.sqrt(rr[k] * rr[k] + l[n] * l[n] - 2.0 * l[n] * rr[k] * sn[k])
+            rn = math.sqrt(rr[k] * rr[k] + pos[n] * pos[n] - 2.0 * pos[n] * rr[k] * sn[k])
             ph = -kw * (rn - rr[k])
             a = c[n] * complex(math.cos(ph), math.sin(ph))
-            p_t = kw * l[n] * rr[k] * cs[k] / rn           # d psi / d theta
-            p_r = -kw * ((rr[k] - l[n] * sn[k]) / rn - 1.0)  # d psi / d r
+            p_t = kw * pos[n] * rr[k] * cs[k] / rn           # d psi / d theta
+            p_r = -kw * ((rr[k] - pos[n] * sn[k]) / rn - 1.0)  # d psi / d r
             G[k] = a
             G[K + k] = 1j * a
             G[2 * K + k] = 1j * p_t * a * b[k]
@@ -77,12 +77,12 @@ def _normal(l, kw, w, c, th, rr, b, ES, P, JJ, g):  # pragma: no cover - compile
 
 
 @numba.njit(cache=True)
-def lm_exact(l, kw, yy, Q, P, w, c, theta, r, gains, max_iter, tol, r_min, r_max):  # pragma: no cover
+def lm_exact(pos, kw, yy, Q, P, w, c, theta, r, gains, max_iter, tol, r_min, r_max):  # pragma: no cover
     """LM of :func:`nearfield.ml._lm` on the exact model, compiled.
 
     Parameters
     ----------
-    l : (N,) antenna positions, m.  kw : wavenumber, rad/m.  yy : (N,) ||y_n||^2.
+    pos : (N,) antenna positions, m.  kw : wavenumber, rad/m.  yy : (N,) ||y_n||^2.
     Q : (N, K) Y S^H.  P : (K, K) S^* S^T.  w : (N,) antenna weights.  c : (N,) HI vector (ones = none).
     theta, r, gains : (K,) start.  max_iter, tol : limits.  r_min, r_max : range window, m.
 
@@ -97,14 +97,14 @@ def lm_exact(l, kw, yy, Q, P, w, c, theta, r, gains, max_iter, tol, r_min, r_max
     nES = np.empty((N, K), np.complex128)
     JJ = np.empty((F, F))
     g = np.empty(F)
-    cost = _cost_es(l, kw, yy, Q, P, w, c, theta, r, gains, ES)
+    cost = _cost_es(pos, kw, yy, Q, P, w, c, theta, r, gains, ES)
     mu = 1e-3
     it = 0
     converged = False
     rel = np.inf
     lim = np.pi / 2 - 1e-6
     for it in range(1, max_iter + 1):
-        _normal(l, kw, w, c, theta, r, gains, ES, P, JJ, g)
+        _normal(pos, kw, w, c, theta, r, gains, ES, P, JJ, g)
         diag = np.empty(F)
         for i in range(F):
             diag[i] = max(JJ[i, i], 1e-300)
@@ -117,7 +117,7 @@ def lm_exact(l, kw, yy, Q, P, w, c, theta, r, gains, max_iter, tol, r_min, r_max
             nb = gains + step[:K] + 1j * step[K:2 * K]
             nt = np.minimum(np.maximum(theta + step[2 * K:3 * K], -lim), lim)
             nr = np.minimum(np.maximum(r + step[3 * K:], r_min), r_max)
-            ncost = _cost_es(l, kw, yy, Q, P, w, c, nt, nr, nb, nES)
+            ncost = _cost_es(pos, kw, yy, Q, P, w, c, nt, nr, nb, nES)
             if ncost <= cost:
                 rel = (cost - ncost) / max(cost, 1e-300)
                 gains, theta, r, cost = nb, nt, nr, ncost

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 
 from nearfield.array import ULA
-from nearfield.estimators.phase3 import (antidiagonal, antidiagonal_from_snapshots, fine_positions,
-                                         snapshot_subspace)
+from nearfield.estimators.phase3 import antidiagonal, antidiagonal_from_snapshots, fine_positions, snapshot_subspace
 from nearfield.ml import _cost, _suff_cost, ml_cost, refine_ml
 from nearfield.music import signal_subspace
 from nearfield.scenario import paper_scenario
@@ -109,7 +108,7 @@ def test_tracking_fast_path_matches_searching_every_frame_on_a_static_scene():
 
 def test_tracking_searches_again_when_the_fit_residual_jumps():
     warm = {"search_every": 100}
-    for i, (sc, Yc) in enumerate(_stream(7, 4, jump_at=2)):
+    for sc, Yc in _stream(7, 4, jump_at=2):
         est = fine_positions(None, Yc, sc.array, sc.theta + 0.003, sc.r * 1.1, sc.pilots, warm=warm)
         assert np.max(np.abs(est.theta - sc.theta)) < 1e-3  # the jumped target is found, not tracked astray
     assert warm["track"]["since"] == 1  # frame 2 ran the full search (the tracked fit was poor), frame 3 tracked

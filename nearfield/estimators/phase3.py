@@ -162,7 +162,8 @@ def angle_music(R: np.ndarray, array: ULA, coarse_theta, n_targets: int, smoothi
     """Decoupled angle estimates, eqs. (29)-(33), one per coarse angle.
 
     ``R`` is the (N, N) calibrated covariance or directly its anti-diagonal r (N,) of eq. (30)
-    (e.g. :func:`antidiagonal_from_snapshots`).  ``warm`` (optional, mutated) caches the subspace between calls to warm-start
+    (e.g. :func:`antidiagonal_from_snapshots`).  ``warm`` (optional, mutated) caches the subspace
+    between calls to warm-start
     :func:`nearfield.music.leading_subspace` on a stream.
 
     Returns

@@ -112,7 +112,7 @@ class FusedStage(Block):
     def finish(self):
         """Flush member by member: what a member emits at the end goes through the rest."""
         out = []
-        for i, b in enumerate(self.members):
+        for b in self.members:
             flushed = list(out)
             out = []
             for f in flushed:
