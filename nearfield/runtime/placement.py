@@ -127,11 +127,14 @@ class FusedStage(Block):
         return out or None
 
     def close(self) -> None:
+        first = None
         for b in self.members:
             try:
                 b.close()
-            except Exception:  # noqa: BLE001 - close every member, then report the first failure
-                pass
+            except Exception as exc:  # noqa: BLE001 - close every member, then report the first failure
+                first = first or exc
+        if first is not None:
+            raise first
 
 
 def _fused_class(members: list[BlockSpec]) -> type:
