@@ -5,6 +5,7 @@ module on the first call and later processes load it in milliseconds; without a 
 the first frame of a run pays the compilation (seconds).  This module runs each kernel once
 on a tiny problem and prints how long that took (a second call prints ~0 s: warm).
 """
+
 from __future__ import annotations
 
 import time
@@ -24,15 +25,12 @@ def warmup() -> float:
     arr = ULA(16, 30e9)
     S = make_pilots(1, 8, rng)
     Y = steering(arr, [0.1], [1.0]) @ S + 0.01 * (rng.standard_normal((16, 8)) + 1j * rng.standard_normal((16, 8)))
-    refine_ml(Y, arr, [0.1], [1.0], S)           # lm_kernel.lm_exact (pilots)
-    refine_ml(Y, arr, [0.1], [1.0], None)        # same kernel, estimated waveforms
-    try:
-        from .estimators import fullarray  # noqa: F401 - its grid-scan kernel compiles on import/first use
-        warm = getattr(fullarray, "warmup", None)
-        if callable(warm):
-            warm()
-    except ImportError:  # pragma: no cover
-        pass
+    refine_ml(Y, arr, [0.1], [1.0], S)  # lm_kernel.lm_exact (pilots)
+    refine_ml(Y, arr, [0.1], [1.0], None)  # same kernel, estimated waveforms
+    from .estimators.fullarray import full_array_localize
+
+    full_array_localize(Y, arr, 1, S)  # fullarray._scan_kernel (the coarse grid scan)
+    full_array_localize(Y, arr, 1)  # blind: the same kernel on the signal subspace
     return time.perf_counter() - t0
 
 

@@ -10,6 +10,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 
 from nearfield.block import BadFrame, Block, Param, Sink, Source
 from nearfield.frame import Frame
@@ -155,3 +156,16 @@ def read_collect(path):
             seq, val, port, pid, ok, via = (line.split(" ") + [""])[:6]
             rows.append((int(seq), float(val), port, int(pid), ok == "1", via))
     return rows, eos
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _numba_kernels_compiled():
+    """Compile (or load from the on-disk cache) the numba kernels once, before any test.
+
+    A flowgraph test whose first frame paid a cold compile would block its source for
+    seconds and make timing-sensitive device emulations fail for a reason they do not test;
+    a real deployment runs ``python -m nearfield.warmup`` once after installing.
+    """
+    from nearfield.warmup import warmup
+
+    warmup()

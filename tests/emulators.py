@@ -359,7 +359,7 @@ class RtlEmulator(threading.Thread):
                     continue
                 if isinstance(ev, tuple) and ev[0] == "reconnect":
                     time.sleep(0.2)  # let the last packets drain
-                    self.sock.close(linger=1000)
+                    self.sock.close(linger=10_000)  # a slow subscriber (cold numba cache, loaded CI) still gets all
                     self.seq += ev[1]
                     self.readcnt += ev[1]
                     time.sleep(0.3)
@@ -373,7 +373,7 @@ class RtlEmulator(threading.Thread):
         except BaseException as exc:
             self.error = exc
         finally:
-            self.sock.close(linger=1000)
+            self.sock.close(linger=10_000)  # a slow subscriber (cold numba cache, loaded CI) still gets all
             self.ctx.term()
 
 
