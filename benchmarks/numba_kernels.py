@@ -14,6 +14,7 @@ music_localizer and times the first frame through them (imports excluded, printe
 
 Usage: ``python benchmarks/numba_kernels.py [--sizes 256 1024] [--reps 30]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,10 @@ def time_lm(n: int, reps: int, pilots: bool):
             fit = ml.refine_ml(Y, sc.array, sc.theta + 2e-4, sc.r * 1.01, S)
         out[use] = ((time.perf_counter() - t) / reps * 1e3, fit)
     ml.USE_NUMBA = True
-    diff = max(np.max(np.abs(out[True][1].theta - out[False][1].theta)),
-               np.max(np.abs(out[True][1].r - out[False][1].r) / out[False][1].r))
+    diff = max(
+        np.max(np.abs(out[True][1].theta - out[False][1].theta)),
+        np.max(np.abs(out[True][1].r - out[False][1].r) / out[False][1].r),
+    )
     return out[False][0], out[True][0], out[True][1].iterations, diff
 
 
@@ -79,14 +82,17 @@ def main(argv=None):
     for n in args.sizes:
         for pilots in (True, False):
             t_np, t_nb, it, diff = time_lm(n, args.reps, pilots)
-            print(f"| lm_exact (refine_ml) | {n} | {'pilots' if pilots else 'estimated'} | {t_np:.2f} | {t_nb:.2f} "
-                  f"| {t_np / t_nb:.1f}x | {it} | {diff:.1e} |")
+            print(
+                f"| lm_exact (refine_ml) | {n} | {'pilots' if pilots else 'estimated'} | {t_np:.2f} | {t_nb:.2f} "
+                f"| {t_np / t_nb:.1f}x | {it} | {diff:.1e} |"
+            )
     print()
     print("| N | imports s | first frame s (warm cache, fresh interpreter) |")
     print("|---|---|---|")
     for n in args.sizes:
-        res = subprocess.run([sys.executable, "-c", FIRST_FRAME.format(n=n)], capture_output=True, text=True,
-                             check=True)
+        res = subprocess.run(
+            [sys.executable, "-c", FIRST_FRAME.format(n=n)], capture_output=True, text=True, check=True
+        )
         imp, first = res.stdout.split()
         print(f"| {n} | {imp} | {first} |")
 

@@ -24,6 +24,7 @@ BLAS runs single-threaded, as in the pipeline's workers.
 Usage: ``python benchmarks/pipeline.py [--sizes 256 1024 2048] [--frames 300]``
 (``--sizes 4096`` adds the large array; ``--frames`` is F2 - F1 at N = 256, times 256 / N above).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,15 +40,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
+
 from nearfield.blocks.calibrator import Calibrator  # noqa: E402
 from nearfield.blocks.fault_detector import FaultDetector  # noqa: E402
 from nearfield.blocks.music_localizer import MusicLocalizer  # noqa: E402
-from nearfield.sources.synthetic import SyntheticSource  # noqa: E402
-
 from nearfield.estimators.music2d import music2d  # noqa: E402
 from nearfield.frame import meta_positions  # noqa: E402
 from nearfield.runtime import run_flowgraph  # noqa: E402
 from nearfield.runtime.flowgraph import load_flowgraph  # noqa: E402
+from nearfield.sources.synthetic import SyntheticSource  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN = ("detect", "calibrate", "locate")
@@ -78,8 +79,11 @@ def floor_ms(n: int, reps: int) -> tuple[float, float]:
 def blocks_inprocess(n: int, frames: int, music2d_frames: int):
     """Per-block ms per frame by direct calls; the estimates and truths for the accuracy check."""
     src = SyntheticSource(name="source", n_antennas=n, frames=frames, seed=1, snr_db=20.0, targets=targets(n))
-    blocks = {"detect": FaultDetector(name="detect"), "calibrate": Calibrator(name="calibrate"),
-              "locate": MusicLocalizer(name="locate")}
+    blocks = {
+        "detect": FaultDetector(name="detect"),
+        "calibrate": Calibrator(name="calibrate"),
+        "locate": MusicLocalizer(name="locate"),
+    }
     src.start()
     for b in blocks.values():
         b.start()
@@ -112,6 +116,7 @@ def blocks_inprocess(n: int, frames: int, music2d_frames: int):
 
 def _array_of(frame):
     from nearfield.array import ULA
+
     return ULA.from_meta(frame.meta["array"])
 
 
@@ -126,9 +131,10 @@ GRAPH = ROOT / "flowgraphs" / "synthetic.yaml"
 
 def pipeline_run(n: int, frames: int, tmp: str):
     out = os.path.join(tmp, f"est-{n}-{frames}.jsonl")
-    g = load_flowgraph(GRAPH,
-                       overrides={"source.n_antennas": n, "source.frames": frames, "source.targets": targets(n),
-                                  "out.path": out})
+    g = load_flowgraph(
+        GRAPH,
+        overrides={"source.n_antennas": n, "source.frames": frames, "source.targets": targets(n), "out.path": out},
+    )
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     res = run_flowgraph(g, quiet=True)
@@ -139,8 +145,9 @@ def pipeline_run(n: int, frames: int, tmp: str):
         recs = [json.loads(line) for line in fh]
     dropped = sum(r.get("dropped", 0) + r.get("lost", 0) for r in res.summary)
     first_latency = recs[0].get("latency_s") if recs else None
-    return dict(ok=res.ok, got=len(recs), wall=wall, cpu=cpu, dropped=dropped, rows=res.summary,
-                first_latency=first_latency)
+    return dict(
+        ok=res.ok, got=len(recs), wall=wall, cpu=cpu, dropped=dropped, rows=res.summary, first_latency=first_latency
+    )
 
 
 def main(argv=None):
@@ -172,14 +179,29 @@ def main(argv=None):
             chain = sum(steady[k] for k in CHAIN)
             floor = c_ms + e_ms
             th_rmse, r_rmse = rmse(est[10:], truth[10:])
-            m2 = (np.mean(m2d_ms), *rmse(m2d, truth[11:11 + len(m2d)])) if m2d else None
+            m2 = (np.mean(m2d_ms), *rmse(m2d, truth[11 : 11 + len(m2d)])) if m2d else None
             workers = {row["block"]: row for row in r2["rows"]}
-            summary.append(dict(n=n, fps=fps, dropped=r1["dropped"] + r2["dropped"],
-                                frames=f"{r1['got'] + r2['got']}/{2 * f1 + extra}", ok=r1["ok"] and r2["ok"],
-                                cov=c_ms, eig=e_ms, chain=chain, cpu=cpu_frame, ratio_chain=chain / floor,
-                                ratio_cpu=cpu_frame / floor, rss=maxrss_mb, th=th_rmse, r=r_rmse, m2=m2,
-                                busy={k: (v.get("busy") or 0.0) for k, v in workers.items()},
-                                first=r1["first_latency"]))
+            summary.append(
+                dict(
+                    n=n,
+                    fps=fps,
+                    dropped=r1["dropped"] + r2["dropped"],
+                    frames=f"{r1['got'] + r2['got']}/{2 * f1 + extra}",
+                    ok=r1["ok"] and r2["ok"],
+                    cov=c_ms,
+                    eig=e_ms,
+                    chain=chain,
+                    cpu=cpu_frame,
+                    ratio_chain=chain / floor,
+                    ratio_cpu=cpu_frame / floor,
+                    rss=maxrss_mb,
+                    th=th_rmse,
+                    r=r_rmse,
+                    m2=m2,
+                    busy={k: (v.get("busy") or 0.0) for k, v in workers.items()},
+                    first=r1["first_latency"],
+                )
+            )
             print(f"# N = {n} done: {fps:.1f} frames/s", flush=True)
 
     print("\n### Blocks (one process, direct calls)\n")
@@ -188,26 +210,34 @@ def main(argv=None):
     for n, k, first, st, busy in block_rows:
         print(f"| {n} | {k} | {first:.1f} | {st:.2f} | {100 * busy:.0f} % |")
     print("\n### Pipeline (default flowgraph, process mode) and the floor\n")
-    print("| N | frames/s (steady) | frames out/in | dropped | ok | busy per worker "
-          "| covariance ms | subset eigh ms | estimator chain ms/frame | chain / floor "
-          "| whole CPU ms/frame | CPU / floor | peak RSS largest worker MB | first-frame latency s |")
+    print(
+        "| N | frames/s (steady) | frames out/in | dropped | ok | busy per worker "
+        "| covariance ms | subset eigh ms | estimator chain ms/frame | chain / floor "
+        "| whole CPU ms/frame | CPU / floor | peak RSS largest worker MB | first-frame latency s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summary:
         busy = " / ".join(f"{w} {100 * b:.0f} %" for w, b in s["busy"].items())
         first = "-" if s["first"] is None else f"{s['first']:.2f}"
-        print(f"| {s['n']} | {s['fps']:.1f} | {s['frames']} | {s['dropped']} | {s['ok']} | {busy} "
-              f"| {s['cov']:.2f} | {s['eig']:.2f} | {s['chain']:.2f} | {s['ratio_chain']:.2f} "
-              f"| {s['cpu']:.2f} | {s['ratio_cpu']:.2f} | {s['rss']:.0f} | {first} |")
+        print(
+            f"| {s['n']} | {s['fps']:.1f} | {s['frames']} | {s['dropped']} | {s['ok']} | {busy} "
+            f"| {s['cov']:.2f} | {s['eig']:.2f} | {s['chain']:.2f} | {s['ratio_chain']:.2f} "
+            f"| {s['cpu']:.2f} | {s['ratio_cpu']:.2f} | {s['rss']:.0f} | {first} |"
+        )
     print("\n### Against 2-D grid MUSIC (per call, same frames)\n")
-    print("| N | chain ms/frame | 2-D MUSIC ms/call | speed-up | RMSE θ chain (rad) | RMSE θ 2-D MUSIC "
-          "| RMSE r chain (m) | RMSE r 2-D MUSIC |")
+    print(
+        "| N | chain ms/frame | 2-D MUSIC ms/call | speed-up | RMSE θ chain (rad) | RMSE θ 2-D MUSIC "
+        "| RMSE r chain (m) | RMSE r 2-D MUSIC |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for s in summary:
         if s["m2"] is None:
             continue
         ms, th2, r2 = s["m2"]
-        print(f"| {s['n']} | {s['chain']:.2f} | {ms:.0f} | {ms / s['chain']:.0f}x | {s['th']:.2e} | {th2:.2e} "
-              f"| {s['r']:.2e} | {r2:.2e} |")
+        print(
+            f"| {s['n']} | {s['chain']:.2f} | {ms:.0f} | {ms / s['chain']:.0f}x | {s['th']:.2e} | {th2:.2e} "
+            f"| {s['r']:.2e} | {r2:.2e} |"
+        )
 
 
 if __name__ == "__main__":

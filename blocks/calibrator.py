@@ -4,6 +4,7 @@ The math is :mod:`nearfield.estimators.phase2`; this block accumulates the per-a
 phase evidence across frames (circular sums, or unit phasors for ``"unwrap"``), so c_hat
 improves with every frame, and keeps it in ``state_path``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,13 @@ class Calibrator(Block):
     """
 
     params = (
-        Param("method", str, "circular", "phase estimator: circular (ML) or unwrap (paper eqs. 23-25)",
-              choices=("circular", "unwrap")),
+        Param(
+            "method",
+            str,
+            "circular",
+            "phase estimator: circular (ML) or unwrap (paper eqs. 23-25)",
+            choices=("circular", "unwrap"),
+        ),
         Param("forget", float, 1.0, "weight kept by past evidence per frame (1 = keep all)", check=unit_interval),
         Param("state_path", (str, type(None)), None, "JSON file to load the evidence from and save it to"),
     )
@@ -46,8 +52,9 @@ class Calibrator(Block):
                 if not np.all(np.isfinite(self.evidence)):
                     raise ValueError("non-finite values")
             except (KeyError, ValueError, TypeError) as exc:
-                raise ValueError(f"block {self.name!r}, state_path {self.state_path!r}: "
-                                 f"bad state field 'evidence' ({exc})") from None
+                raise ValueError(
+                    f"block {self.name!r}, state_path {self.state_path!r}: bad state field 'evidence' ({exc})"
+                ) from None
 
     def process(self, frame):
         x = self.read(frame)

@@ -15,6 +15,7 @@ over about 1 / (1 - f) frames: a frame j frames back weighs (1 - f) f^j.  Averag
 static targets only.  A frame whose antenna count N differs from the
 running average's restarts the average (logged), it does not stop the graph.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,9 +63,13 @@ class Covariance(Block):
     """Sample covariance Y Y^H / T per frame, optionally exponentially averaged across frames."""
 
     params = (
-        Param("forget", float, 0.0,
-              "weight f kept by the past in R <- f R_prev + (1-f) R_new; 0 = per-frame only",
-              check=_check_forget),
+        Param(
+            "forget",
+            float,
+            0.0,
+            "weight f kept by the past in R <- f R_prev + (1-f) R_new; 0 = per-frame only",
+            check=_check_forget,
+        ),
     )
     reads = (SNAPSHOTS,)
     adds = (COVARIANCE,)
@@ -78,14 +83,21 @@ class Covariance(Block):
             self.start()
         Y = frame.arrays["snapshots"]
         if Y.ndim != 2 or Y.shape[1] < 1 or not np.iscomplexobj(Y):
-            raise BadFrame(f"block {self.name!r}: snapshots: expected an (N, T) complex array with T >= 1, "
-                           f"got shape {Y.shape} dtype {Y.dtype}")
+            raise BadFrame(
+                f"block {self.name!r}: snapshots: expected an (N, T) complex array with T >= 1, "
+                f"got shape {Y.shape} dtype {Y.dtype}"
+            )
         R = sample_covariance(Y)
         f = self.forget
         if f > 0.0:
             if self._avg is not None and self._avg.shape != R.shape:
-                log.warning("block %r: frame %d has N = %d antennas, the running average N = %d; "
-                            "restarting the average", self.name, frame.seq, R.shape[0], self._avg.shape[0])
+                log.warning(
+                    "block %r: frame %d has N = %d antennas, the running average N = %d; restarting the average",
+                    self.name,
+                    frame.seq,
+                    R.shape[0],
+                    self._avg.shape[0],
+                )
                 self._avg = None
                 self.resets += 1
             if self._avg is None:

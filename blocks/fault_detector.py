@@ -4,6 +4,7 @@ The math is :func:`nearfield.estimators.phase1.detect_faults`; this block accumu
 per-antenna ISTA statistics across frames (the impairments are static), so the faulty set
 improves with every frame, tracks settled targets, and keeps its state in ``state_path``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,20 @@ import os
 import numpy as np
 
 from nearfield.block import BadFrame, Block, Param, n_targets_check, non_negative, positive, unit_interval
-from nearfield.contract import (ARRAY, COARSE, COARSE_METHOD, FALLBACK_REASON, FAULTY, GAINS, MODEL_TARGETS,
-                                N_TARGETS, NOISE_VAR, PILOTS, SNAPSHOTS, WAVEFORMS)
+from nearfield.contract import (
+    ARRAY,
+    COARSE,
+    COARSE_METHOD,
+    FALLBACK_REASON,
+    FAULTY,
+    GAINS,
+    MODEL_TARGETS,
+    N_TARGETS,
+    NOISE_VAR,
+    PILOTS,
+    SNAPSHOTS,
+    WAVEFORMS,
+)
 from nearfield.estimators.phase1 import detect_faults
 from nearfield.frame import positions_meta
 from nearfield.ista import ista_solve
@@ -37,9 +50,13 @@ class FaultDetector(Block):
     """
 
     params = (
-        Param("n_targets", (int, str, type(None)), None,
-              "K; null = rows of the pilots, or 'auto' (MDL) when the frame has none",
-              check=n_targets_check),
+        Param(
+            "n_targets",
+            (int, str, type(None)),
+            None,
+            "K; null = rows of the pilots, or 'auto' (MDL) when the frame has none",
+            check=n_targets_check,
+        ),
         Param("kappa", float, 3.0, "ISTA shrinkage rho in noise standard deviations", check=positive),
         Param("tau", float, 0.05, "detection threshold on |z_n| after shrinkage (eq. 12)", check=non_negative),
         Param("max_iter", int, 5, "alternation rounds per frame at most", check=positive),
@@ -49,16 +66,28 @@ class FaultDetector(Block):
         Param("forget", float, 1.0, "weight kept by past evidence per frame (1 = keep all)", check=unit_interval),
         Param("settle_frames", int, 3, "frames without change before the set counts as settled", check=positive),
         Param("recheck_every", int, 10, "full alternation every this many frames once settled", check=positive),
-        Param("track", bool, True,
-              "once settled, start from the previous frame's positions instead of the subarray search"),
-        Param("max_fault_fraction", float, 0.25,
-              "a frame flagging more than this share of antennas is not accumulated (bad fit)",
-              check=lambda v: None if 0.0 < v <= 1.0 else "a value in (0, 1]"),
+        Param(
+            "track",
+            bool,
+            True,
+            "once settled, start from the previous frame's positions instead of the subarray search",
+        ),
+        Param(
+            "max_fault_fraction",
+            float,
+            0.25,
+            "a frame flagging more than this share of antennas is not accumulated (bad fit)",
+            check=lambda v: None if 0.0 < v <= 1.0 else "a value in (0, 1]",
+        ),
         Param("state_path", (str, type(None)), None, "JSON file to load the state from and save it to"),
-        Param("fallback", str, "auto",
-              "auto: a frame the subarray stage cannot handle (Phase 1 fails, more than max_fault_fraction "
-              "flagged, N < small_array) is localized by the full-array search instead of dropped; never: dropped",
-              choices=("auto", "never")),
+        Param(
+            "fallback",
+            str,
+            "auto",
+            "auto: a frame the subarray stage cannot handle (Phase 1 fails, more than max_fault_fraction "
+            "flagged, N < small_array) is localized by the full-array search instead of dropped; never: dropped",
+            choices=("auto", "never"),
+        ),
         Param("small_array", int, 20, "arrays with fewer antennas always take the full-array path", check=positive),
     )
     reads = (ARRAY, SNAPSHOTS, PILOTS)
@@ -128,21 +157,32 @@ class FaultDetector(Block):
     def _phase1(self, Y, array, pilots):
         """One frame of Phase 1: tracked when settled, else the search; (result, tracked)."""
         settled = self.unchanged >= self.settle_frames and self.frames_seen % self.recheck_every != 0
-        kw = dict(prior_faulty=self.faulty, kappa=self.kappa, tau=self.tau, min_subarray=self.min_subarray,
-                  grid_size=self.grid_size, polish=self.polish)
+        kw = dict(
+            prior_faulty=self.faulty,
+            kappa=self.kappa,
+            tau=self.tau,
+            min_subarray=self.min_subarray,
+            grid_size=self.grid_size,
+            polish=self.polish,
+        )
         k_now = pilots.shape[0] if pilots is not None else None
-        if (settled and self.track and self.last_model is not None and self.sigma2
-                and (k_now is None or k_now == self.last_model[0].size)):
+        if (
+            settled
+            and self.track
+            and self.last_model is not None
+            and self.sigma2
+            and (k_now is None or k_now == self.last_model[0].size)
+        ):
             try:
-                res = detect_faults(Y, array, pilots, self.last_model[0].size, max_iter=1,
-                                    start=self.last_model, **kw)
+                res = detect_faults(Y, array, pilots, self.last_model[0].size, max_iter=1, start=self.last_model, **kw)
                 if res.sigma2 <= 2.0 * self.sigma2:
                     return res, True
             except ValueError:
                 pass  # poor or failed fit: search again
         try:
-            return detect_faults(Y, array, pilots, self.n_targets, max_iter=1 if settled else self.max_iter,
-                                 **kw), False
+            return detect_faults(
+                Y, array, pilots, self.n_targets, max_iter=1 if settled else self.max_iter, **kw
+            ), False
         except ValueError as exc:
             raise BadFrame(str(exc)) from None
 
@@ -168,8 +208,7 @@ class FaultDetector(Block):
         if self.fallback == "auto" and res.faulty.size > self.max_fault_fraction * N:
             return self._fallback_frame(frame, Y, array, pilots, "dense_faults")
         e, b = res.stats
-        if not (np.all(np.isfinite(e)) and np.all(np.isfinite(b)) and np.isfinite(res.sigma2)
-                and res.sigma2 > 0):
+        if not (np.all(np.isfinite(e)) and np.all(np.isfinite(b)) and np.isfinite(res.sigma2) and res.sigma2 > 0):
             raise BadFrame("fault detection gave degenerate statistics; frame not accumulated")
         # Commit only a healthy frame: one whose own faulty set, and the set it would leave
         # in the accumulated evidence, are both plausible (a bad fit reads as many faults).
@@ -179,8 +218,11 @@ class FaultDetector(Block):
             e_acc = e.copy() if self.e_acc is None else self.forget * self.e_acc + e
             b_acc = b.copy() if self.b_acc is None else self.forget * self.b_acc + b
             # one outlying frame moves the running noise level by a factor 2 at most
-            s2 = res.sigma2 if self.sigma2 is None else \
-                0.9 * self.sigma2 + 0.1 * float(np.clip(res.sigma2, self.sigma2 / 2, self.sigma2 * 2))
+            s2 = (
+                res.sigma2
+                if self.sigma2 is None
+                else 0.9 * self.sigma2 + 0.1 * float(np.clip(res.sigma2, self.sigma2 / 2, self.sigma2 * 2))
+            )
             z = ista_solve(e_acc, b_acc, self.kappa * np.sqrt(s2 * np.mean(e_acc)))
             cand = np.flatnonzero(np.abs(z) > self.tau)
             if cand.size <= limit:
@@ -190,8 +232,12 @@ class FaultDetector(Block):
                 self.last_model = (res.theta, res.r)
                 committed = True
         if not committed:
-            log.warning("%s: frame seq=%s is a poor fit (%d antennas flagged); not accumulated",
-                        self.name, frame.seq, res.faulty.size)
+            log.warning(
+                "%s: frame seq=%s is a poor fit (%d antennas flagged); not accumulated",
+                self.name,
+                frame.seq,
+                res.faulty.size,
+            )
         frame.meta.update(
             faulty=[int(i) for i in self.faulty],
             coarse=positions_meta(res.coarse_theta, res.coarse_r, sort=False),
@@ -217,8 +263,7 @@ class FaultDetector(Block):
             fa = full_array_localize(Y, array, k, pilots)
         except ValueError as exc:  # LinAlgError included: unusable data
             raise BadFrame(f"full-array fallback ({reason}) failed: {exc}") from None
-        log.debug("%s: frame seq=%s localized by the full-array fallback (%s) %s", self.name, frame.seq, reason,
-                  detail)
+        log.debug("%s: frame seq=%s localized by the full-array fallback (%s) %s", self.name, frame.seq, reason, detail)
         dead = np.flatnonzero(np.asarray(fa.diagnostics["weights"]) == 0)
         excluded = set(int(i) for i in fa.diagnostics.get("excluded", []))
         frame.meta.update(

@@ -11,6 +11,7 @@ Exit codes: 0 success; 1 a block failed, stalled or a worker died; 2 invalid flo
 ``--set`` or usage, or an error in a block's ``start()``; 3 the run produced nothing or
 dropped more than ``--max-drop-share`` of its frames; 130 interrupted (Ctrl-C).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,44 +29,77 @@ def _build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="nearfield",
         description="Near-field localization with XL-arrays under hardware impairments: run "
-                    "block flowgraphs, list block types, run the paper's experiments.")
+        "block flowgraphs, list block types, run the paper's experiments.",
+    )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    run = sub.add_parser("run", help="run a flowgraph file",
-                         description="Validate a YAML flowgraph, then run every block in its own "
-                                     "process (or thread with --inproc) until end of stream.")
+    run = sub.add_parser(
+        "run",
+        help="run a flowgraph file",
+        description="Validate a YAML flowgraph, then run every block in its own "
+        "process (or thread with --inproc) until end of stream.",
+    )
     run.add_argument("file", metavar="FILE", help="flowgraph YAML file")
-    run.add_argument("--set", dest="overrides", action="append", default=[],
-                     metavar="BLOCK.PARAM=VALUE",
-                     help="override a block parameter (value parsed as YAML); repeatable")
-    run.add_argument("--inproc", action="store_true",
-                     help="run all blocks as threads of one process (inproc:// sockets)")
-    run.add_argument("--transport", choices=("ipc", "tcp"), default=None,
-                     help="socket transport between blocks (default: ipc for processes, inproc:// "
-                          "for --inproc threads)")
-    run.add_argument("--hwm", type=int, default=4, metavar="N",
-                     help="high-water mark of every link, frames (default 4)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="BLOCK.PARAM=VALUE",
+        help="override a block parameter (value parsed as YAML); repeatable",
+    )
+    run.add_argument(
+        "--inproc", action="store_true", help="run all blocks as threads of one process (inproc:// sockets)"
+    )
+    run.add_argument(
+        "--transport",
+        choices=("ipc", "tcp"),
+        default=None,
+        help="socket transport between blocks (default: ipc for processes, inproc:// for --inproc threads)",
+    )
+    run.add_argument(
+        "--hwm", type=int, default=4, metavar="N", help="high-water mark of every link, frames (default 4)"
+    )
     run.add_argument("--quiet", action="store_true", help="do not print the per-block summary")
-    run.add_argument("--max-drop-share", type=float, default=0.5, metavar="X",
-                     help="exit with code 3 when more than this share of the frames the blocks "
-                          "received was dropped (default 0.5), or when no frame reached a sink")
-    run.add_argument("--stall-timeout", type=float, default=60.0, metavar="S",
-                     help="stop the graph when a block makes no progress for S seconds (default 60; "
-                          "0 = no watchdog)")
-    run.add_argument("--checkpoint-s", type=float, default=30.0, metavar="S",
-                     help="save block state (checkpoint()) every S seconds (default 30; 0 = only at close)")
-    run.add_argument("--no-curve", dest="curve", action="store_false", default=None,
-                     help="with --transport tcp: do not encrypt/authenticate the links with CURVE "
-                          "(on by default)")
+    run.add_argument(
+        "--max-drop-share",
+        type=float,
+        default=0.5,
+        metavar="X",
+        help="exit with code 3 when more than this share of the frames the blocks "
+        "received was dropped (default 0.5), or when no frame reached a sink",
+    )
+    run.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="stop the graph when a block makes no progress for S seconds (default 60; 0 = no watchdog)",
+    )
+    run.add_argument(
+        "--checkpoint-s",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="save block state (checkpoint()) every S seconds (default 30; 0 = only at close)",
+    )
+    run.add_argument(
+        "--no-curve",
+        dest="curve",
+        action="store_false",
+        default=None,
+        help="with --transport tcp: do not encrypt/authenticate the links with CURVE (on by default)",
+    )
 
-    bl = sub.add_parser("blocks", help="list block types and their parameters",
-                        description="List every registered block type: kind, one-line doc, ports "
-                                    "and parameters (type, default, doc).")
+    bl = sub.add_parser(
+        "blocks",
+        help="list block types and their parameters",
+        description="List every registered block type: kind, one-line doc, ports and parameters (type, default, doc).",
+    )
     bl.add_argument("types", nargs="*", metavar="TYPE", help="only these types")
 
-    sub.add_parser("experiment", help="run the paper's experiments (nearfield experiment --help)",
-                   add_help=False)
+    sub.add_parser("experiment", help="run the paper's experiments (nearfield experiment --help)", add_help=False)
     return ap
 
 
@@ -92,8 +126,10 @@ def describe_blocks(types=None) -> tuple[str, bool]:
         lines.append(f"{name}  ({cls.kind})  {registry.origin(name)}")
         if cls.summary():
             lines.append(f"    {cls.summary()}")
-        lines.append(f"    inputs: {ins}    outputs: {outs}"
-                     + (f"    requires: {', '.join(cls.requires)}" if cls.requires else ""))
+        lines.append(
+            f"    inputs: {ins}    outputs: {outs}"
+            + (f"    requires: {', '.join(cls.requires)}" if cls.requires else "")
+        )
         if not cls.params:
             lines.append("    (no parameters)")
         for p in cls.params:
@@ -108,8 +144,10 @@ def _experiment(argv) -> int:
         mod = importlib.import_module("nearfield.experiments")
     except ModuleNotFoundError as exc:
         if exc.name in ("nearfield.experiments",):
-            print("nearfield experiment: the experiment runner (nearfield.experiments) is not "
-                  "installed in this version", file=sys.stderr)
+            print(
+                "nearfield experiment: the experiment runner (nearfield.experiments) is not installed in this version",
+                file=sys.stderr,
+            )
             return 2
         raise
     entry = getattr(mod, "main", None)
@@ -151,13 +189,18 @@ def _main(argv=None) -> int:
     if args.command == "run":
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        for opt, v, ok in (("--hwm", args.hwm, args.hwm > 0),
-                           ("--max-drop-share", args.max_drop_share, 0 <= args.max_drop_share <= 1),
-                           ("--stall-timeout", args.stall_timeout, args.stall_timeout >= 0),
-                           ("--checkpoint-s", args.checkpoint_s, args.checkpoint_s >= 0)):
+        for opt, v, ok in (
+            ("--hwm", args.hwm, args.hwm > 0),
+            ("--max-drop-share", args.max_drop_share, 0 <= args.max_drop_share <= 1),
+            ("--stall-timeout", args.stall_timeout, args.stall_timeout >= 0),
+            ("--checkpoint-s", args.checkpoint_s, args.checkpoint_s >= 0),
+        ):
             if not ok:
-                what = "a positive integer" if opt == "--hwm" else (
-                    "a number in [0, 1]" if opt == "--max-drop-share" else "a number of seconds >= 0")
+                what = (
+                    "a positive integer"
+                    if opt == "--hwm"
+                    else ("a number in [0, 1]" if opt == "--max-drop-share" else "a number of seconds >= 0")
+                )
                 print(f"nearfield run: {opt}: expected {what}, got {v}", file=sys.stderr)
                 return 2
         if args.curve is False and args.transport != "tcp":
@@ -168,10 +211,17 @@ def _main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         from .runtime import exit_code, run_flowgraph
-        result = run_flowgraph(graph, inproc=args.inproc, transport=args.transport, hwm=args.hwm,
-                               quiet=args.quiet, curve=args.curve,
-                               stall_timeout_s=args.stall_timeout or None,
-                               checkpoint_s=args.checkpoint_s or None)
+
+        result = run_flowgraph(
+            graph,
+            inproc=args.inproc,
+            transport=args.transport,
+            hwm=args.hwm,
+            quiet=args.quiet,
+            curve=args.curve,
+            stall_timeout_s=args.stall_timeout or None,
+            checkpoint_s=args.checkpoint_s or None,
+        )
         rc = exit_code(result, args.max_drop_share)
         if rc == 3:
             print(f"nearfield run: {result.degraded(args.max_drop_share)}", file=sys.stderr)

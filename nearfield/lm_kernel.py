@@ -10,6 +10,7 @@ iteration is ~20 k flops); compiled, one LM fit costs tens of microseconds inste
 milliseconds.  ``cache=True`` and one signature: the compiled code is stored next to this
 file on the first call (``python -m nearfield.warmup`` does it ahead of a run).
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,7 @@ def _normal(pos, kw, w, c, th, rr, b, ES, P, JJ, g):  # pragma: no cover - compi
             rn = math.sqrt(rr[k] * rr[k] + pos[n] * pos[n] - 2.0 * pos[n] * rr[k] * sn[k])
             ph = -kw * (rn - rr[k])
             a = c[n] * complex(math.cos(ph), math.sin(ph))
-            p_t = kw * pos[n] * rr[k] * cs[k] / rn           # d psi / d theta
+            p_t = kw * pos[n] * rr[k] * cs[k] / rn  # d psi / d theta
             p_r = -kw * ((rr[k] - pos[n] * sn[k]) / rn - 1.0)  # d psi / d r
             G[k] = a
             G[K + k] = 1j * a
@@ -103,7 +104,7 @@ def lm_exact(pos, kw, yy, Q, P, w, c, theta, r, gains, max_iter, tol, r_min, r_m
     converged = False
     rel = np.inf
     lim = np.pi / 2 - 1e-6
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 - the count is returned after the loop
         _normal(pos, kw, w, c, theta, r, gains, ES, P, JJ, g)
         diag = np.empty(F)
         for i in range(F):
@@ -114,9 +115,9 @@ def lm_exact(pos, kw, yy, Q, P, w, c, theta, r, gains, max_iter, tol, r_min, r_m
             for i in range(F):
                 A[i, i] += mu * diag[i]
             step = np.linalg.solve(A, g)
-            nb = gains + step[:K] + 1j * step[K:2 * K]
-            nt = np.minimum(np.maximum(theta + step[2 * K:3 * K], -lim), lim)
-            nr = np.minimum(np.maximum(r + step[3 * K:], r_min), r_max)
+            nb = gains + step[:K] + 1j * step[K : 2 * K]
+            nt = np.minimum(np.maximum(theta + step[2 * K : 3 * K], -lim), lim)
+            nr = np.minimum(np.maximum(r + step[3 * K :], r_min), r_max)
             ncost = _cost_es(pos, kw, yy, Q, P, w, c, nt, nr, nb, nES)
             if ncost <= cost:
                 rel = (cost - ncost) / max(cost, 1e-300)

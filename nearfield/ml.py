@@ -21,6 +21,7 @@ Without pilots, the waveforms are estimated from the current model by weighted L
 ``S_hat = (A^H W A)^-1 A^H W Y`` (gains then absorbed: beta = 1), alternating with
 the LM step -- a block-coordinate descent of the same ML cost with unknown waveforms.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -85,8 +86,9 @@ def _cost(Y, A, gains, S, c, w):
     return float(np.sum(p if w is None else w * p)), E
 
 
-def ml_cost(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None, c=None, w=None,
-            model: str = "exact") -> float:
+def ml_cost(
+    Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None, c=None, w=None, model: str = "exact"
+) -> float:
     """The LS cost J at (theta, r) with the gains (or, without pilots, the waveforms) concentrated out."""
     A = steering(array, theta, r, model)
     w = None if w is None else np.asarray(w, float)
@@ -133,9 +135,21 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
         ww = np.ones(Y.shape[0]) if w is None else np.ascontiguousarray(w, dtype=float)
         cc = np.ones(Y.shape[0], complex) if cvec is None else np.ascontiguousarray(cvec, dtype=complex)
         theta, r, gains, cost, it, converged = lm_exact(
-            np.ascontiguousarray(array.positions, dtype=float), float(array.wavenumber), yy, np.ascontiguousarray(Q),
-            np.ascontiguousarray(P), ww, cc, theta.astype(float), r.astype(float), gains.astype(complex),
-            int(max_iter), float(tol), float(r_min), float(r_max))
+            np.ascontiguousarray(array.positions, dtype=float),
+            float(array.wavenumber),
+            yy,
+            np.ascontiguousarray(Q),
+            np.ascontiguousarray(P),
+            ww,
+            cc,
+            theta.astype(float),
+            r.astype(float),
+            gains.astype(complex),
+            int(max_iter),
+            float(tol),
+            float(r_min),
+            float(r_max),
+        )
         return theta, r, gains, float(cost), it, bool(converged)
     A = steering(array, theta, r, model)
     cost, ES = _suff_cost(yy, Q, P, model_of(A, gains), w)
@@ -144,7 +158,7 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
     it = 0
     converged = False
     rel = np.inf
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 - the count is returned after the loop
         d = steering_derivatives(array, theta, r, model)
         G = np.concatenate([d.a, 1j * d.a, d.a_t * gains, d.a_r * gains], axis=1)  # (N, 4K)
         if cvec is not None:
@@ -156,9 +170,9 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
         improved = False
         for _ in range(12):
             step = np.linalg.solve(JJ + mu * np.diag(diag), g)
-            nb = gains + step[:K] + 1j * step[K:2 * K]
-            nt = np.clip(theta + step[2 * K:3 * K], -np.pi / 2 + 1e-6, np.pi / 2 - 1e-6)
-            nr = np.clip(r + step[3 * K:], r_min, r_max)
+            nb = gains + step[:K] + 1j * step[K : 2 * K]
+            nt = np.clip(theta + step[2 * K : 3 * K], -np.pi / 2 + 1e-6, np.pi / 2 - 1e-6)
+            nr = np.clip(r + step[3 * K :], r_min, r_max)
             nA = steering(array, nt, nr, model)
             ncost, nES = _suff_cost(yy, Q, P, model_of(nA, nb), w)
             if ncost <= cost:
@@ -174,9 +188,21 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
     return theta, r, gains, cost, it, converged
 
 
-def refine_ml(Y: np.ndarray, array: ULA, theta0, r0, pilots: np.ndarray | None = None, c=None,
-              w=None, model: str = "exact", max_iter: int = 30, tol: float = 1e-10,
-              waveform_rounds: int = 3, r_min: float | None = None, r_max: float | None = None) -> MLFit:
+def refine_ml(
+    Y: np.ndarray,
+    array: ULA,
+    theta0,
+    r0,
+    pilots: np.ndarray | None = None,
+    c=None,
+    w=None,
+    model: str = "exact",
+    max_iter: int = 30,
+    tol: float = 1e-10,
+    waveform_rounds: int = 3,
+    r_min: float | None = None,
+    r_max: float | None = None,
+) -> MLFit:
     """Levenberg-Marquardt refinement of (beta, theta, r) on the exact model.
 
     Parameters
@@ -219,14 +245,12 @@ def refine_ml(Y: np.ndarray, array: ULA, theta0, r0, pilots: np.ndarray | None =
     if pilots is not None:
         S = np.asarray(pilots, dtype=np.complex128)
         gains = ls_gains(steering(array, theta, r, model), S, Y, c, w)
-        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min,
-                                             r_max)
+        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max)
         return MLFit(theta, r, gains, cost, it, conv, S)
     it_total, conv = 0, False
     for _ in range(max(1, waveform_rounds)):
         S = ls_waveforms(steering(array, theta, r, model), Y, c, w)
         gains = np.ones(theta.size, dtype=np.complex128)
-        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min,
-                                             r_max)
+        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max)
         it_total += it
     return MLFit(theta, r, gains, cost, it_total, conv, S * gains[:, None])

@@ -1,4 +1,5 @@
 """Phase 2: phase calibration against the true HI vector, deep fades, streaming evidence."""
+
 import numpy as np
 import pytest
 
@@ -29,8 +30,8 @@ def test_circular_estimate_survives_deep_fades_where_unwrap_slips():
         y = np.exp(1j * zeta) * x + 0.1 * (rng.standard_normal(200) + 1j * rng.standard_normal(200)) / np.sqrt(2)
         circ_err.append(abs(np.angle(np.exp(1j * (np.angle(np.sum(y * x.conj())) - zeta)))))
         unw_err.append(abs(np.angle(np.exp(1j * (unwrap_phase(y[None], x[None])[0] - zeta)))))
-    assert max(circ_err) < 0.01                   # ML: sigma / sqrt(sum |x|^2) ~ 0.004
-    assert sum(e > 1.0 for e in unw_err) >= 1     # the paper's eqs. (24)-(25) slip by 2 pi somewhere
+    assert max(circ_err) < 0.01  # ML: sigma / sqrt(sum |x|^2) ~ 0.004
+    assert sum(e > 1.0 for e in unw_err) >= 1  # the paper's eqs. (24)-(25) slip by 2 pi somewhere
 
 
 def test_ideal_signal_is_the_sum_over_targets():
@@ -41,10 +42,17 @@ def test_ideal_signal_is_the_sum_over_targets():
 
 
 def _frame(sc, rng, seq, faulty):
-    return Frame(seq, 0.0, {"snapshots": sc.sample(rng), "pilots": sc.pilots.astype(np.complex64)},
-                 {"array": sc.array.describe(), "faulty": [int(i) for i in faulty],
-                  "model_targets": [{"theta": float(a), "range": float(b)} for a, b in zip(sc.theta, sc.r)],
-                  "gains": [[g.real, g.imag] for g in sc.gains]})
+    return Frame(
+        seq,
+        0.0,
+        {"snapshots": sc.sample(rng), "pilots": sc.pilots.astype(np.complex64)},
+        {
+            "array": sc.array.describe(),
+            "faulty": [int(i) for i in faulty],
+            "model_targets": [{"theta": float(a), "range": float(b)} for a, b in zip(sc.theta, sc.r)],
+            "gains": [[g.real, g.imag] for g in sc.gains],
+        },
+    )
 
 
 def test_block_improves_with_frames_and_persists(tmp_path):
@@ -83,9 +91,12 @@ def test_checkpoint_saves_the_evidence_and_bad_evidence_is_refused(tmp_path):
     blk.start()
     blk.checkpoint()
     assert not p.exists()
-    meta = {"array": sc.array.describe(), "faulty": [int(i) for i in sc.faulty],
-            "model_targets": [{"theta": float(t), "range": float(r)} for t, r in zip(sc.theta, sc.r)],
-            "gains": [[float(g.real), float(g.imag)] for g in sc.gains]}
+    meta = {
+        "array": sc.array.describe(),
+        "faulty": [int(i) for i in sc.faulty],
+        "model_targets": [{"theta": float(t), "range": float(r)} for t, r in zip(sc.theta, sc.r)],
+        "gains": [[float(g.real), float(g.imag)] for g in sc.gains],
+    }
     blk.process(Frame(0, 0.0, {"snapshots": sc.sample(rng), "pilots": sc.pilots}, meta))
     blk.checkpoint()
     st = json.loads(p.read_text())

@@ -1,4 +1,5 @@
 """The ``nearfield`` command line, through ``main([...])``."""
+
 import multiprocessing
 import sys
 import textwrap
@@ -75,13 +76,14 @@ def test_blocks_lists_types_with_kind_doc_and_parameters(capsys):
     assert "    delay: float (default 0.0)  seconds of work per frame" in out
     assert "    path: str (required)  output file" in out
     assert "outputs: even, odd" in out
-    assert "synthetic" in out and "covariance" in out          # the installed entry points
+    assert "synthetic" in out and "covariance" in out  # the installed entry points
 
 
 def test_blocks_shows_a_type_that_fails_to_import(capsys, monkeypatch):
     import importlib.metadata as md
 
     from nearfield.runtime import registry
+
     registry.available()
     eps = dict(registry._entry_points)
     eps["t_broken"] = [md.EntryPoint("t_broken", "nf_no_such_mod_cli:X", registry.GROUP)]

@@ -1,4 +1,5 @@
 """QA of the covariance block against an independent float64 computation."""
+
 import logging
 
 import numpy as np
@@ -31,7 +32,7 @@ def test_per_frame_covariance_matches_independent_sum():
         ref = reference(y)
         assert np.max(np.abs(R - ref)) < 1e-5 * np.max(np.abs(ref))
         assert np.allclose(R, R.conj().T, atol=1e-6)
-        assert np.array_equal(out.arrays["snapshots"], y)   # input untouched
+        assert np.array_equal(out.arrays["snapshots"], y)  # input untouched
 
 
 def test_exponential_average_follows_documented_recursion():

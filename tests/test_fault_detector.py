@@ -1,4 +1,5 @@
 """The fault_detector block: streaming evidence, state file, tracking, bad frames."""
+
 import json
 
 import numpy as np
@@ -97,12 +98,20 @@ def test_degenerate_frames_are_dropped_and_leave_the_state_alone():
     blk.start()
     blk.process(next(_frames(sc, rng, 1)))
     before = (blk.e_acc.copy(), blk.faulty.copy(), blk.frames_seen, blk.sigma2, blk.unchanged)
-    zero = Frame(1, 0.0, {"snapshots": np.zeros((256, 100), np.complex64), "pilots": sc.pilots.astype(np.complex64)},
-                 {"array": sc.array.describe()})
+    zero = Frame(
+        1,
+        0.0,
+        {"snapshots": np.zeros((256, 100), np.complex64), "pilots": sc.pilots.astype(np.complex64)},
+        {"array": sc.array.describe()},
+    )
     with pytest.raises(BadFrame, match="all zero"):
         blk.process(zero)
-    short = Frame(2, 0.0, {"snapshots": sc.sample(rng)[:, :1], "pilots": sc.pilots[:, :1].astype(np.complex64)},
-                  {"array": sc.array.describe()})
+    short = Frame(
+        2,
+        0.0,
+        {"snapshots": sc.sample(rng)[:, :1], "pilots": sc.pilots[:, :1].astype(np.complex64)},
+        {"array": sc.array.describe()},
+    )
     with pytest.raises(BadFrame, match="T=1"):
         blk.process(short)
     # a frame where half the array is scrambled flags far too many antennas: passed on, not accumulated
@@ -121,14 +130,17 @@ def test_degenerate_frames_are_dropped_and_leave_the_state_alone():
     assert set(np.flatnonzero(np.abs(sc.c - 1) > 0.3)) <= set(good.meta["faulty"])
 
 
-@pytest.mark.parametrize("edit, field", [
-    (lambda st: st.update(noise_var=-1.0), "noise_var"),
-    (lambda st: st.update(noise_var=float("nan")), "noise_var"),
-    (lambda st: st["e"].__setitem__(0, -2.0), "'e'"),
-    (lambda st: st.update(frames=-3), "frames"),
-    (lambda st: st.update(faulty=[0, 99999]), "faulty"),
-    (lambda st: st.update(faulty=[-1]), "faulty"),
-])
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda st: st.update(noise_var=-1.0), "noise_var"),
+        (lambda st: st.update(noise_var=float("nan")), "noise_var"),
+        (lambda st: st["e"].__setitem__(0, -2.0), "'e'"),
+        (lambda st: st.update(frames=-3), "frames"),
+        (lambda st: st.update(faulty=[0, 99999]), "faulty"),
+        (lambda st: st.update(faulty=[-1]), "faulty"),
+    ],
+)
 def test_bad_state_fields_are_refused_naming_file_and_field(tmp_path, edit, field):
     rng = np.random.default_rng(8)
     sc = paper_scenario(rng, n_antennas=64, snr_db=20)

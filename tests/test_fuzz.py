@@ -1,5 +1,6 @@
 """Property and fuzz tests (hypothesis): every decoder turns any input into a result or its
 own documented error, never another exception; the wire format round-trips exactly."""
+
 from __future__ import annotations
 
 import json
@@ -9,46 +10,59 @@ import tempfile
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.extra import numpy as hnp
 
 from nearfield.frame import Frame
 from nearfield.runtime.wire import DTYPES, EndOfStream, Limits, WireError, decode, encode, encode_eos
-from nearfield.sources.zmq_source import GR_HEADER_MAGIC, GrMessageError, StreamFramer, deserialize_pmt, \
-    parse_tag_header
+from nearfield.sources.zmq_source import (
+    GR_HEADER_MAGIC,
+    GrMessageError,
+    StreamFramer,
+    deserialize_pmt,
+    parse_tag_header,
+)
 from nearfield.state import validate_state
 
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="nf-hypothesis-"))   # not ./.hypothesis in the cwd
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="nf-hypothesis-"))  # not ./.hypothesis in the cwd
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)
 
 
 @FUZZ
-@given(dtype=st.sampled_from(sorted(DTYPES)), shape=shapes, data=st.data(), seq=st.integers(0, 2**62),
-       big_endian=st.booleans(), transpose=st.booleans())
+@given(
+    dtype=st.sampled_from(sorted(DTYPES)),
+    shape=shapes,
+    data=st.data(),
+    seq=st.integers(0, 2**62),
+    big_endian=st.booleans(),
+    transpose=st.booleans(),
+)
 def test_wire_round_trip_any_shape_and_dtype(dtype, shape, data, seq, big_endian, transpose):
     dt = np.dtype(dtype)
     if big_endian and dt.itemsize > 1 and dt.kind != "b":
         dt = dt.newbyteorder(">")
     a = data.draw(hnp.arrays(dt, shape))
     if transpose and a.ndim >= 2:
-        a = a.T                                    # not C-contiguous: encode copies once
+        a = a.T  # not C-contiguous: encode copies once
     meta = data.draw(st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3))
     f = decode(encode(Frame(seq=seq, t0=1.5, arrays={"x": a}, meta=meta)))
     assert f.seq == seq and f.meta == meta
     assert f.arrays["x"].dtype.name == dtype and f.arrays["x"].shape == a.shape
-    np.testing.assert_array_equal(f.arrays["x"], a)   # NaN == NaN here
+    np.testing.assert_array_equal(f.arrays["x"], a)  # NaN == NaN here
 
 
 def _parts(header: dict, *bufs) -> list:
     return [json.dumps(header).encode(), *bufs]
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4),
-                           max_leaves=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4),
+    max_leaves=20,
+)
 
 
 @FUZZ
@@ -61,9 +75,13 @@ def test_wire_decode_random_bytes_raises_only_wire_error(parts):
 
 
 @FUZZ
-@given(header=st.dictionaries(st.sampled_from(["v", "seq", "t0", "meta", "arrays", "eos", "token", "x"]),
-                              json_values, max_size=6),
-       nparts=st.integers(0, 3), part_len=st.integers(0, 40))
+@given(
+    header=st.dictionaries(
+        st.sampled_from(["v", "seq", "t0", "meta", "arrays", "eos", "token", "x"]), json_values, max_size=6
+    ),
+    nparts=st.integers(0, 3),
+    part_len=st.integers(0, 40),
+)
 def test_wire_decode_random_headers_raises_only_wire_error(header, nparts, part_len):
     try:
         decode(_parts(header, *[b"\0" * part_len] * nparts))
@@ -72,8 +90,11 @@ def test_wire_decode_random_headers_raises_only_wire_error(header, nparts, part_
 
 
 @FUZZ
-@given(shape=st.lists(st.integers(-3, 2**70) | st.floats(allow_nan=True) | st.text(max_size=2), max_size=9),
-       dtype=st.sampled_from([*sorted(DTYPES), "object", "<U3", 5]), part=st.binary(max_size=32))
+@given(
+    shape=st.lists(st.integers(-3, 2**70) | st.floats(allow_nan=True) | st.text(max_size=2), max_size=9),
+    dtype=st.sampled_from([*sorted(DTYPES), "object", "<U3", 5]),
+    part=st.binary(max_size=32),
+)
 def test_wire_decode_random_descriptors_raises_only_wire_error(shape, dtype, part):
     h = {"v": 1, "seq": 0, "t0": 0.0, "meta": {}, "arrays": {"a": {"dtype": dtype, "shape": shape}}}
     try:
@@ -115,11 +136,27 @@ def test_tag_header_random_bytes_raise_only_gr_message_error(body, ntags, offset
         pass
 
 
-pmt_bytes = st.lists(st.sampled_from([b"\x00", b"\x01", b"\x06", b"\x02\x00\x01k", b"\x03\x00\x00\x00\x07",
-                                      b"\x04" + bytes(8), b"\x07", b"\x08\x00\x00\x00\x02", b"\x09",
-                                      b"\x0c\x00\x00\x00\x02", b"\x0a\x08\x00\x00\x00\x01\x00" + bytes(4),
-                                      b"\x0b" + bytes(8), b"\x0d" + bytes(8), b"\x05" + bytes(16)]),
-                     max_size=30).map(b"".join)
+pmt_bytes = st.lists(
+    st.sampled_from(
+        [
+            b"\x00",
+            b"\x01",
+            b"\x06",
+            b"\x02\x00\x01k",
+            b"\x03\x00\x00\x00\x07",
+            b"\x04" + bytes(8),
+            b"\x07",
+            b"\x08\x00\x00\x00\x02",
+            b"\x09",
+            b"\x0c\x00\x00\x00\x02",
+            b"\x0a\x08\x00\x00\x00\x01\x00" + bytes(4),
+            b"\x0b" + bytes(8),
+            b"\x0d" + bytes(8),
+            b"\x05" + bytes(16),
+        ]
+    ),
+    max_size=30,
+).map(b"".join)
 
 
 @FUZZ
@@ -155,9 +192,15 @@ def test_framer_gives_the_same_frames_under_any_chunking(n, t, m, cuts):
 
 # -- state files ---------------------------------------------------------------------------
 @FUZZ
-@given(st_obj=json_values | st.dictionaries(st.sampled_from(["version", "n_antennas", "frames", "noise_var", "faulty",
-                                                             "e", "b", "evidence"]), json_values, max_size=8),
-       n=st.none() | st.integers(-2, 40))
+@given(
+    st_obj=json_values
+    | st.dictionaries(
+        st.sampled_from(["version", "n_antennas", "frames", "noise_var", "faulty", "e", "b", "evidence"]),
+        json_values,
+        max_size=8,
+    ),
+    n=st.none() | st.integers(-2, 40),
+)
 def test_state_validation_raises_only_value_error(st_obj, n):
     if isinstance(st_obj, dict):
         st_obj = {"version": 1, **st_obj} if "version" not in st_obj else st_obj

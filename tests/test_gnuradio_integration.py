@@ -5,6 +5,7 @@ or the system's ``/usr/bin/python3`` (Debian's ``gnuradio`` package installs its
 there, not into a virtualenv/pyenv).  When none can, the GNU Radio tests are skipped with
 the reason; the check of the example's signal model runs anyway (numpy only).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -46,8 +47,12 @@ def gnuradio_python() -> str | None:
             continue
         seen.append(cand)
         try:
-            ok = subprocess.run([cand, "-c", "from gnuradio import gr, blocks, zeromq"],
-                                capture_output=True, timeout=60).returncode == 0
+            ok = (
+                subprocess.run(
+                    [cand, "-c", "from gnuradio import gr, blocks, zeromq"], capture_output=True, timeout=60
+                ).returncode
+                == 0
+            )
         except (OSError, subprocess.TimeoutExpired):
             ok = False
         if ok:
@@ -58,7 +63,8 @@ def gnuradio_python() -> str | None:
 needs_gnuradio = pytest.mark.skipif(
     gnuradio_python() is None,
     reason="GNU Radio is not installed: no Python here can import gnuradio (gr, blocks, "
-           "zeromq); install Debian's 'gnuradio' package to run this test")
+    "zeromq); install Debian's 'gnuradio' package to run this test",
+)
 
 
 def free_port() -> int:
@@ -68,8 +74,9 @@ def free_port() -> int:
 
 
 def run_tx(*args) -> subprocess.Popen:
-    return subprocess.Popen([gnuradio_python(), str(TX), *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [gnuradio_python(), str(TX), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def receive(src: ZMQSource, proc: subprocess.Popen):
@@ -96,11 +103,10 @@ def test_example_signal_is_the_package_model():
     r = np.array([t[1] for t in tx.PAPER_TARGETS])
     ref = noiseless_signal(array, th, r, truth["gains"], truth["pilots"], truth["c"])
     np.testing.assert_allclose(truth["clean"].T, ref, atol=1e-9)
-    assert len(truth["faulty"]) > 0 and np.allclose(np.angle(truth["c"][truth["faulty"]]),
-                                                    truth["fault_phase"])
+    assert len(truth["faulty"]) > 0 and np.allclose(np.angle(truth["c"][truth["faulty"]]), truth["fault_phase"])
     noise = items - truth["clean"]
     snr = np.mean(np.abs(truth["clean"]) ** 2) / np.mean(np.abs(noise) ** 2)
-    assert 10 * np.log10(snr) == pytest.approx(20.0, abs=0.3)   # 800 complex samples
+    assert 10 * np.log10(snr) == pytest.approx(20.0, abs=0.3)  # 800 complex samples
 
 
 @needs_gnuradio
@@ -108,21 +114,43 @@ def test_push_sink_with_tags_into_zmq_source():
     n_frames = 12
     items, _ = tx.make_test_signal(N, PERIOD, seed=2)
     addr = f"tcp://127.0.0.1:{free_port()}"
-    src = ZMQSource(name="gr", address=addr, pass_tags=True, n_antennas=N, snapshots=T,
-                    frames=n_frames, timeout_s=30.0, sample_rate_hz=20000.0, wavelength_m=0.01)
+    src = ZMQSource(
+        name="gr",
+        address=addr,
+        pass_tags=True,
+        n_antennas=N,
+        snapshots=T,
+        frames=n_frames,
+        timeout_s=30.0,
+        sample_rate_hz=20000.0,
+        wavelength_m=0.01,
+    )
     src.start()
-    proc = run_tx("--address", addr, "--n-antennas", N, "--period", PERIOD, "--seed", 2,
-                  "--rate", 20000, "--items", n_frames * T + 17)
+    proc = run_tx(
+        "--address",
+        addr,
+        "--n-antennas",
+        N,
+        "--period",
+        PERIOD,
+        "--seed",
+        2,
+        "--rate",
+        20000,
+        "--items",
+        n_frames * T + 17,
+    )
     frames = receive(src, proc)
     assert proc.returncode == 0, proc.stderr.read()
-    stream = np.tile(items, (-(-(n_frames * T) // PERIOD), 1))     # the repeated cycle
+    stream = np.tile(items, (-(-(n_frames * T) // PERIOD), 1))  # the repeated cycle
     assert [f.seq for f in frames] == list(range(n_frames))
     for f in frames:
-        np.testing.assert_array_equal(f.snapshots, stream[f.seq * T:(f.seq + 1) * T].T)  # bit-exact
+        np.testing.assert_array_equal(f.snapshots, stream[f.seq * T : (f.seq + 1) * T].T)  # bit-exact
         assert f.t0 == pytest.approx(f.seq * T / 20000.0)
         cycle_starts = [o for o in range(f.seq * T, (f.seq + 1) * T) if o % PERIOD == 0]
         assert [(t["offset"], t["key"], t["value"]) for t in f.meta.get("tags", [])] == [
-            (o, "nearfield_cycle", PERIOD) for o in cycle_starts]
+            (o, "nearfield_cycle", PERIOD) for o in cycle_starts
+        ]
     c = src.all_counters()
     assert c["gaps"] == 0 and c["dropped_items"] == 0 and c["bad_messages"] == 0
     assert c["messages"] >= 1 and c["items"] >= n_frames * T
@@ -133,11 +161,28 @@ def test_pub_sink_frames_sit_at_their_stream_offsets():
     """PUB drops whatever was sent before we subscribed; the tag-header offsets place the rest."""
     items, _ = tx.make_test_signal(N, PERIOD, seed=3)
     addr = f"tcp://127.0.0.1:{free_port()}"
-    src = ZMQSource(address=addr, socket="sub", key="nf", pass_tags=True, n_antennas=N,
-                    snapshots=T, frames=8, timeout_s=30.0)
+    src = ZMQSource(
+        address=addr, socket="sub", key="nf", pass_tags=True, n_antennas=N, snapshots=T, frames=8, timeout_s=30.0
+    )
     src.start()
-    proc = run_tx("--address", addr, "--socket", "pub", "--key", "nf", "--n-antennas", N,
-                  "--period", PERIOD, "--seed", 3, "--rate", 20000, "--items", 40000)
+    proc = run_tx(
+        "--address",
+        addr,
+        "--socket",
+        "pub",
+        "--key",
+        "nf",
+        "--n-antennas",
+        N,
+        "--period",
+        PERIOD,
+        "--seed",
+        3,
+        "--rate",
+        20000,
+        "--items",
+        40000,
+    )
     frames = receive(src, proc)
     assert len(frames) == 8
     base = frames[0].meta["stream"]["offset"]
@@ -155,14 +200,27 @@ def test_raw_stream_without_tags():
     src = ZMQSource(address=addr, n_antennas=N, snapshots=T, frames=5, timeout_s=30.0)
     src.start()
     t = time.time()
-    proc = run_tx("--address", addr, "--no-pass-tags", "--n-antennas", N, "--period", PERIOD,
-                  "--seed", 5, "--rate", 0, "--items", 5 * T)
+    proc = run_tx(
+        "--address",
+        addr,
+        "--no-pass-tags",
+        "--n-antennas",
+        N,
+        "--period",
+        PERIOD,
+        "--seed",
+        5,
+        "--rate",
+        0,
+        "--items",
+        5 * T,
+    )
     frames = receive(src, proc)
     stream = np.tile(items, (4, 1))
     assert [f.seq for f in frames] == list(range(5))
     for f in frames:
-        np.testing.assert_array_equal(f.snapshots, stream[f.seq * T:(f.seq + 1) * T].T)
-        assert t <= f.t0 <= time.time() and "tags" not in f.meta   # t0 = arrival time
+        np.testing.assert_array_equal(f.snapshots, stream[f.seq * T : (f.seq + 1) * T].T)
+        assert t <= f.t0 <= time.time() and "tags" not in f.meta  # t0 = arrival time
 
 
 @needs_gnuradio
@@ -170,23 +228,32 @@ def test_raw_stream_without_tags():
 def test_grc_flowgraph_compiles_and_streams(tmp_path):
     """nearfield_tx.grc -> grcc -> a Python flowgraph whose stream is make_test_signal's."""
     env = {**os.environ, "PYTHONPATH": str(TX.parent)}
-    out = subprocess.run(["grcc", "-o", str(tmp_path), str(TX.with_suffix(".grc"))],
-                         capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    out = subprocess.run(
+        ["grcc", "-o", str(tmp_path), str(TX.with_suffix(".grc"))],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
     script = tmp_path / "nearfield_tx_grc.py"
     assert out.returncode == 0 and script.exists(), out.stdout + out.stderr
     items, _ = tx.make_test_signal(N, 1000, 30e9, tx.PAPER_TARGETS, 20.0, 0.02, 1)
     addr = f"tcp://127.0.0.1:{free_port()}"
-    src = ZMQSource(address=addr, pass_tags=True, n_antennas=N, snapshots=T, frames=5,
-                    timeout_s=30.0)
+    src = ZMQSource(address=addr, pass_tags=True, n_antennas=N, snapshots=T, frames=5, timeout_s=30.0)
     src.start()
-    proc = subprocess.Popen([gnuradio_python(), str(script), "--address", addr, "--n-antennas",
-                             str(N), "--rate", "20000"], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [gnuradio_python(), str(script), "--address", addr, "--n-antennas", str(N), "--rate", "20000"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         frames = [f for f in src.generate() if f is not None]
     finally:
         src.close()
-        proc.terminate()          # the generated flowgraph runs until stopped
+        proc.terminate()  # the generated flowgraph runs until stopped
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -194,5 +261,5 @@ def test_grc_flowgraph_compiles_and_streams(tmp_path):
             proc.wait()
     assert [f.seq for f in frames] == list(range(5))
     for f in frames:
-        np.testing.assert_array_equal(f.snapshots, items[f.seq * T:(f.seq + 1) * T].T)
+        np.testing.assert_array_equal(f.snapshots, items[f.seq * T : (f.seq + 1) * T].T)
     assert frames[0].meta["tags"][0] == {"offset": 0, "key": "nearfield_cycle", "value": 1000}

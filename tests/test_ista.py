@@ -1,9 +1,9 @@
 """ISTA for (P3) against its closed-form minimiser (the problem is separable)."""
+
 import numpy as np
 import pytest
 
-from nearfield.ista import (closed_form, ista, ista_iterate, ista_solve, ista_stats, lipschitz, noise_rho,
-                           soft_threshold)
+from nearfield.ista import closed_form, ista, ista_iterate, ista_solve, ista_stats, lipschitz, noise_rho, soft_threshold
 
 
 def _problem(seed=0, n=64, t=40, sigma=0.1):

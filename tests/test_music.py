@@ -1,8 +1,17 @@
 """MUSIC kernels with physics oracles: a noise-free covariance gives exact angles."""
+
 import numpy as np
 import pytest
 
-from nearfield.music import leading_subspace, mdl_order, music_denominator, music_spectrum, refine_peak, signal_subspace, top_peaks
+from nearfield.music import (
+    leading_subspace,
+    mdl_order,
+    music_denominator,
+    music_spectrum,
+    refine_peak,
+    signal_subspace,
+    top_peaks,
+)
 from nearfield.steering import far_field_steering
 
 

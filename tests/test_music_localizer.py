@@ -1,11 +1,11 @@
 """Phase 3: decoupled MUSIC with physics oracles, and the exact-model refinement."""
+
 import numpy as np
 import pytest
 
 from nearfield.array import paper_array
 from nearfield.blocks.music_localizer import MusicLocalizer
-from nearfield.estimators.phase3 import (angle_music, antidiagonal, decoupled_music, fine_positions,
-                                         smoothed_covariance)
+from nearfield.estimators.phase3 import angle_music, antidiagonal, decoupled_music, fine_positions, smoothed_covariance
 from nearfield.frame import Frame
 from nearfield.scenario import paper_scenario
 from nearfield.steering import steering
@@ -32,7 +32,7 @@ def test_antidiagonal_and_smoothing_shapes():
 def test_noise_free_fresnel_covariance_gives_exact_angles_and_ranges():
     a, R = _cov("fresnel", sigma2=1e-3)
     th, r, spec = decoupled_music(R, a, TH + 2e-3, R_ * 1.2, model="fresnel")
-    assert np.allclose(th, TH, atol=1e-6)            # eqs. (29)-(33) are exact under eq. (2)
+    assert np.allclose(th, TH, atol=1e-6)  # eqs. (29)-(33) are exact under eq. (2)
     assert np.allclose(r, R_, rtol=1e-4)
     assert spec["angle_spectrum"].max() == pytest.approx(1.0)
     assert spec["range_grid"].shape == spec["range_spectrum"].shape == (3, 41)
@@ -76,12 +76,24 @@ def test_block_sorts_targets_and_emits_spectra():
     rng = np.random.default_rng(9)
     sc = paper_scenario(rng, snr_db=20, p_fault=0.0)
     Y = sc.sample(rng)
-    meta = {"array": sc.array.describe(),
-            "coarse": [{"theta": float(t + 1e-3), "range": float(r * 1.1)} for t, r in zip(sc.theta, sc.r)]}
+    meta = {
+        "array": sc.array.describe(),
+        "coarse": [{"theta": float(t + 1e-3), "range": float(r * 1.1)} for t, r in zip(sc.theta, sc.r)],
+    }
     blk = MusicLocalizer(name="locate", emit_spectra=True)
     blk.start()
-    out = blk.process(Frame(0, 0.0, {"snapshots": Y, "pilots": sc.pilots.astype(np.complex64),
-                                     "covariance": (Y @ Y.conj().T / 100).astype(np.complex64)}, meta))
+    out = blk.process(
+        Frame(
+            0,
+            0.0,
+            {
+                "snapshots": Y,
+                "pilots": sc.pilots.astype(np.complex64),
+                "covariance": (Y @ Y.conj().T / 100).astype(np.complex64),
+            },
+            meta,
+        )
+    )
     th = [t["theta"] for t in out.meta["targets"]]
     assert th == sorted(th)
     assert np.allclose(th, np.sort(sc.theta), atol=1e-4)
@@ -90,14 +102,17 @@ def test_block_sorts_targets_and_emits_spectra():
 
 def test_block_reports_malformed_meta_as_bad_frame():
     from nearfield.block import BadFrame
+
     rng = np.random.default_rng(10)
     sc = paper_scenario(rng, n_antennas=64, snr_db=20, p_fault=0.0)
     Y = sc.sample(rng)
     arrays = {"snapshots": Y, "covariance": (Y @ Y.conj().T / 100).astype(np.complex64)}
     blk = MusicLocalizer(name="locate")
     blk.start()
-    for meta, msg in [({"array": sc.array.describe()}, "coarse"),
-                      ({"array": sc.array.describe(), "coarse": [{"theta": 0.1}]}, "range"),
-                      ({"array": sc.array.describe(), "coarse": [{"theta": "x", "range": 3}]}, "coarse")]:
+    for meta, msg in [
+        ({"array": sc.array.describe()}, "coarse"),
+        ({"array": sc.array.describe(), "coarse": [{"theta": 0.1}]}, "range"),
+        ({"array": sc.array.describe(), "coarse": [{"theta": "x", "range": 3}]}, "coarse"),
+    ]:
         with pytest.raises(BadFrame, match=msg):
             blk.process(Frame(0, 0.0, dict(arrays), meta))

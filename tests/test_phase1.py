@@ -1,20 +1,26 @@
 """Phase 1 in the core: partition, triangulation, pilot matching, ISTA detection (no frames)."""
+
 import numpy as np
 import pytest
 
 from nearfield.estimators.phase1 import detect_faults
-from nearfield.estimators.subarrays import (coarse_localize, estimate_order, match_to_pilots, partition_subarrays,
-                                            triangulate)
+from nearfield.estimators.subarrays import (
+    coarse_localize,
+    estimate_order,
+    match_to_pilots,
+    partition_subarrays,
+    triangulate,
+)
 from nearfield.scenario import paper_scenario
 
 
 def test_partition_respects_both_criteria():
     subs = partition_subarrays(100, [10, 11, 50], n_sub=20, min_size=5)
     flat = np.concatenate(subs)
-    assert not set(flat) & {10, 11, 50}                          # criterion 1
-    assert all(s.size <= 20 for s in subs)                       # criterion 2
-    assert all(np.all(np.diff(s) == 1) for s in subs)            # contiguous
-    assert set(flat) == set(range(100)) - {10, 11, 50}           # nothing wasted (all runs >= 5)
+    assert not set(flat) & {10, 11, 50}  # criterion 1
+    assert all(s.size <= 20 for s in subs)  # criterion 2
+    assert all(np.all(np.diff(s) == 1) for s in subs)  # contiguous
+    assert set(flat) == set(range(100)) - {10, 11, 50}  # nothing wasted (all runs >= 5)
     assert [s.size for s in partition_subarrays(30, [3], 40, 5)] == [26]  # the 3-antenna run is dropped
 
 

@@ -1,4 +1,5 @@
 """Placement (issue 11): several blocks in one worker; validation errors; same records as without."""
+
 import json
 import textwrap
 
@@ -37,8 +38,10 @@ def _records(path):
 @pytest.mark.parametrize("inproc", [True, False])
 def test_a_placed_chain_gives_the_same_records_as_one_worker_per_block(tmp_path, inproc):
     plain = parse_flowgraph(GRAPH.format(out=tmp_path / "a.jsonl"), path="plain.yaml")
-    placed = parse_flowgraph(GRAPH.format(out=tmp_path / "b.jsonl")
-                             + "placement:\n  estimate: [detect, calibrate, locate]\n", path="placed.yaml")
+    placed = parse_flowgraph(
+        GRAPH.format(out=tmp_path / "b.jsonl") + "placement:\n  estimate: [detect, calibrate, locate]\n",
+        path="placed.yaml",
+    )
     assert placed.placement == {"estimate": ["detect", "calibrate", "locate"]}
     fused = apply_placement(placed)
     assert list(fused.blocks) == ["source", "estimate", "out"]
@@ -50,16 +53,19 @@ def test_a_placed_chain_gives_the_same_records_as_one_worker_per_block(tmp_path,
     assert len(a) == 6 and a == b
 
 
-@pytest.mark.parametrize("placement, message", [
-    ("placement: [detect]", "'placement': expected a mapping"),
-    ("placement:\n  w: [detect, nope]", "worker 'w': unknown block 'nope'"),
-    ("placement:\n  w: [detect, calibrate]\n  v: [calibrate, locate]", "block 'calibrate' is placed in both"),
-    ("placement:\n  w: [detect, locate]", "blocks 'detect' -> 'locate' are not a chain"),
-    ("placement:\n  w: [source, detect]", "block 'source' (type synthetic) is a source"),
-    ("placement:\n  w: [locate, out]", "block 'out' (type jsonl) is a sink"),
-    ("placement:\n  w: []", "expected a non-empty list of block names"),
-    ("placement:\n  detect: [calibrate, locate]", "worker name 'detect' is also a block name"),
-])
+@pytest.mark.parametrize(
+    "placement, message",
+    [
+        ("placement: [detect]", "'placement': expected a mapping"),
+        ("placement:\n  w: [detect, nope]", "worker 'w': unknown block 'nope'"),
+        ("placement:\n  w: [detect, calibrate]\n  v: [calibrate, locate]", "block 'calibrate' is placed in both"),
+        ("placement:\n  w: [detect, locate]", "blocks 'detect' -> 'locate' are not a chain"),
+        ("placement:\n  w: [source, detect]", "block 'source' (type synthetic) is a source"),
+        ("placement:\n  w: [locate, out]", "block 'out' (type jsonl) is a sink"),
+        ("placement:\n  w: []", "expected a non-empty list of block names"),
+        ("placement:\n  detect: [calibrate, locate]", "worker name 'detect' is also a block name"),
+    ],
+)
 def test_bad_placement_is_a_load_error_naming_the_file_and_block(tmp_path, placement, message):
     text = GRAPH.format(out=tmp_path / "x.jsonl") + textwrap.dedent(placement) + "\n"
     with pytest.raises(FlowgraphError) as err:
@@ -71,6 +77,7 @@ def test_default_flowgraphs_fit_two_cores():
     from pathlib import Path
 
     from nearfield.runtime.flowgraph import load_flowgraph
+
     root = Path(__file__).resolve().parents[1] / "flowgraphs"
     g = apply_placement(load_flowgraph(root / "synthetic.yaml"))
     assert list(g.blocks) == ["source", "detect", "estimate", "out"]  # 3 busy processes and the sink
@@ -107,7 +114,7 @@ blocks:
   source:     {{type: synthetic, n_antennas: 16, frames: 3, seed: 1,
                targets: [{{theta: 0.3, range: 3.0}}]}}
   covariance: {{type: covariance}}
-  out:        {{type: t_names, path: {tmp_path / 'names.txt'}}}
+  out:        {{type: t_names, path: {tmp_path / "names.txt"}}}
 connections:
   - [source, covariance]
   - [covariance, out]
@@ -123,9 +130,10 @@ def test_default_flowgraph_sends_no_arrays_to_the_jsonl_sink():
     from pathlib import Path
 
     from nearfield.runtime.flowgraph import load_flowgraph
+
     root = Path(__file__).resolve().parents[1] / "flowgraphs"
     g = apply_placement(load_flowgraph(root / "synthetic.yaml"))
-    assert g.downstream_arrays("estimate") == frozenset()      # the sink reads meta only
+    assert g.downstream_arrays("estimate") == frozenset()  # the sink reads meta only
     assert "snapshots" in g.downstream_arrays("source")
     plot = apply_placement(load_flowgraph(root / "plot.yaml"))
     assert {"angle_spectrum", "range_spectrum"} <= plot.downstream_arrays("estimate")

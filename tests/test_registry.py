@@ -1,11 +1,12 @@
 """The block registry: entry points loaded lazily, clear errors, register() for tests/plugins."""
+
 import importlib.metadata as md
 import sys
 
 import pytest
 
-from nearfield.runtime import registry
 from nearfield.block import Block, Sink
+from nearfield.runtime import registry
 
 
 class _Dummy(Sink):
@@ -19,9 +20,11 @@ class _Dummy(Sink):
 def fake_entry_points(monkeypatch, tmp_path):
     """Replace the discovered entry points by a controlled set (a good, a broken, a missing one)."""
     mod = tmp_path / "nf_fake_plugin.py"
-    mod.write_text("from nearfield.block import Sink\n"
-                   "class Good(Sink):\n    '''A plugin sink.'''\n    def process(self, f):\n        return None\n"
-                   "NOT_A_BLOCK = 42\n")
+    mod.write_text(
+        "from nearfield.block import Sink\n"
+        "class Good(Sink):\n    '''A plugin sink.'''\n    def process(self, f):\n        return None\n"
+        "NOT_A_BLOCK = 42\n"
+    )
     broken = tmp_path / "nf_broken_plugin.py"
     broken.write_text("import numpy\nraise RuntimeError('plugin import exploded')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -50,10 +53,12 @@ def test_installed_entry_points_are_discovered():
 def test_loading_is_lazy_and_errors_name_type_and_module(fake_entry_points):
     assert "nf_fake_plugin" not in sys.modules
     assert set(registry.available()) >= {"good", "broken", "missing", "notblock"}
-    assert "nf_fake_plugin" not in sys.modules           # listing imports nothing
-    with pytest.raises(registry.BlockLoadError,
-                       match=r"block type 'broken': cannot load 'nf_broken_plugin:Thing' \(module "
-                             r"'nf_broken_plugin'\): RuntimeError: plugin import exploded"):
+    assert "nf_fake_plugin" not in sys.modules  # listing imports nothing
+    with pytest.raises(
+        registry.BlockLoadError,
+        match=r"block type 'broken': cannot load 'nf_broken_plugin:Thing' \(module "
+        r"'nf_broken_plugin'\): RuntimeError: plugin import exploded",
+    ):
         registry.get("broken")
     with pytest.raises(registry.BlockLoadError, match=r"'missing'.*module 'nf_no_such_module_xyz'.*ModuleNotFound"):
         registry.get("missing")
@@ -78,7 +83,7 @@ def test_register_shadows_and_validates():
         assert registry.get("t_dummy_reg") is _Dummy
         assert "t_dummy_reg" in registry.available()
         assert registry.origin("t_dummy_reg").endswith(":_Dummy")
-        registry.register("t_dummy_reg", _Dummy)               # same class again: fine
+        registry.register("t_dummy_reg", _Dummy)  # same class again: fine
         with pytest.raises(ValueError, match="already registered"):
             registry.register("t_dummy_reg", type("Other", (Sink,), {}))
         with pytest.raises(TypeError, match="expected a subclass of nearfield.block.Block"):

@@ -3,6 +3,7 @@
 Every test runs in process mode (one forked process per block, ipc://) and, where it makes
 sense, in in-process mode (threads, inproc://).  Test blocks live in conftest.py.
 """
+
 import io
 import json
 import multiprocessing
@@ -16,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import read_collect
 
-from nearfield.runtime.flowgraph import parse_flowgraph
 from nearfield.runtime import format_summary, run_flowgraph
+from nearfield.runtime.flowgraph import parse_flowgraph
 
 MODES = [pytest.param(False, id="process"), pytest.param(True, id="inproc")]
 
@@ -47,7 +48,8 @@ def _run(graph, inproc, **kw):
 def test_every_seq_arrives_once_in_order_through_a_slow_block(tmp_path, inproc):
     out = tmp_path / "out.txt"
     # 64 x 400 complex64 = 200 kB per frame: the ipc kernel buffers hold only a few
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src:  {{type: t_count, frames: 40, rows: 64, cols: 400}}
           slow: {{type: t_pass, delay: 0.01}}
@@ -55,13 +57,15 @@ def test_every_seq_arrives_once_in_order_through_a_slow_block(tmp_path, inproc):
         connections:
           - [src, slow]
           - [slow, out]
-        """, out=out)
+        """,
+        out=out,
+    )
     res, err = _run(g, inproc, hwm=2)
     assert res.ok, res.error
     rows, eos = read_collect(out)
     assert [r[0] for r in rows] == list(range(40))
-    assert all(r[1] == r[0] and r[4] for r in rows)       # data intact (every element == seq)
-    assert eos                                             # finish() ran after end of stream
+    assert all(r[1] == r[0] and r[4] for r in rows)  # data intact (every element == seq)
+    assert eos  # finish() ran after end of stream
     src, slow, sink = (res.block(n) for n in ("src", "slow", "out"))
     assert src["frames_out"] == 40 and slow["frames_in"] == slow["frames_out"] == 40
     assert sink["frames_in"] == 40 and sink["dropped"] == 0
@@ -71,16 +75,17 @@ def test_every_seq_arrives_once_in_order_through_a_slow_block(tmp_path, inproc):
     assert slow["proc_mean_ms"] >= 10.0 and slow["proc_p95_ms"] >= 10.0
     # bounded queues: no frame waited for much more than (in flight) x (10 ms per frame)
     assert sink["latency_p95_ms"] < 400
-    assert "slow" in err and "wall time" in err            # the summary table went to the stream
+    assert "slow" in err and "wall time" in err  # the summary table went to the stream
     if not inproc:
         pids = {r[3] for r in rows}
-        assert len(pids) == 1 and pids != {os.getpid()}    # the sink ran in its own process
+        assert len(pids) == 1 and pids != {os.getpid()}  # the sink ran in its own process
         assert _pid_gone(pids.pop())
 
 
 @pytest.mark.parametrize("inproc", MODES)
 def test_fan_out_duplicates_and_fan_in_merges(tmp_path, inproc):
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           a:  {{type: t_count, frames: 15}}
           b:  {{type: t_count, frames: 10, offset: 100}}
@@ -92,14 +97,17 @@ def test_fan_out_duplicates_and_fan_in_merges(tmp_path, inproc):
           - [b, p]
           - [p, o1]
           - [p, o2]
-        """, o1=tmp_path / "o1", o2=tmp_path / "o2")
+        """,
+        o1=tmp_path / "o1",
+        o2=tmp_path / "o2",
+    )
     res, _ = _run(g, inproc)
     assert res.ok, res.error
     want = list(range(15)) + list(range(100, 110))
     for o in ("o1", "o2"):
         rows, eos = read_collect(tmp_path / o)
         seqs = [r[0] for r in rows]
-        assert sorted(seqs) == want and eos               # every frame of both sources, once
+        assert sorted(seqs) == want and eos  # every frame of both sources, once
         assert [s for s in seqs if s < 100] == list(range(15))  # each source's order kept
         assert [s for s in seqs if s >= 100] == list(range(100, 110))
     assert res.block("p")["frames_in"] == 25 and res.block("p")["frames_out"] == 25
@@ -107,7 +115,8 @@ def test_fan_out_duplicates_and_fan_in_merges(tmp_path, inproc):
 
 @pytest.mark.parametrize("inproc", MODES)
 def test_named_ports(tmp_path, inproc):
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           a:  {{type: t_count, frames: 10}}
           s:  {{type: t_split}}
@@ -120,7 +129,10 @@ def test_named_ports(tmp_path, inproc):
           - [s.even, j.a]
           - [s.odd, j.b]
           - [j, al]
-        """, ev=tmp_path / "ev", al=tmp_path / "al")
+        """,
+        ev=tmp_path / "ev",
+        al=tmp_path / "al",
+    )
     res, _ = _run(g, inproc)
     assert res.ok, res.error
     assert [r[0] for r in read_collect(tmp_path / "ev")[0]] == [0, 2, 4, 6, 8]
@@ -132,7 +144,8 @@ def test_named_ports(tmp_path, inproc):
 @pytest.mark.parametrize("inproc", MODES)
 def test_bad_frames_and_nan_frames_are_dropped_counted_and_the_rest_arrives(tmp_path, inproc, caplog):
     out = tmp_path / "out"
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 12, nan_at: [5, 9]}}
           mid: {{type: t_pass, bad_at: [3]}}
@@ -140,7 +153,9 @@ def test_bad_frames_and_nan_frames_are_dropped_counted_and_the_rest_arrives(tmp_
         connections:
           - [src, mid]
           - [mid, out]
-        """, out=out)
+        """,
+        out=out,
+    )
     res, _ = _run(g, inproc)
     assert res.ok, res.error
     assert [r[0] for r in read_collect(out)[0]] == [0, 1, 2, 4, 6, 7, 8, 10, 11]
@@ -157,13 +172,16 @@ def test_bad_frames_and_nan_frames_are_dropped_counted_and_the_rest_arrives(tmp_
 @pytest.mark.parametrize("inproc", MODES)
 def test_finish_frames_are_emitted(tmp_path, inproc):
     out = tmp_path / "out"
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 6}}
           mid: {{type: t_pass, hold: true}}
           out: {{type: t_collect, path: "{out}"}}
         connections: [[src, mid], [mid, out]]
-        """, out=out)
+        """,
+        out=out,
+    )
     res, _ = _run(g, inproc)
     assert res.ok, res.error
     assert [r[0] for r in read_collect(out)[0]] == list(range(6))
@@ -171,20 +189,23 @@ def test_finish_frames_are_emitted(tmp_path, inproc):
 
 @pytest.mark.parametrize("inproc", MODES)
 def test_a_raising_block_stops_the_graph_and_is_named_with_the_seq(tmp_path, inproc):
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 0}}
           mid: {{type: t_pass, fail_at: 7}}
           out: {{type: t_collect, path: "{out}"}}
         connections: [[src, mid], [mid, out]]
-        """, out=tmp_path / "out")
+        """,
+        out=tmp_path / "out",
+    )
     t = time.perf_counter()
-    res, err = _run(g, inproc)                   # the source is endless: only the stop ends it
+    res, err = _run(g, inproc)  # the source is endless: only the stop ends it
     assert time.perf_counter() - t < 10
     assert not res.ok
     assert res.error == "block 'mid' failed on frame seq=7: RuntimeError: boom"
     assert res.error in err
-    assert "raise RuntimeError(\"boom\")" in res.traceback
+    assert 'raise RuntimeError("boom")' in res.traceback
     assert res.block("mid")["status"] == "failed"
     assert res.block("src")["status"] == "stopped"
     # the stop is immediate: frames still in flight may not arrive, but nothing from seq 7 on
@@ -192,31 +213,41 @@ def test_a_raising_block_stops_the_graph_and_is_named_with_the_seq(tmp_path, inp
     assert seqs == list(range(len(seqs))) and len(seqs) <= 7
 
 
-@pytest.mark.parametrize("stage, expected", [
-    ("start", "block 'mid' failed in start(): OSError: cannot open the device"),
-    ("finish", "block 'mid' failed in finish() (after frame seq=2): ValueError: flush failed"),
-    ("close", "block 'mid' failed in close() (after frame seq=2): RuntimeError: close failed"),
-])
+@pytest.mark.parametrize(
+    "stage, expected",
+    [
+        ("start", "block 'mid' failed in start(): OSError: cannot open the device"),
+        ("finish", "block 'mid' failed in finish() (after frame seq=2): ValueError: flush failed"),
+        ("close", "block 'mid' failed in close() (after frame seq=2): RuntimeError: close failed"),
+    ],
+)
 def test_failures_outside_process_are_named(tmp_path, stage, expected):
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 3}}
           mid: {{type: t_pass, fail_in: {stage}}}
           out: {{type: t_collect, path: "{out}"}}
         connections: [[src, mid], [mid, out]]
-        """, out=tmp_path / "out", stage=stage)
+        """,
+        out=tmp_path / "out",
+        stage=stage,
+    )
     res, _ = _run(g, False)
     assert not res.ok and res.error == expected
 
 
 def test_a_worker_that_dies_is_reported(tmp_path):
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 0}}
           mid: {{type: t_pass, exit_at: 2}}
           out: {{type: t_collect, path: "{out}"}}
         connections: [[src, mid], [mid, out]]
-        """, out=tmp_path / "out")
+        """,
+        out=tmp_path / "out",
+    )
     res, _ = _run(g, False)
     assert not res.ok
     assert res.error == "block 'mid' died unexpectedly (exit code 3)"
@@ -225,13 +256,16 @@ def test_a_worker_that_dies_is_reported(tmp_path):
 
 @pytest.mark.parametrize("inproc", MODES)
 def test_ctrl_c_stops_cleanly(tmp_path, inproc):
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 0, sleep: 0.001}}
           mid: {{type: t_pass, delay: 0.002}}
           out: {{type: t_collect, path: "{out}"}}
         connections: [[src, mid], [mid, out]]
-        """, out=tmp_path / "out")
+        """,
+        out=tmp_path / "out",
+    )
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     t = time.perf_counter()
@@ -249,7 +283,8 @@ def test_ctrl_c_stops_cleanly(tmp_path, inproc):
 
 @pytest.mark.parametrize("inproc", MODES)
 def test_lossy_link_drops_are_counted_and_reliable_links_lose_nothing(tmp_path, inproc):
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src:  {{type: t_count, frames: 300, rows: 64, cols: 100}}
           fast: {{type: t_collect, path: "{fast}"}}
@@ -257,25 +292,31 @@ def test_lossy_link_drops_are_counted_and_reliable_links_lose_nothing(tmp_path, 
         connections:
           - [src, fast]
           - {{from: src, to: view, lossy: true}}
-        """, fast=tmp_path / "fast", view=tmp_path / "view")
+        """,
+        fast=tmp_path / "fast",
+        view=tmp_path / "view",
+    )
     res, _ = _run(g, inproc, hwm=2)
     assert res.ok, res.error
     assert [r[0] for r in read_collect(tmp_path / "fast")[0]] == list(range(300))
     view, eos = read_collect(tmp_path / "view")
     seqs = [r[0] for r in view]
-    assert eos and seqs == sorted(set(seqs))             # in order, no duplicates, EOS got through
+    assert eos and seqs == sorted(set(seqs))  # in order, no duplicates, EOS got through
     lost = res.block("src")["lost"]
-    assert lost > 0 and len(seqs) + lost == 300          # every frame either arrived or was counted
+    assert lost > 0 and len(seqs) + lost == 300  # every frame either arrived or was counted
 
 
 def test_tcp_transport(tmp_path):
     out = tmp_path / "out"
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 20}}
           out: {{type: t_collect, path: "{out}"}}
         connections: [[src, out]]
-        """, out=out)
+        """,
+        out=out,
+    )
     res, _ = _run(g, False, transport="tcp")
     assert res.ok, res.error
     assert [r[0] for r in read_collect(out)[0]] == list(range(20))
@@ -294,15 +335,28 @@ def test_argument_checks_and_summary_format():
         run_flowgraph(g, transport="inproc")
     with pytest.raises(ValueError, match="hwm"):
         run_flowgraph(g, hwm=0)
-    row = {"block": "b", "type": "t", "frames_in": 3, "frames_out": 2, "dropped": 1, "lost": 0,
-           "proc_mean_ms": 1.5, "proc_p95_ms": 2.0, "latency_mean_ms": None, "latency_p95_ms": None,
-           "busy": 0.25, "blocked": 0.0, "status": "ok"}
+    row = {
+        "block": "b",
+        "type": "t",
+        "frames_in": 3,
+        "frames_out": 2,
+        "dropped": 1,
+        "lost": 0,
+        "proc_mean_ms": 1.5,
+        "proc_p95_ms": 2.0,
+        "latency_mean_ms": None,
+        "latency_p95_ms": None,
+        "busy": 0.25,
+        "blocked": 0.0,
+        "status": "ok",
+    }
     text = format_summary([row], 1.0)
     assert "25%" in text and "1.50" in text and "wall time 1.000 s" in text
 
 
 def _real_blocks_available():
     from nearfield.runtime import registry
+
     try:
         for t in ("synthetic", "covariance", "jsonl"):
             registry.get(t)
@@ -315,14 +369,17 @@ def _real_blocks_available():
 @pytest.mark.parametrize("inproc", MODES)
 def test_end_to_end_synthetic_covariance_jsonl(tmp_path, inproc):
     out = tmp_path / "est.jsonl"
-    g = parse_flowgraph({
-        "blocks": {
-            "source": {"type": "synthetic", "n_antennas": 32, "snapshots": 20, "frames": 6, "seed": 3},
-            "cov": {"type": "covariance"},
-            "out": {"type": "jsonl", "path": str(out)},
+    g = parse_flowgraph(
+        {
+            "blocks": {
+                "source": {"type": "synthetic", "n_antennas": 32, "snapshots": 20, "frames": 6, "seed": 3},
+                "cov": {"type": "covariance"},
+                "out": {"type": "jsonl", "path": str(out)},
+            },
+            "connections": [["source", "cov"], ["cov", "out"]],
         },
-        "connections": [["source", "cov"], ["cov", "out"]],
-    }, path="e2e")
+        path="e2e",
+    )
     res, _ = _run(g, inproc)
     assert res.ok, res.error
     recs = [json.loads(line) for line in Path(out).read_text().splitlines()]
@@ -338,20 +395,24 @@ def test_a_message_that_fails_validation_is_dropped_and_counted(tmp_path, monkey
 
     def corrupt_seq_4(parts, limits):
         f = decode(parts, limits)
-        if getattr(f, "seq", None) == 4 and "path" in f.meta:   # only on the mid -> out link
-            raise WireError("header field 'arrays.snapshots': shape [4, 4] of complex64 needs 128 bytes, "
-                            "but part 1 holds 100")
+        if getattr(f, "seq", None) == 4 and "path" in f.meta:  # only on the mid -> out link
+            raise WireError(
+                "header field 'arrays.snapshots': shape [4, 4] of complex64 needs 128 bytes, but part 1 holds 100"
+            )
         return f
 
     monkeypatch.setattr(rt, "decode", corrupt_seq_4)
     out = tmp_path / "out"
-    g = _graph("""
+    g = _graph(
+        """
         blocks:
           src: {{type: t_count, frames: 8}}
           mid: {{type: t_pass}}
           out: {{type: t_collect, path: "{out}"}}
         connections: [[src, mid], [mid, out]]
-        """, out=out)
+        """,
+        out=out,
+    )
     res, _ = _run(g, True)
     assert res.ok, res.error
     assert [r[0] for r in read_collect(out)[0]] == [0, 1, 2, 3, 5, 6, 7]
@@ -387,6 +448,7 @@ def test_block_processes_die_with_a_killed_runner(tmp_path):
     """Even a SIGKILLed runner leaves no block process behind (PR_SET_PDEATHSIG)."""
     import subprocess
     import sys
+
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
@@ -394,11 +456,11 @@ def test_block_processes_die_with_a_killed_runner(tmp_path):
         from nearfield.runtime.flowgraph import parse_flowgraph
         from nearfield.runtime import run_flowgraph
         g = parse_flowgraph({{"blocks": {{"src": {{"type": "t_count", "frames": 0, "sleep": 0.01}},
-                                         "out": {{"type": "t_collect", "path": {str(tmp_path / 'o')!r}}}}},
+                                         "out": {{"type": "t_collect", "path": {str(tmp_path / "o")!r}}}}},
                              "connections": [["src", "out"]]}})
         run_flowgraph(g, quiet=True)
         """)
-    env = dict(os.environ, TMPDIR=str(tmp_path))   # the killed runner cannot remove its ipc dir
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # the killed runner cannot remove its ipc dir
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
     try:
         deadline = time.time() + 20

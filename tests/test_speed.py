@@ -1,4 +1,5 @@
 """Issue 11 (real time): the fast paths equal the slow ones they replace."""
+
 import numpy as np
 import pytest
 
@@ -117,6 +118,7 @@ def test_tracking_searches_again_when_the_fit_residual_jumps():
 @pytest.mark.parametrize("warm", [False, True])
 def test_hankel_subspace_equals_the_smoothed_covariance_eigenvectors(warm):
     from nearfield.estimators.phase3 import hankel_subspace, smoothed_covariance
+
     rng = np.random.default_rng(8)
     n, m, k = 301, 150, 3
     u = np.array([0.1, -0.35, 0.4])

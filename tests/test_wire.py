@@ -1,4 +1,5 @@
 """The ZeroMQ frame encoding: round trips, zero copy, and every kind of bad message refused."""
+
 import json
 
 import numpy as np
@@ -6,8 +7,18 @@ import pytest
 import zmq
 
 from nearfield.frame import Frame
-from nearfield.runtime.wire import (DTYPES, EOS, Limits, WireError, decode, encode, encode_eos, recv_frame,
-                            send_eos, send_frame)
+from nearfield.runtime.wire import (
+    DTYPES,
+    EOS,
+    Limits,
+    WireError,
+    decode,
+    encode,
+    encode_eos,
+    recv_frame,
+    send_eos,
+    send_frame,
+)
 
 ALL_DTYPES = sorted(DTYPES)
 
@@ -108,40 +119,53 @@ def _h(**changes):
 _DEL = object()
 
 
-@pytest.mark.parametrize("parts, match", [
-    ([], "at least one part"),
-    ([b"\xff\xfe"], "not valid UTF-8"),
-    ([b"{not json"], "not valid JSON"),
-    ([b"[1, 2]"], "expected a JSON object"),
-    (_with_header(_h(v=_DEL), DATA), "'v': missing"),
-    (_with_header(_h(v=2), DATA), "unsupported wire version 2"),
-    (_with_header(_h(v="1"), DATA), "unsupported wire version"),
-    (_with_header(_h(seq=_DEL), DATA), r"missing field\(s\) \['seq'\]"),
-    (_with_header(_h(extra=1), DATA), r"unexpected field\(s\) \['extra'\]"),
-    (_with_header(_h(seq=-1), DATA), "'seq': expected a non-negative integer"),
-    (_with_header(_h(seq=1.5), DATA), "'seq': expected a non-negative integer"),
-    (_with_header(_h(seq=True), DATA), "'seq': expected a non-negative integer"),
-    (_with_header(_h(t0="now"), DATA), "'t0': expected a finite number"),
-    (_with_header(_h(meta=[1]), DATA), "'meta': expected a JSON object"),
-    (_with_header(_h(arrays=[]), DATA), "'arrays': expected a JSON object"),
-    (_with_header(_h(arrays={"x": {"dtype": "object", "shape": [2, 3]}}), DATA),
-     r"'arrays.x'.dtype: 'object' is not allowed"),
-    (_with_header(_h(arrays={"x": {"dtype": "float16", "shape": [2, 3]}}), DATA), "float16' is not allowed"),
-    (_with_header(_h(arrays={"x": {"dtype": "float32"}}), DATA), r"'arrays.x': expected an object"),
-    (_with_header(_h(arrays={"x": {"dtype": "float32", "shape": [2, -3]}}), DATA),
-     "shape: expected a list of non-negative integers"),
-    (_with_header(_h(arrays={"x": {"dtype": "float32", "shape": "2x3"}}), DATA),
-     "shape: expected a list of non-negative integers"),
-    (_with_header(_h(arrays={"x": {"dtype": "float32", "shape": [2, 3.0]}}), DATA),
-     "shape: expected a list of non-negative integers"),
-    (_with_header(_h(arrays={"x": {"dtype": "float32", "shape": [2, 4]}}), DATA),
-     r"needs 32 bytes, but part 1 holds 24"),
-    (_with_header(GOOD), r"expected 2 parts, got 1"),
-    (_with_header(GOOD, DATA, DATA), r"expected 2 parts, got 3"),
-    (_with_header({"v": 1, "eos": False}), "'eos': expected true"),
-    (_with_header({"v": 1, "eos": True}, DATA), "end-of-stream message: expected 1 part"),
-    (_with_header({"v": 1, "eos": True, "seq": 3}), "end-of-stream header: unexpected field"),
-])
+@pytest.mark.parametrize(
+    "parts, match",
+    [
+        ([], "at least one part"),
+        ([b"\xff\xfe"], "not valid UTF-8"),
+        ([b"{not json"], "not valid JSON"),
+        ([b"[1, 2]"], "expected a JSON object"),
+        (_with_header(_h(v=_DEL), DATA), "'v': missing"),
+        (_with_header(_h(v=2), DATA), "unsupported wire version 2"),
+        (_with_header(_h(v="1"), DATA), "unsupported wire version"),
+        (_with_header(_h(seq=_DEL), DATA), r"missing field\(s\) \['seq'\]"),
+        (_with_header(_h(extra=1), DATA), r"unexpected field\(s\) \['extra'\]"),
+        (_with_header(_h(seq=-1), DATA), "'seq': expected a non-negative integer"),
+        (_with_header(_h(seq=1.5), DATA), "'seq': expected a non-negative integer"),
+        (_with_header(_h(seq=True), DATA), "'seq': expected a non-negative integer"),
+        (_with_header(_h(t0="now"), DATA), "'t0': expected a finite number"),
+        (_with_header(_h(meta=[1]), DATA), "'meta': expected a JSON object"),
+        (_with_header(_h(arrays=[]), DATA), "'arrays': expected a JSON object"),
+        (
+            _with_header(_h(arrays={"x": {"dtype": "object", "shape": [2, 3]}}), DATA),
+            r"'arrays.x'.dtype: 'object' is not allowed",
+        ),
+        (_with_header(_h(arrays={"x": {"dtype": "float16", "shape": [2, 3]}}), DATA), "float16' is not allowed"),
+        (_with_header(_h(arrays={"x": {"dtype": "float32"}}), DATA), r"'arrays.x': expected an object"),
+        (
+            _with_header(_h(arrays={"x": {"dtype": "float32", "shape": [2, -3]}}), DATA),
+            "shape: expected a list of non-negative integers",
+        ),
+        (
+            _with_header(_h(arrays={"x": {"dtype": "float32", "shape": "2x3"}}), DATA),
+            "shape: expected a list of non-negative integers",
+        ),
+        (
+            _with_header(_h(arrays={"x": {"dtype": "float32", "shape": [2, 3.0]}}), DATA),
+            "shape: expected a list of non-negative integers",
+        ),
+        (
+            _with_header(_h(arrays={"x": {"dtype": "float32", "shape": [2, 4]}}), DATA),
+            r"needs 32 bytes, but part 1 holds 24",
+        ),
+        (_with_header(GOOD), r"expected 2 parts, got 1"),
+        (_with_header(GOOD, DATA, DATA), r"expected 2 parts, got 3"),
+        (_with_header({"v": 1, "eos": False}), "'eos': expected true"),
+        (_with_header({"v": 1, "eos": True}, DATA), "end-of-stream message: expected 1 part"),
+        (_with_header({"v": 1, "eos": True, "seq": 3}), "end-of-stream header: unexpected field"),
+    ],
+)
 def test_bad_messages_are_refused_naming_the_field(parts, match):
     with pytest.raises(WireError, match=match):
         decode(parts)
@@ -154,12 +178,14 @@ def test_limits_are_checked_before_the_data():
     with pytest.raises(WireError, match="exceeding the limit of 16 bytes"):
         decode(parts, Limits(max_total_bytes=16))
     with pytest.raises(WireError, match="3 dimensions exceeds the limit of 2"):
-        decode(_with_header(_h(arrays={"x": {"dtype": "float32", "shape": [1, 2, 3]}}), DATA),
-               Limits(max_ndim=2))
+        decode(_with_header(_h(arrays={"x": {"dtype": "float32", "shape": [1, 2, 3]}}), DATA), Limits(max_ndim=2))
     with pytest.raises(WireError, match="2 arrays exceeds the limit of 1"):
-        decode(_with_header(_h(arrays={"x": {"dtype": "uint8", "shape": [1]},
-                                       "y": {"dtype": "uint8", "shape": [1]}}), b"a", b"b"),
-               Limits(max_arrays=1))
+        decode(
+            _with_header(
+                _h(arrays={"x": {"dtype": "uint8", "shape": [1]}, "y": {"dtype": "uint8", "shape": [1]}}), b"a", b"b"
+            ),
+            Limits(max_arrays=1),
+        )
     # an absurd declared size is refused from the header alone (no huge allocation)
     huge = _with_header(_h(arrays={"x": {"dtype": "complex128", "shape": [10**9, 10**9]}}), DATA)
     with pytest.raises(WireError, match="exceeding the limit"):
@@ -178,7 +204,9 @@ def test_nan_in_meta_is_sent_as_null_and_nan_t0_refused():
     import json as _json
 
     from nearfield.frame import Frame as _Frame
-    from nearfield.runtime.wire import WireError as _WireError, decode as _decode, encode as _encode
+    from nearfield.runtime.wire import WireError as _WireError
+    from nearfield.runtime.wire import decode as _decode
+    from nearfield.runtime.wire import encode as _encode
 
     parts = _encode(_Frame(3, 0.5, {}, {"noise_var": float("nan"), "x": [1.0, float("inf")]}))
     head = bytes(parts[0])

@@ -19,6 +19,7 @@ Choices the paper leaves open, all parameters:
   (:func:`nearfield.ml.ls_waveforms`); with unknown K, ``n_targets="auto"`` takes the
   median MDL order over the subarray covariances.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from ..scenario import noiseless_signal
 from ..steering import steering
 from .interface import resolve_order
 from .subarrays import coarse_localize, estimate_order, match_to_pilots
+
 
 @dataclass
 class Phase1Result:
@@ -90,8 +92,16 @@ def robust_polish(Y, array, theta, r, pilots, w, rounds: int = 3, factor: float 
     return best[0], best[1], w
 
 
-def coarse_positions(Y: np.ndarray, array: ULA, n_targets: int, faulty, pilots: np.ndarray | None, w: np.ndarray,
-                     min_subarray: int = 10, grid_size: int = 256):
+def coarse_positions(
+    Y: np.ndarray,
+    array: ULA,
+    n_targets: int,
+    faulty,
+    pilots: np.ndarray | None,
+    w: np.ndarray,
+    min_subarray: int = 10,
+    grid_size: int = 256,
+):
     """Coarse positions avoiding ``faulty``, rows following the pilots when given (weights ``w`` for the match).
 
     Returns theta (K,), r (K,) and the number of subarrays Q; ``ValueError`` when a target's
@@ -130,11 +140,21 @@ def ista_detect(Y: np.ndarray, X: np.ndarray, sigma2: float, kappa: float, tau: 
     return np.flatnonzero(np.abs(z) > tau), z, (e, b)
 
 
-
-def detect_faults(Y: np.ndarray, array: ULA, pilots: np.ndarray | None = None, n_targets=None, *,
-                  prior_faulty=(), kappa: float = 3.0, tau: float = 0.05, max_iter: int = 5,
-                  min_subarray: int = 10, grid_size: int = 256, polish: bool = True,
-                  start=None) -> Phase1Result:
+def detect_faults(
+    Y: np.ndarray,
+    array: ULA,
+    pilots: np.ndarray | None = None,
+    n_targets=None,
+    *,
+    prior_faulty=(),
+    kappa: float = 3.0,
+    tau: float = 0.05,
+    max_iter: int = 5,
+    min_subarray: int = 10,
+    grid_size: int = 256,
+    polish: bool = True,
+    start=None,
+) -> Phase1Result:
     """Phase 1 of the paper: alternate coarse localization and ISTA fault detection.
 
     Parameters

@@ -14,12 +14,14 @@ Two estimators of the phase bias zeta_i:
 The calibrated snapshots are ``y_hat_t = conj(c_hat) * y_t`` (eq. (27)), with
 ``c_hat_i = exp(j zeta_i)`` on detected antennas and 1 elsewhere (eq. (26)).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from ..array import ULA
 from ..scenario import noiseless_signal
+
 
 def ideal_signal(array: ULA, theta, r, gains, waveforms, rows=None) -> np.ndarray:
     """x = A(theta, r) diag(beta) S on the exact model, rows ``rows`` only -> (|rows|, T)."""
@@ -46,8 +48,9 @@ def hi_vector(n_antennas: int, faulty, zeta) -> np.ndarray:
     return c
 
 
-def phase_evidence(Y: np.ndarray, array: ULA, faulty, theta, r, gains, waveforms,
-                   method: str = "circular") -> np.ndarray:
+def phase_evidence(
+    Y: np.ndarray, array: ULA, faulty, theta, r, gains, waveforms, method: str = "circular"
+) -> np.ndarray:
     """Per-antenna phase evidence on the ``faulty`` rows, shape (D,) complex.
 
     ``"circular"``: the sums g_i of :func:`phase_sums` (they add up across frames);
@@ -60,7 +63,6 @@ def phase_evidence(Y: np.ndarray, array: ULA, faulty, theta, r, gains, waveforms
     X = ideal_signal(array, theta, r, gains, waveforms, faulty)
     Yf = np.asarray(Y)[faulty].astype(np.complex128)
     return phase_sums(Yf, X) if method == "circular" else np.exp(1j * unwrap_phase(Yf, X))
-
 
 
 def calibrate_phases(Y: np.ndarray, array: ULA, faulty, theta, r, gains, waveforms, method: str = "circular"):

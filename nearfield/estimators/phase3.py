@@ -23,6 +23,7 @@ then a refinement on the exact model.
 Functions: :func:`decoupled_music` is the paper's Phase 3 (steps 1-4);
 :func:`fine_positions` is Phase 3 with the refinement (steps 1-5).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,9 @@ def antidiagonal_from_snapshots(Y: np.ndarray) -> np.ndarray:
     return np.einsum("nt,nt->n", Y, Y[::-1].conj()) / Y.shape[1]
 
 
-def snapshot_subspace(Y: np.ndarray, k: int, U0: np.ndarray | None = None, iters: int = 2,
-                      tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+def snapshot_subspace(
+    Y: np.ndarray, k: int, U0: np.ndarray | None = None, iters: int = 2, tol: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray]:
     """K leading eigenpairs of R = Y Y^H / T from the snapshots, without forming R.
 
     Parameters
@@ -108,20 +110,21 @@ class _Hankel:
         self.nfft = 1 << int(np.ceil(np.log2(self.n + max(self.m, self.l) - 1)))
         self.rf = np.fft.fft(rvec, self.nfft)
 
-    def dot(self, X: np.ndarray) -> np.ndarray:   # (M, k) -> (L, k): y_i = sum_m r[i+m] x_m
+    def dot(self, X: np.ndarray) -> np.ndarray:  # (M, k) -> (L, k): y_i = sum_m r[i+m] x_m
         c = np.fft.ifft(self.rf[:, None] * np.fft.fft(X[::-1], self.nfft, axis=0), axis=0)
-        return c[self.m - 1:self.m - 1 + self.l]
+        return c[self.m - 1 : self.m - 1 + self.l]
 
     def hdot(self, Z: np.ndarray) -> np.ndarray:  # (L, k) -> (M, k): w_m = sum_i r[i+m]^* z_i
         c = np.fft.ifft(self.rf[:, None] * np.fft.fft(Z[::-1].conj(), self.nfft, axis=0), axis=0)
-        return c[self.l - 1:self.l - 1 + self.m].conj()
+        return c[self.l - 1 : self.l - 1 + self.m].conj()
 
     def cov_dot(self, U: np.ndarray) -> np.ndarray:
         return self.dot(self.hdot(U)) / self.m
 
 
-def hankel_subspace(rvec: np.ndarray, m: int, k: int, U0: np.ndarray | None = None, tol: float = 1e-6,
-                    max_iter: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def hankel_subspace(
+    rvec: np.ndarray, m: int, k: int, U0: np.ndarray | None = None, tol: float = 1e-6, max_iter: int = 60, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """K leading eigenpairs of the smoothed covariance of eq. (32) without forming it.
 
     Orthogonal (block power) iteration with ``R_r U = H (H^H U) / M`` by FFT (:class:`_Hankel`),
@@ -157,8 +160,16 @@ def virtual_steering(array: ULA, length: int, u) -> np.ndarray:
     return cis(array.wavenumber * np.outer(pos, np.atleast_1d(u)))
 
 
-def angle_music(R: np.ndarray, array: ULA, coarse_theta, n_targets: int, smoothing: int | None = None,
-                window: float = 0.05, grid_size: int = 61, warm: dict | None = None):
+def angle_music(
+    R: np.ndarray,
+    array: ULA,
+    coarse_theta,
+    n_targets: int,
+    smoothing: int | None = None,
+    window: float = 0.05,
+    grid_size: int = 61,
+    warm: dict | None = None,
+):
     """Decoupled angle estimates, eqs. (29)-(33), one per coarse angle.
 
     ``R`` is the (N, N) calibrated covariance or directly its anti-diagonal r (N,) of eq. (30)
@@ -213,8 +224,9 @@ def angle_music(R: np.ndarray, array: ULA, coarse_theta, n_targets: int, smoothi
     return out, grid[order], spectrum[order] / spectrum.max()
 
 
-def range_music(U_s: np.ndarray, array: ULA, theta, coarse_r, window: float = 2.0, grid_size: int = 41,
-                model: str = "exact"):
+def range_music(
+    U_s: np.ndarray, array: ULA, theta, coarse_r, window: float = 2.0, grid_size: int = 41, model: str = "exact"
+):
     """Range estimates of eq. (34) for each angle, searched uniformly in 1/r.
 
     ``U_s`` (N, K) is the signal subspace of the calibrated covariance. The search covers
@@ -246,10 +258,21 @@ def range_music(U_s: np.ndarray, array: ULA, theta, coarse_r, window: float = 2.
     return r_out, grids, specs
 
 
-def decoupled_music(R: np.ndarray | None, array: ULA, coarse_theta, coarse_r, *, smoothing: int | None = None,
-                  angle_window: float = 0.05, range_window: float = 2.0, angle_grid: int = 61,
-                  range_grid: int = 41, model: str = "exact", warm: dict | None = None,
-                  snapshots: np.ndarray | None = None):
+def decoupled_music(
+    R: np.ndarray | None,
+    array: ULA,
+    coarse_theta,
+    coarse_r,
+    *,
+    smoothing: int | None = None,
+    angle_window: float = 0.05,
+    range_window: float = 2.0,
+    angle_grid: int = 61,
+    range_grid: int = 41,
+    model: str = "exact",
+    warm: dict | None = None,
+    snapshots: np.ndarray | None = None,
+):
     """The paper's Phase 3 (decoupled angle MUSIC, then range MUSIC).
 
     Parameters
@@ -277,8 +300,9 @@ def decoupled_music(R: np.ndarray | None, array: ULA, coarse_theta, coarse_r, *,
     if R is None:
         if snapshots is None:
             raise ValueError("decoupled_music: expected the covariance R or the snapshots, got neither")
-        theta, ugrid, aspec = angle_music(antidiagonal_from_snapshots(snapshots), array, coarse_theta, K,
-                                          smoothing, angle_window, angle_grid, warm)
+        theta, ugrid, aspec = angle_music(
+            antidiagonal_from_snapshots(snapshots), array, coarse_theta, K, smoothing, angle_window, angle_grid, warm
+        )
         U_s, _ = snapshot_subspace(snapshots, K, warm.get("full"))
     else:
         theta, ugrid, aspec = angle_music(R, array, coarse_theta, K, smoothing, angle_window, angle_grid, warm)
@@ -305,8 +329,19 @@ class FineEstimate:
     spectra: dict
 
 
-def fine_positions(R: np.ndarray | None, Y: np.ndarray, array: ULA, coarse_theta, coarse_r, pilots=None, *,
-                  refine: bool = True, fallback=None, search_every: int | None = None, **kw) -> FineEstimate:
+def fine_positions(
+    R: np.ndarray | None,
+    Y: np.ndarray,
+    array: ULA,
+    coarse_theta,
+    coarse_r,
+    pilots=None,
+    *,
+    refine: bool = True,
+    fallback=None,
+    search_every: int | None = None,
+    **kw,
+) -> FineEstimate:
     """Phase 3 with the exact-model refinement: MUSIC (:func:`decoupled_music`), then ML.
 
     ``Y`` are the calibrated snapshots; ``pilots`` rows follow the coarse positions
@@ -339,8 +374,7 @@ def fine_positions(R: np.ndarray | None, Y: np.ndarray, array: ULA, coarse_theta
             per = fit.cost / Y.size
             if np.all(np.isfinite(fit.theta)) and per <= 2.0 * prev["resid"]:
                 prev.update(theta=fit.theta, r=fit.r, since=prev["since"] + 1)
-                return FineEstimate(fit.theta, fit.r, fit.gains, prev["music"][0], prev["music"][1],
-                                    prev["spectra"])
+                return FineEstimate(fit.theta, fit.r, fit.gains, prev["music"][0], prev["music"][1], prev["spectra"])
     if R is None:
         kw.setdefault("snapshots", Y)
     mt, mr, spectra = decoupled_music(R, array, coarse_theta, coarse_r, **kw)

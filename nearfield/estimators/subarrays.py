@@ -18,6 +18,7 @@ Choices the paper leaves open, all parameters:
 * the positions found by triangulation carry no label: with pilots they are paired with
   the pilot rows by the assignment that maximises the total matched-filter power.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -28,6 +29,7 @@ from scipy.optimize import linear_sum_assignment
 from ..array import ULA
 from ..music import mdl_order, music_denominator, refine_peaks, signal_subspace, top_peaks
 from ..steering import far_field_steering, steering
+
 
 # ----------------------------------------------------------------------------- partition
 def partition_subarrays(n_antennas: int, faulty, n_sub: int, min_size: int) -> list[np.ndarray]:
@@ -120,8 +122,7 @@ def subarray_angles(Y: np.ndarray, array: ULA, subarrays, n_targets: int, grid_s
 
 
 # ----------------------------------------------------------------------------- triangulation
-def triangulate(angles: np.ndarray, centres: np.ndarray, rounds: int = 3, factor: float = 3.0,
-                floor: float = 1e-3):
+def triangulate(angles: np.ndarray, centres: np.ndarray, rounds: int = 3, factor: float = 3.0, floor: float = 1e-3):
     """Intersection of the subarray bearing lines, Lemma 1 (eq. 18), robust to outliers.
 
     Line q passes through p_q = (0, centres[q]) with direction e_q = (cos, sin)(angles[q]).
@@ -179,7 +180,6 @@ def match_to_pilots(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray, w=N
     return perm
 
 
-
 def _min_size(array: ULA, min_subarray: int, n_targets: int) -> int:
     """Smallest subarray kept: ``min_subarray``, capped at N_sub for small arrays, and > K + 1."""
     return max(min(min_subarray, array.n_sub), n_targets + 2)
@@ -199,8 +199,7 @@ def estimate_order(Y: np.ndarray, array: ULA, faulty=(), min_subarray: int = 10,
     return int(np.median(orders))
 
 
-def coarse_localize(Y: np.ndarray, array: ULA, n_targets: int, faulty=(), min_subarray: int = 10,
-                    grid_size: int = 256):
+def coarse_localize(Y: np.ndarray, array: ULA, n_targets: int, faulty=(), min_subarray: int = 10, grid_size: int = 256):
     """Coarse positions by subarray MUSIC + robust triangulation (Sec. IV-A2).
 
     Returns theta (K,), r (K,) (ascending theta; NaN where triangulation failed) and Q.

@@ -29,9 +29,27 @@ How a run works
   the runner, which prints ``block 'X' failed on frame seq=N: <Error>: <msg>`` and stops
   every worker.  Children ignore SIGINT and die with the parent (``PR_SET_PDEATHSIG``).
 """
-from .runner import run_flowgraph
-from .summary import (EXIT_DEGRADED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, RunResult,
-                      exit_code, format_summary)
 
-__all__ = ["run_flowgraph", "RunResult", "format_summary", "exit_code", "EXIT_OK", "EXIT_FAILED",
-           "EXIT_INVALID", "EXIT_DEGRADED", "EXIT_INTERRUPTED"]
+from .runner import run_flowgraph
+from .summary import (
+    EXIT_DEGRADED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    RunResult,
+    exit_code,
+    format_summary,
+)
+
+__all__ = [
+    "run_flowgraph",
+    "RunResult",
+    "format_summary",
+    "exit_code",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_INVALID",
+    "EXIT_DEGRADED",
+    "EXIT_INTERRUPTED",
+]

@@ -10,11 +10,12 @@
   every report carries the run token, and the server ignores (and counts) anything that is
   not a JSON object with that token, so junk sent to it cannot crash or steer the runner.
 """
+
 from __future__ import annotations
 
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import zmq
 
@@ -71,7 +72,7 @@ class OutEndpoint:
         s.setsockopt(zmq.RECONNECT_IVL, 10)
         if spec.lossy:
             s.setsockopt(zmq.XPUB_NODROP, 1)
-            s.setsockopt(zmq.MAXMSGSIZE, 1024)     # it only receives subscriptions
+            s.setsockopt(zmq.MAXMSGSIZE, 1024)  # it only receives subscriptions
         if spec.curve is not None:
             spec.curve.apply(s)
         s.connect(spec.endpoint)
@@ -162,8 +163,12 @@ class ControlServer:
             msg = json.loads(raw)
         except (ValueError, RecursionError):
             msg = None
-        if (not isinstance(msg, dict) or msg.get("token") != self.token
-                or not isinstance(msg.get("type"), str) or not isinstance(msg.get("block"), str)):
+        if (
+            not isinstance(msg, dict)
+            or msg.get("token") != self.token
+            or not isinstance(msg.get("type"), str)
+            or not isinstance(msg.get("block"), str)
+        ):
             self.junk += 1
             return None
         return msg

@@ -29,6 +29,7 @@ cycles, unconnected inputs, sources with an input -- and every error is a
 parameter or port, and what was expected.  One output may feed several inputs (fan-out:
 each downstream block receives every frame); several outputs may feed one input (fan-in).
 """
+
 from __future__ import annotations
 
 import re
@@ -38,12 +39,11 @@ from pathlib import Path
 
 import yaml
 
-from . import registry
 from ..block import Block, ParamError
 from ..contract import check_graph
+from . import registry
 
-__all__ = ["FlowgraphError", "BlockSpec", "Edge", "Flowgraph", "load_flowgraph", "parse_flowgraph",
-           "parse_override"]
+__all__ = ["FlowgraphError", "BlockSpec", "Edge", "Flowgraph", "load_flowgraph", "parse_flowgraph", "parse_override"]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _TOP_KEYS = ("name", "description", "blocks", "connections", "placement")
@@ -58,19 +58,23 @@ class _Loader(yaml.SafeLoader):
 _Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                   |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+                  |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 #: Largest flowgraph file accepted, bytes.
 MAX_BYTES = 1 << 20
 #: Largest number of YAML nodes after alias expansion.
 MAX_NODES = 200_000
-_MAX_MESSAGE = 2000      # characters of an error message
+_MAX_MESSAGE = 2000  # characters of an error message
 
 
 class FlowgraphError(ValueError):
@@ -103,7 +107,7 @@ def expanded_size(node, limit: int) -> int:
         if key in size:
             continue
         if key in on_stack:
-            return limit + 1     # recursive alias: infinite expansion
+            return limit + 1  # recursive alias: infinite expansion
         on_stack.add(key)
         stack.append((n, True))
         stack.extend((k, False) for k in _children(n) if id(k) not in size)
@@ -129,8 +133,10 @@ def _yaml_compose_load(text: str, path: str, max_nodes: int = MAX_NODES):
         if root is None:
             return None, None
         if expanded_size(root, max_nodes) > max_nodes:
-            _fail(f"{path}: YAML document expands to more than {max_nodes} nodes (aliases that "
-                  f"multiply, or a recursive alias); expected a plain flowgraph")
+            _fail(
+                f"{path}: YAML document expands to more than {max_nodes} nodes (aliases that "
+                f"multiply, or a recursive alias); expected a plain flowgraph"
+            )
         try:
             return loader.construct_document(root), root
         except RecursionError:
@@ -240,6 +246,7 @@ class Flowgraph:
 
 # -- helpers ---------------------------------------------------------------------------
 
+
 class _Where:
     """Line lookup in the composed YAML node tree, for error messages."""
 
@@ -330,7 +337,7 @@ def _toposort(blocks, edges):
             if v not in remaining:
                 continue
             if color.get(v) == 1:
-                return stack[stack.index(v):] + [v]
+                return stack[stack.index(v) :] + [v]
             if v not in color:
                 c = dfs(v)
                 if c:
@@ -350,30 +357,38 @@ def _toposort(blocks, edges):
 def _endpoint(text, which, spec_of, where, idx, shown):
     """Resolve 'block' or 'block.port' of a connection; which = 'from' | 'to'."""
     if not isinstance(text, str) or not text:
-        _fail(f"{where}: connection #{idx + 1} {shown}: expected a block name or 'block.port' "
-              f"string for {which!r}, got {text!r}")
+        _fail(
+            f"{where}: connection #{idx + 1} {shown}: expected a block name or 'block.port' "
+            f"string for {which!r}, got {text!r}"
+        )
     bname, dot, port = text.partition(".")
     if bname not in spec_of:
-        _fail(f"{where}: connection #{idx + 1} {shown}: unknown block {bname!r} "
-              f"(blocks: {', '.join(spec_of)})")
+        _fail(f"{where}: connection #{idx + 1} {shown}: unknown block {bname!r} (blocks: {', '.join(spec_of)})")
     spec = spec_of[bname]
     ports = spec.cls.outputs if which == "from" else spec.cls.inputs
     pname = "output" if which == "from" else "input"
     if not ports:
         if which == "from":
-            _fail(f"{where}: connection #{idx + 1} {shown}: block {bname!r} (type {spec.type}) is a "
-                  f"{spec.kind} and has no output port (expected it only as the second element)")
-        _fail(f"{where}: connection #{idx + 1} {shown}: block {bname!r} (type {spec.type}) is a "
-              f"source and takes no input (expected it only as the first element)")
+            _fail(
+                f"{where}: connection #{idx + 1} {shown}: block {bname!r} (type {spec.type}) is a "
+                f"{spec.kind} and has no output port (expected it only as the second element)"
+            )
+        _fail(
+            f"{where}: connection #{idx + 1} {shown}: block {bname!r} (type {spec.type}) is a "
+            f"source and takes no input (expected it only as the first element)"
+        )
     if not dot:
         return bname, ports[0]
     if port not in ports:
-        _fail(f"{where}: connection #{idx + 1} {shown}: block {bname!r} (type {spec.type}) has no "
-              f"{pname} port {port!r} ({pname} ports: {', '.join(ports)})")
+        _fail(
+            f"{where}: connection #{idx + 1} {shown}: block {bname!r} (type {spec.type}) has no "
+            f"{pname} port {port!r} ({pname} ports: {', '.join(ports)})"
+        )
     return bname, port
 
 
 # -- public API ------------------------------------------------------------------------
+
 
 def load_flowgraph(path, overrides=(), *, max_bytes: int = MAX_BYTES, max_nodes: int = MAX_NODES) -> Flowgraph:
     """Load, override and validate a flowgraph file.
@@ -431,8 +446,10 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
     where = _Where(path, root)
 
     if not isinstance(data, dict):
-        _fail(f"{where()}: expected a mapping with keys 'blocks' and 'connections' at the top "
-              f"level, got {type(data).__name__}")
+        _fail(
+            f"{where()}: expected a mapping with keys 'blocks' and 'connections' at the top "
+            f"level, got {type(data).__name__}"
+        )
     extra = [k for k in data if k not in _TOP_KEYS]
     if extra:
         _fail(f"{where(extra[0])}: unknown top-level key {extra[0]!r} (expected: {', '.join(_TOP_KEYS)})")
@@ -444,14 +461,15 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
         _fail(f"{where('description')}: 'description': expected a string, got {_short(description)}")
     blocks = data.get("blocks")
     if not isinstance(blocks, dict) or not blocks:
-        _fail(f"{where('blocks')}: 'blocks': expected a non-empty mapping of block name -> "
-              f"{{type: ..., <param>: ...}}, got {_short(blocks)}")
+        _fail(
+            f"{where('blocks')}: 'blocks': expected a non-empty mapping of block name -> "
+            f"{{type: ..., <param>: ...}}, got {_short(blocks)}"
+        )
     conns = data.get("connections", [])
     if conns is None:
         conns = []
     if not isinstance(conns, list):
-        _fail(f"{where('connections')}: 'connections': expected a list of [from, to] pairs, got "
-              f"{type(conns).__name__}")
+        _fail(f"{where('connections')}: 'connections': expected a list of [from, to] pairs, got {type(conns).__name__}")
 
     # duplicate block names (safe_load silently keeps the last one)
     if root is not None:
@@ -460,8 +478,10 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
             seen = set()
             for k, _ in bnode.value:
                 if k.value in seen:
-                    _fail(f"{path}:{k.start_mark.line + 1}: block {k.value!r} is defined twice "
-                          f"(expected unique block names)")
+                    _fail(
+                        f"{path}:{k.start_mark.line + 1}: block {k.value!r} is defined twice "
+                        f"(expected unique block names)"
+                    )
                 seen.add(k.value)
 
     # overrides
@@ -485,11 +505,15 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
     for bname, body in blocks.items():
         loc = where("blocks", bname)
         if not isinstance(bname, str) or not _NAME_RE.match(bname):
-            _fail(f"{loc}: block name {bname!r}: expected letters, digits, '_' or '-' starting with a "
-                  f"letter or '_' (no dots: 'block.port' names a port)")
+            _fail(
+                f"{loc}: block name {bname!r}: expected letters, digits, '_' or '-' starting with a "
+                f"letter or '_' (no dots: 'block.port' names a port)"
+            )
         if not isinstance(body, dict):
-            _fail(f"{loc}: block {bname!r}: expected a mapping {{type: <block type>, <param>: <value>}}, "
-                  f"got {_short(body)}")
+            _fail(
+                f"{loc}: block {bname!r}: expected a mapping {{type: <block type>, <param>: <value>}}, "
+                f"got {_short(body)}"
+            )
         if "type" not in body:
             _fail(f"{loc}: block {bname!r}: missing 'type' (known types: {', '.join(registry.available())})")
         btype = body["type"]
@@ -499,16 +523,20 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
         try:
             cls = registry.get(btype)
         except registry.UnknownBlockType:
-            _fail(f"{tloc}: block {bname!r}: unknown block type {btype!r} "
-                  f"(known types: {', '.join(registry.available())})")
+            _fail(
+                f"{tloc}: block {bname!r}: unknown block type {btype!r} "
+                f"(known types: {', '.join(registry.available())})"
+            )
         except registry.BlockLoadError as exc:
             _fail(f"{tloc}: block {bname!r}: {exc}")
         params = {k: v for k, v in body.items() if k != "type"}
         declared = {p.name: p for p in cls.params}
         for prm, (val, shown) in ov.get(bname, {}).items():
             if prm not in declared:
-                _fail(f"--set {shown}: block {bname!r} (type {btype}) has no parameter {prm!r} "
-                      f"(parameters: {', '.join(declared) or 'none'})")
+                _fail(
+                    f"--set {shown}: block {bname!r} (type {btype}) has no parameter {prm!r} "
+                    f"(parameters: {', '.join(declared) or 'none'})"
+                )
             try:
                 declared[prm].convert(val)
             except ValueError as exc:
@@ -522,8 +550,7 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
             ploc = where("blocks", bname, bad) if bad else loc
             _fail(f"{ploc}: {exc} [type {btype}]")
         except Exception as exc:
-            _fail(f"{loc}: block {bname!r} (type {btype}): invalid parameters: "
-                  f"{type(exc).__name__}: {exc}")
+            _fail(f"{loc}: block {bname!r} (type {btype}): invalid parameters: {type(exc).__name__}: {exc}")
         specs[bname] = spec
 
     # connections
@@ -535,27 +562,34 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
         if isinstance(c, (list, tuple)):
             shown = "[" + ", ".join(map(str, c)) + "]"
             if len(c) != 2:
-                _fail(f"{cloc}: connection #{i + 1} {shown}: expected [from, to] with 2 elements "
-                      f"('block' or 'block.port'), got {len(c)}")
+                _fail(
+                    f"{cloc}: connection #{i + 1} {shown}: expected [from, to] with 2 elements "
+                    f"('block' or 'block.port'), got {len(c)}"
+                )
             a, b = c
         elif isinstance(c, dict):
             shown = "{" + ", ".join(f"{k}: {v}" for k, v in c.items()) + "}"
             extra = [k for k in c if k not in _EDGE_KEYS]
             if extra or "from" not in c or "to" not in c:
-                _fail(f"{cloc}: connection #{i + 1} {shown}: expected a mapping "
-                      f"{{from: block[.port], to: block[.port], lossy: bool}}")
+                _fail(
+                    f"{cloc}: connection #{i + 1} {shown}: expected a mapping "
+                    f"{{from: block[.port], to: block[.port], lossy: bool}}"
+                )
             a, b = c["from"], c["to"]
             lossy = c.get("lossy", False)
             if not isinstance(lossy, bool):
                 _fail(f"{cloc}: connection #{i + 1} {shown}: 'lossy' expected true or false, got {_short(lossy)}")
         else:
-            _fail(f"{cloc}: connection #{i + 1}: expected [from, to] (e.g. [source, covariance] or "
-                  f"[a.out, b.in]) or {{from: ..., to: ..., lossy: true}}, got {_short(c)}")
+            _fail(
+                f"{cloc}: connection #{i + 1}: expected [from, to] (e.g. [source, covariance] or "
+                f"[a.out, b.in]) or {{from: ..., to: ..., lossy: true}}, got {_short(c)}"
+            )
         sb, sp = _endpoint(a, "from", specs, cloc, i, shown)
         db, dp = _endpoint(b, "to", specs, cloc, i, shown)
         if sb == db:
-            _fail(f"{cloc}: connection #{i + 1} {shown}: block {sb!r} is connected to itself "
-                  f"(expected an acyclic graph)")
+            _fail(
+                f"{cloc}: connection #{i + 1} {shown}: block {sb!r} is connected to itself (expected an acyclic graph)"
+            )
         e = Edge(sb, sp, db, dp, lossy)
         if (sb, sp, db, dp) in seen_edges:
             _fail(f"{cloc}: connection #{i + 1} {shown}: duplicate connection {sb}.{sp} -> {db}.{dp}")
@@ -568,27 +602,42 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
         for port in spec.cls.inputs:
             if (bname, port) not in fed:
                 target = bname if port == spec.cls.inputs[0] else f"{bname}.{port}"
-                _fail(f"{where('blocks', bname)}: block {bname!r} (type {spec.type}): input port "
-                      f"{port!r} is not connected (expected a connection [<upstream block>, {target}])")
+                _fail(
+                    f"{where('blocks', bname)}: block {bname!r} (type {spec.type}): input port "
+                    f"{port!r} is not connected (expected a connection [<upstream block>, {target}])"
+                )
 
     _, cycle = _toposort(specs, edges)
     if cycle is not None:
-        _fail(f"{where('connections')}: the connections form a cycle: {' -> '.join(cycle)} "
-              f"(expected an acyclic graph: frames flow from sources to sinks)")
+        _fail(
+            f"{where('connections')}: the connections form a cycle: {' -> '.join(cycle)} "
+            f"(expected an acyclic graph: frames flow from sources to sinks)"
+        )
 
     # the frame contract: every field a block reads must be added upstream of it
     broken = check_graph(instances, [(e.src, e.dst) for e in edges])
     if broken:
-        _fail(f"{where('connections')}: the connections break the frame contract: " + "; ".join(broken[:5])
-              + (f" (and {len(broken) - 5} more)" if len(broken) > 5 else ""))
+        _fail(
+            f"{where('connections')}: the connections break the frame contract: "
+            + "; ".join(broken[:5])
+            + (f" (and {len(broken) - 5} more)" if len(broken) > 5 else "")
+        )
 
     from .placement import validate_placement  # late: placement builds on this module's classes
 
-    placement = validate_placement(data.get("placement"), specs, edges,
-                                   where("placement") if "placement" in data else path)
-    return Flowgraph(name=name, path=path, blocks=specs, edges=edges, description=description,
-                     overrides={f"{b}.{p}": v for b, d in ov.items() for p, (v, _) in d.items()},
-                     placement=placement, array_reads={n: declared_array_reads(b) for n, b in instances.items()})
+    placement = validate_placement(
+        data.get("placement"), specs, edges, where("placement") if "placement" in data else path
+    )
+    return Flowgraph(
+        name=name,
+        path=path,
+        blocks=specs,
+        edges=edges,
+        description=description,
+        overrides={f"{b}.{p}": v for b, d in ov.items() for p, (v, _) in d.items()},
+        placement=placement,
+        array_reads={n: declared_array_reads(b) for n, b in instances.items()},
+    )
 
 
 def declared_array_reads(block) -> frozenset | None:

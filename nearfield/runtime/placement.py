@@ -18,6 +18,7 @@ so a 2-core machine runs 2-3 busy processes instead of one per block.  A member 
 a frame (``BadFrame`` or ``None``) drops it for the chain, exactly as it would in its own
 worker.  The summary shows one row per worker, its type ``placement[a+b+c]``.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,39 +44,49 @@ def validate_placement(placement, specs: dict, edges: list[Edge], where: str) ->
     if placement is None:
         return {}
     if not isinstance(placement, dict):
-        raise FlowgraphError(f"{where}: 'placement': expected a mapping of worker name -> list of block names, "
-                             f"got {type(placement).__name__}")
+        raise FlowgraphError(
+            f"{where}: 'placement': expected a mapping of worker name -> list of block names, "
+            f"got {type(placement).__name__}"
+        )
     seen: dict[str, str] = {}
     out: dict[str, list[str]] = {}
     for worker, members in placement.items():
         if not isinstance(worker, str) or not worker:
             raise FlowgraphError(f"{where}: 'placement': worker name {worker!r}: expected a non-empty string")
         if worker in specs and list(members or []) != [worker]:
-            raise FlowgraphError(f"{where}: 'placement': worker name {worker!r} is also a block name "
-                                 f"(expected a distinct name)")
+            raise FlowgraphError(
+                f"{where}: 'placement': worker name {worker!r} is also a block name (expected a distinct name)"
+            )
         if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
-            raise FlowgraphError(f"{where}: 'placement': worker {worker!r}: expected a non-empty list of "
-                                 f"block names, got {members!r}")
+            raise FlowgraphError(
+                f"{where}: 'placement': worker {worker!r}: expected a non-empty list of block names, got {members!r}"
+            )
         for m in members:
             if m not in specs:
-                raise FlowgraphError(f"{where}: 'placement': worker {worker!r}: unknown block {m!r} "
-                                     f"(blocks: {', '.join(specs)})")
+                raise FlowgraphError(
+                    f"{where}: 'placement': worker {worker!r}: unknown block {m!r} (blocks: {', '.join(specs)})"
+                )
             if m in seen:
-                raise FlowgraphError(f"{where}: 'placement': block {m!r} is placed in both worker "
-                                     f"{seen[m]!r} and {worker!r}")
+                raise FlowgraphError(
+                    f"{where}: 'placement': block {m!r} is placed in both worker {seen[m]!r} and {worker!r}"
+                )
             seen[m] = worker
             spec = specs[m]
             if spec.kind != "block" or len(spec.cls.inputs) != 1 or len(spec.cls.outputs) != 1:
-                raise FlowgraphError(f"{where}: 'placement': worker {worker!r}: block {m!r} (type {spec.type}) is "
-                                     f"a {spec.kind} with {len(spec.cls.inputs)} input(s) and "
-                                     f"{len(spec.cls.outputs)} output(s); only single-port stages share a worker")
+                raise FlowgraphError(
+                    f"{where}: 'placement': worker {worker!r}: block {m!r} (type {spec.type}) is "
+                    f"a {spec.kind} with {len(spec.cls.inputs)} input(s) and "
+                    f"{len(spec.cls.outputs)} output(s); only single-port stages share a worker"
+                )
         for a, b in zip(members, members[1:]):
             outs = [e for e in edges if e.src == a]
             ins = [e for e in edges if e.dst == b]
             if len(outs) != 1 or outs[0].dst != b or len(ins) != 1 or outs[0].lossy:
-                raise FlowgraphError(f"{where}: 'placement': worker {worker!r}: blocks {a!r} -> {b!r} are not a "
-                                     f"chain (expected {a!r}'s only output to be a plain connection to {b!r}, "
-                                     f"and {b!r}'s only input to come from {a!r})")
+                raise FlowgraphError(
+                    f"{where}: 'placement': worker {worker!r}: blocks {a!r} -> {b!r} are not a "
+                    f"chain (expected {a!r}'s only output to be a plain connection to {b!r}, "
+                    f"and {b!r}'s only input to come from {a!r})"
+                )
         out[worker] = list(members)
     return out
 
@@ -139,9 +150,17 @@ class FusedStage(Block):
 
 def _fused_class(members: list[BlockSpec]) -> type:
     first = members[0].cls
-    return type("FusedStage", (FusedStage,), {"requires": first.requires, "reads": getattr(first, "reads", ()),
-                                             "inputs": first.inputs, "outputs": members[-1].cls.outputs,
-                                             "adds": tuple(f for s in members for f in getattr(s.cls, "adds", ()))})
+    return type(
+        "FusedStage",
+        (FusedStage,),
+        {
+            "requires": first.requires,
+            "reads": getattr(first, "reads", ()),
+            "inputs": first.inputs,
+            "outputs": members[-1].cls.outputs,
+            "adds": tuple(f for s in members for f in getattr(s.cls, "adds", ())),
+        },
+    )
 
 
 def apply_placement(graph: Flowgraph) -> Flowgraph:
@@ -158,8 +177,12 @@ def apply_placement(graph: Flowgraph) -> Flowgraph:
     fused: dict[str, BlockSpec] = {}
     for worker, names in placement.items():
         members = [graph.blocks[n] for n in names]
-        fused[worker] = BlockSpec(name=worker, type="placement[" + "+".join(names) + "]",
-                                  cls=_fused_class(members), params={"members": members})
+        fused[worker] = BlockSpec(
+            name=worker,
+            type="placement[" + "+".join(names) + "]",
+            cls=_fused_class(members),
+            params={"members": members},
+        )
         for n in names:
             rename[n] = worker
     for name, spec in graph.blocks.items():
@@ -177,5 +200,12 @@ def apply_placement(graph: Flowgraph) -> Flowgraph:
     for worker, names in placement.items():
         member = [graph.array_reads.get(n) for n in names]
         reads[worker] = None if any(r is None for r in member) else frozenset().union(*member)
-    return Flowgraph(name=graph.name, path=graph.path, blocks=blocks, edges=edges, description=graph.description,
-                     overrides=graph.overrides, array_reads=reads)
+    return Flowgraph(
+        name=graph.name,
+        path=graph.path,
+        blocks=blocks,
+        edges=edges,
+        description=graph.description,
+        overrides=graph.overrides,
+        array_reads=reads,
+    )

@@ -7,6 +7,7 @@ sending socket (fan-out duplicates).  Each edge gets a random end-of-stream toke
 :mod:`nearfield.runtime.wire`).  With CURVE (tcp), every bound socket is a CURVE server with
 its own key pair, and the connecting sides know only its public key.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,11 +36,11 @@ class Curve:
     server: bytes | None = None
 
     @staticmethod
-    def server_pair() -> "Curve":
+    def server_pair() -> Curve:
         pub, sec = zmq.curve_keypair()
         return Curve(pub, sec)
 
-    def client_of(self) -> "Curve":
+    def client_of(self) -> Curve:
         pub, sec = zmq.curve_keypair()
         return Curve(pub, sec, server=self.public)
 
@@ -137,19 +138,28 @@ def make_ipc_dir() -> str:
     """A private (0700) directory for the ipc sockets of one run, named after this process."""
     prefix = f"{_IPC_PREFIX}{os.getpid()}-"
     base = tempfile.gettempdir()
-    if len(base) > 60 and os.path.isdir("/tmp"):   # ipc paths are limited to ~107 bytes
+    if len(base) > 60 and os.path.isdir("/tmp"):  # ipc paths are limited to ~107 bytes
         base = "/tmp"
     clean_stale_ipc_dirs(base)
     return tempfile.mkdtemp(prefix=prefix, dir=base)
 
 
-def make_plans(graph: Flowgraph, transport: str, tmpdir: str | None, runid: str, hwm: int, *,
-               curve: bool = False, max_msg_bytes: int = 1 << 31,
-               checkpoint_s: float | None = None) -> tuple[str, Curve | None, str, dict]:
+def make_plans(
+    graph: Flowgraph,
+    transport: str,
+    tmpdir: str | None,
+    runid: str,
+    hwm: int,
+    *,
+    curve: bool = False,
+    max_msg_bytes: int = 1 << 31,
+    checkpoint_s: float | None = None,
+) -> tuple[str, Curve | None, str, dict]:
     """(control endpoint, its CURVE server keys, run token, {block: Plan}).
 
     Linear in the number of blocks and edges.
     """
+
     def endpoint(tag: str) -> str:
         if transport == "ipc":
             return f"ipc://{tmpdir}/{tag}"
@@ -165,8 +175,8 @@ def make_plans(graph: Flowgraph, transport: str, tmpdir: str | None, runid: str,
     in_edges: dict = {}
     for e in graph.edges:
         in_edges.setdefault(e.dst, []).append(e)
-    in_of = {}          # (block, port) -> InSpec of its PULL
-    lossy_in = {}       # edge -> InSpec of its SUB
+    in_of = {}  # (block, port) -> InSpec of its PULL
+    lossy_in = {}  # edge -> InSpec of its SUB
     token_of = {e: secrets.token_hex(16) for e in graph.edges}
     plans = {}
     for i, (name, spec) in enumerate(graph.blocks.items()):
@@ -183,10 +193,23 @@ def make_plans(graph: Flowgraph, transport: str, tmpdir: str | None, runid: str,
                 s = InSpec(endpoint(f"{i}.{j}.L{k}"), port, True, [token_of[e]], server())
                 lossy_in[e] = s
                 ins.append(s)
-        plans[name] = Plan(name, i, spec, ins, [], control, control_curve, run_token, hwm,
-                           max_msg_bytes, checkpoint_s, graph.downstream_arrays(name))
+        plans[name] = Plan(
+            name,
+            i,
+            spec,
+            ins,
+            [],
+            control,
+            control_curve,
+            run_token,
+            hwm,
+            max_msg_bytes,
+            checkpoint_s,
+            graph.downstream_arrays(name),
+        )
     for e in graph.edges:
         s = lossy_in[e] if e.lossy else in_of[(e.dst, e.dst_port)]
-        plans[e.src].outputs.append(OutSpec(s.endpoint, e.src_port, e.lossy, str(e), token_of[e],
-                                            s.curve.client_of() if s.curve else None))
+        plans[e.src].outputs.append(
+            OutSpec(s.endpoint, e.src_port, e.lossy, str(e), token_of[e], s.curve.client_of() if s.curve else None)
+        )
     return control, control_curve, run_token, plans

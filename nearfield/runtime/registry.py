@@ -14,6 +14,7 @@ error naming the block type and the module, and never breaks the other types.
 shadows an entry point of the same name.  A flowgraph can only name registered types --
 never an import path -- so loading a graph file cannot run arbitrary code.
 """
+
 from __future__ import annotations
 
 import importlib.metadata as _md
@@ -21,8 +22,18 @@ import threading
 
 from ..block import Block
 
-__all__ = ["GROUP", "RegistryError", "UnknownBlockType", "BlockLoadError",
-           "register", "unregister", "get", "available", "origin", "reset"]
+__all__ = [
+    "GROUP",
+    "RegistryError",
+    "UnknownBlockType",
+    "BlockLoadError",
+    "register",
+    "unregister",
+    "get",
+    "available",
+    "origin",
+    "reset",
+]
 
 #: Entry-point group that provides block types.
 GROUP = "nearfield.blocks"
@@ -45,7 +56,7 @@ class BlockLoadError(RegistryError):
 
 _lock = threading.Lock()
 _registered: dict[str, type] = {}
-_entry_points: dict[str, list] | None = None   # name -> [EntryPoint, ...]
+_entry_points: dict[str, list] | None = None  # name -> [EntryPoint, ...]
 _cache: dict[str, type] = {}
 
 
@@ -134,18 +145,22 @@ def get(name: str) -> type:
     if not eps:
         raise UnknownBlockType(_unknown_msg(name))
     if len(eps) > 1:
-        raise BlockLoadError(f"block type {name!r} is ambiguous: provided by "
-                             + " and ".join(repr(ep.value) for ep in eps))
+        raise BlockLoadError(
+            f"block type {name!r} is ambiguous: provided by " + " and ".join(repr(ep.value) for ep in eps)
+        )
     ep = eps[0]
     module = ep.value.split(":", 1)[0].strip()
     try:
         obj = ep.load()
     except Exception as exc:  # ImportError, SyntaxError, AttributeError, errors at import time
-        raise BlockLoadError(f"block type {name!r}: cannot load {ep.value!r} (module {module!r}): "
-                             f"{type(exc).__name__}: {exc}") from exc
+        raise BlockLoadError(
+            f"block type {name!r}: cannot load {ep.value!r} (module {module!r}): {type(exc).__name__}: {exc}"
+        ) from exc
     if not (isinstance(obj, type) and issubclass(obj, Block)):
-        raise BlockLoadError(f"block type {name!r}: {ep.value!r} (module {module!r}) is not a "
-                             f"nearfield.block.Block subclass (got {obj!r})")
+        raise BlockLoadError(
+            f"block type {name!r}: {ep.value!r} (module {module!r}) is not a "
+            f"nearfield.block.Block subclass (got {obj!r})"
+        )
     with _lock:
         _cache[name] = obj
     return obj

@@ -9,6 +9,7 @@ After a stop the workers get ``grace_s`` seconds; then stragglers are terminated
 (SIGCONT) and killed.  No process outlives a run, and the ipc socket directory is removed
 (directories left by a runner killed with SIGKILL are removed by the next run).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -61,11 +62,20 @@ def _check_args(inproc, transport, hwm, curve, stall_timeout_s, checkpoint_s):
     return transport, curve
 
 
-def run_flowgraph(graph: Flowgraph, inproc: bool = False, transport: str | None = None, *,
-                  hwm: int = 4, quiet: bool = False, grace_s: float = 5.0, stream=None,
-                  curve: bool | None = None, stall_timeout_s: float | None = 60.0,
-                  checkpoint_s: float | None = 30.0,
-                  max_msg_bytes: int | None = None) -> RunResult:
+def run_flowgraph(
+    graph: Flowgraph,
+    inproc: bool = False,
+    transport: str | None = None,
+    *,
+    hwm: int = 4,
+    quiet: bool = False,
+    grace_s: float = 5.0,
+    stream=None,
+    curve: bool | None = None,
+    stall_timeout_s: float | None = 60.0,
+    checkpoint_s: float | None = 30.0,
+    max_msg_bytes: int | None = None,
+) -> RunResult:
     """Run a validated flowgraph to completion.
 
     Parameters
@@ -114,13 +124,15 @@ def run_flowgraph(graph: Flowgraph, inproc: bool = False, transport: str | None 
     runid = f"{os.getpid()}-{next(_run_ids)}"
     tmpdir = make_ipc_dir() if transport == "ipc" else None
     control, control_curve, token, plans = make_plans(
-        graph, transport, tmpdir, runid, hwm, curve=curve, max_msg_bytes=max_msg_bytes,
-        checkpoint_s=checkpoint_s)
+        graph, transport, tmpdir, runid, hwm, curve=curve, max_msg_bytes=max_msg_bytes, checkpoint_s=checkpoint_s
+    )
     sup = _Supervisor(graph, plans, stream, grace_s, stall_timeout_s)
     old_term = None
     if threading.current_thread() is threading.main_thread():
+
         def _on_term(signum, frame):
             raise _Interrupted()
+
         old_term = signal.signal(signal.SIGTERM, _on_term)
     blas = threadpool_limits(limits=1) if inproc else None  # see Worker.run; restored below
     try:
@@ -173,9 +185,12 @@ class _Supervisor:
             self.ctx = zmq.Context()
             self.ctl = ControlServer(self.ctx, control, token, control_curve)
             for name in self.names:
-                th = threading.Thread(target=worker_entry, name=f"nf:{name}", daemon=True,
-                                      args=(self.plans[name], self.stop, self.go, self.ctx, False,
-                                            self.progress))
+                th = threading.Thread(
+                    target=worker_entry,
+                    name=f"nf:{name}",
+                    daemon=True,
+                    args=(self.plans[name], self.stop, self.go, self.ctx, False, self.progress),
+                )
                 self.workers[name] = th
                 th.start()
         else:
@@ -183,8 +198,11 @@ class _Supervisor:
             self.stop, self.go = mp.Event(), mp.Event()
             self.progress = mp.Array("d", [time.monotonic()] * n, lock=False)
             for name in self.names:
-                p = mp.Process(target=worker_entry, name=f"nf:{name}",
-                               args=(self.plans[name], self.stop, self.go, None, True, self.progress))
+                p = mp.Process(
+                    target=worker_entry,
+                    name=f"nf:{name}",
+                    args=(self.plans[name], self.stop, self.go, None, True, self.progress),
+                )
                 self.workers[name] = p
                 p.start()
             self.ctx = zmq.Context()  # only after every fork
@@ -214,7 +232,7 @@ class _Supervisor:
         elif kind == "done" and isinstance(msg.get("stats"), dict):
             self.done[block] = msg["stats"]
             if len(self.done) == len(self.names):
-                self.stop.set()   # release: every block is done, workers may close their sockets
+                self.stop.set()  # release: every block is done, workers may close their sockets
 
     def _watch(self, now: float) -> None:
         alive = {n for n in self.names if self.workers[n].is_alive()}
@@ -223,17 +241,19 @@ class _Supervisor:
                 self.died_at.setdefault(n, now)
                 if now - self.died_at[n] > 1.0 and self.error is None:
                     code = getattr(self.workers[n], "exitcode", None)
-                    how = (f"killed by signal {-code}" if code is not None and code < 0
-                           else f"exit code {code}")
+                    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
                     self._fail(f"block {n!r} died unexpectedly ({how})", "died")
         if self.stall_timeout_s and self.error is None:
             mono = time.monotonic()
             for i, n in enumerate(self.names):
                 idle = mono - self.progress[i]
                 if n in alive and n not in self.done and idle > self.stall_timeout_s:
-                    self._fail(f"block {n!r} made no progress for {idle:.1f} s (stall timeout "
-                               f"{self.stall_timeout_s:g} s; stopped with SIGSTOP, or stuck in a "
-                               f"call?): stopping the flowgraph", "stall")
+                    self._fail(
+                        f"block {n!r} made no progress for {idle:.1f} s (stall timeout "
+                        f"{self.stall_timeout_s:g} s; stopped with SIGSTOP, or stuck in a "
+                        f"call?): stopping the flowgraph",
+                        "stall",
+                    )
                     break
         self.alive = alive
 
@@ -251,7 +271,7 @@ class _Supervisor:
                 if self.t_stop is not None and now - self.t_stop > self.grace_s:
                     return
             except (KeyboardInterrupt, _Interrupted):
-                if self.interrupted:       # second Ctrl-C: stop waiting
+                if self.interrupted:  # second Ctrl-C: stop waiting
                     return
                 self.interrupted = True
                 if self.error is None:
@@ -264,7 +284,7 @@ class _Supervisor:
     def shutdown(self) -> None:
         """Stop and reap every worker; close the control socket and the context."""
         if self.stop is not None:
-            self.stop.set()       # also when leaving early (e.g. Ctrl-C while starting the workers)
+            self.stop.set()  # also when leaving early (e.g. Ctrl-C while starting the workers)
         deadline = time.perf_counter() + (0.5 if (self.t_stop is not None) else self.grace_s)
         for w in self.workers.values():
             w.join(max(0.0, deadline - time.perf_counter()))
@@ -278,7 +298,7 @@ class _Supervisor:
                 continue
             w.terminate()
             try:
-                os.kill(w.pid, signal.SIGCONT)   # a SIGSTOPped process only acts on SIGTERM when woken
+                os.kill(w.pid, signal.SIGCONT)  # a SIGSTOPped process only acts on SIGTERM when woken
             except (ProcessLookupError, TypeError):
                 pass
             w.join(2.0)
@@ -308,6 +328,13 @@ class _Supervisor:
             error = f"block(s) {', '.join(map(repr, bad))} did not finish"
         if not quiet:
             print(format_summary(summary, wall), file=self.stream)
-        return RunResult(ok=ok, summary=summary, error=error, traceback=self.tb, wall_s=wall,
-                         interrupted=self.interrupted, failed_stage=self.failed_stage,
-                         stats={"control_junk": self.ctl.junk if self.ctl else 0})
+        return RunResult(
+            ok=ok,
+            summary=summary,
+            error=error,
+            traceback=self.tb,
+            wall_s=wall,
+            interrupted=self.interrupted,
+            failed_stage=self.failed_stage,
+            stats={"control_junk": self.ctl.junk if self.ctl else 0},
+        )

@@ -14,19 +14,29 @@ code  meaning
 130   interrupted (Ctrl-C, SIGTERM)
 ====  =====================================================================
 """
+
 from __future__ import annotations
 
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["RunResult", "format_summary", "exit_code", "EXIT_OK", "EXIT_FAILED", "EXIT_INVALID",
-           "EXIT_DEGRADED", "EXIT_INTERRUPTED", "DROP_KINDS"]
+__all__ = [
+    "RunResult",
+    "format_summary",
+    "exit_code",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_INVALID",
+    "EXIT_DEGRADED",
+    "EXIT_INTERRUPTED",
+    "DROP_KINDS",
+]
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_DEGRADED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 #: Drop counters of a block: undecodable message, failed ``requires`` check, BadFrame.
 DROP_KINDS = ("wire", "invalid", "bad")
-_MAX_REASONS = 32        # distinct drop reasons kept per block (the rest are "other")
+_MAX_REASONS = 32  # distinct drop reasons kept per block (the rest are "other")
 
 
 def reason_key(kind: str, reason: str) -> str:
@@ -95,8 +105,11 @@ class RunResult:
 
     def delivered(self) -> int:
         """Frames the sinks accepted (received and not dropped)."""
-        return sum(r["frames_in"] - r["dropped_detail"]["invalid"] - r["dropped_detail"]["bad"]
-                   for r in self.summary if r.get("kind") == "sink")
+        return sum(
+            r["frames_in"] - r["dropped_detail"]["invalid"] - r["dropped_detail"]["bad"]
+            for r in self.summary
+            if r.get("kind") == "sink"
+        )
 
     def degraded(self, max_drop_share: float = 0.5) -> str | None:
         """Why the run counts as degraded (exit code 3), or None.
@@ -136,10 +149,17 @@ def format_error(msg: dict) -> str:
         return f"block {name!r} failed on frame seq={msg['seq']}: {err}"
     stage = msg.get("stage") or "setup"
     after = f" (after frame seq={msg['last_seq']})" if msg.get("last_seq") is not None else ""
-    where = {"generate": "in generate()", "start": "in start()", "finish": "in finish()",
-             "close": "in close()", "setup": "during set-up", "eos": "sending end of stream",
-             "process": "in process()", "emit": "sending a frame",
-             "checkpoint": "in checkpoint()"}.get(stage, f"in {stage}")
+    where = {
+        "generate": "in generate()",
+        "start": "in start()",
+        "finish": "in finish()",
+        "close": "in close()",
+        "setup": "during set-up",
+        "eos": "sending end of stream",
+        "process": "in process()",
+        "emit": "sending a frame",
+        "checkpoint": "in checkpoint()",
+    }.get(stage, f"in {stage}")
     return f"block {name!r} failed {where}{after}: {err}"
 
 
@@ -157,22 +177,44 @@ def format_summary(summary: list, wall_s: float | None = None) -> str:
     ``blocked`` = time waiting for a slow downstream / run time.  When frames were
     dropped, the three most frequent reasons follow the table.
     """
-    head = ["block", "type", "in", "out", "drop", "lost", "proc ms", "p95 ms",
-            "lat ms", "lat p95", "busy", "blocked", "status"]
+    head = [
+        "block",
+        "type",
+        "in",
+        "out",
+        "drop",
+        "lost",
+        "proc ms",
+        "p95 ms",
+        "lat ms",
+        "lat p95",
+        "busy",
+        "blocked",
+        "status",
+    ]
     rows = []
     for r in summary:
-        rows.append([r["block"], r["type"], str(r["frames_in"]), str(r["frames_out"]),
-                     str(r["dropped"]), str(r["lost"]), _fmt(r["proc_mean_ms"]),
-                     _fmt(r["proc_p95_ms"]), _fmt(r["latency_mean_ms"]), _fmt(r["latency_p95_ms"]),
-                     _fmt(None if r["busy"] is None else 100 * r["busy"], "{:.0f}%"),
-                     _fmt(None if r["blocked"] is None else 100 * r["blocked"], "{:.0f}%"),
-                     r["status"]])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
-              for i, h in enumerate(head)]
+        rows.append(
+            [
+                r["block"],
+                r["type"],
+                str(r["frames_in"]),
+                str(r["frames_out"]),
+                str(r["dropped"]),
+                str(r["lost"]),
+                _fmt(r["proc_mean_ms"]),
+                _fmt(r["proc_p95_ms"]),
+                _fmt(r["latency_mean_ms"]),
+                _fmt(r["latency_p95_ms"]),
+                _fmt(None if r["busy"] is None else 100 * r["busy"], "{:.0f}%"),
+                _fmt(None if r["blocked"] is None else 100 * r["blocked"], "{:.0f}%"),
+                r["status"],
+            ]
+        )
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
     for row in rows:
-        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))))
+        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     reasons = Counter()
     for r in summary:
         for k, n in (r.get("drop_reasons") or {}).items():
@@ -186,8 +228,22 @@ def format_summary(summary: list, wall_s: float | None = None) -> str:
 
 def empty_row(name: str, spec, status: str) -> dict:
     """The summary row of a block that never reported (killed, never started)."""
-    return {"block": name, "type": spec.type, "kind": spec.kind, "status": status,
-            "frames_in": 0, "frames_out": 0, "dropped": 0,
-            "dropped_detail": dict.fromkeys(DROP_KINDS, 0), "drop_reasons": {}, "lost": 0,
-            "proc_mean_ms": None, "proc_p95_ms": None, "latency_mean_ms": None,
-            "latency_p95_ms": None, "busy": None, "blocked": None, "wall_s": 0.0}
+    return {
+        "block": name,
+        "type": spec.type,
+        "kind": spec.kind,
+        "status": status,
+        "frames_in": 0,
+        "frames_out": 0,
+        "dropped": 0,
+        "dropped_detail": dict.fromkeys(DROP_KINDS, 0),
+        "drop_reasons": {},
+        "lost": 0,
+        "proc_mean_ms": None,
+        "proc_p95_ms": None,
+        "latency_mean_ms": None,
+        "latency_p95_ms": None,
+        "busy": None,
+        "blocked": None,
+        "wall_s": 0.0,
+    }

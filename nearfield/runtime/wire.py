@@ -26,6 +26,7 @@ exception escapes :func:`decode`, whatever the bytes (a hypothesis fuzz test che
 Contract: an array handed to :func:`encode` / :func:`send_frame` must not be modified
 afterwards (the message may still reference its memory after ``send`` returns).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,18 +38,39 @@ import numpy as np
 from ..frame import Frame, finite_or_none
 
 __all__ = [
-    "WIRE_VERSION", "DTYPES", "Limits", "DEFAULT_LIMITS", "WireError", "EOS", "EndOfStream",
-    "encode", "encode_eos", "decode", "send_frame", "send_eos", "recv_frame",
+    "WIRE_VERSION",
+    "DTYPES",
+    "Limits",
+    "DEFAULT_LIMITS",
+    "WireError",
+    "EOS",
+    "EndOfStream",
+    "encode",
+    "encode_eos",
+    "decode",
+    "send_frame",
+    "send_eos",
+    "recv_frame",
 ]
 
 #: Version number carried in every header (``"v"``).
 WIRE_VERSION = 1
 
 #: dtype names accepted on the wire (always little-endian).
-DTYPES = frozenset({
-    "complex64", "complex128", "float32", "float64",
-    "int8", "int16", "int32", "int64", "uint8", "bool",
-})
+DTYPES = frozenset(
+    {
+        "complex64",
+        "complex128",
+        "float32",
+        "float64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "bool",
+    }
+)
 
 _WIRE_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}
 _FRAME_KEYS = frozenset({"v", "seq", "t0", "meta", "arrays"})
@@ -145,8 +167,7 @@ def _wire_array(name: str, arr):
     if dname is None:
         dname = a.dtype.name
         if dname not in DTYPES:
-            raise WireError(f"array {name!r}: dtype {a.dtype} is not sendable "
-                            f"(expected one of {sorted(DTYPES)})")
+            raise WireError(f"array {name!r}: dtype {a.dtype} is not sendable (expected one of {sorted(DTYPES)})")
         a = a.astype(_WIRE_DTYPES[dname])  # big-endian input: convert once
     if not a.flags.c_contiguous:  # e.g. a transposed or strided view: one unavoidable copy
         a = np.ascontiguousarray(a)
@@ -280,8 +301,7 @@ def _decode(parts, limits: Limits):
         raise WireError("message: expected at least one part (the JSON header)")
     head = _part_bytes(parts[0])
     if head.nbytes > limits.max_header_bytes:
-        raise WireError(f"header: {head.nbytes} bytes exceeds the limit of "
-                        f"{limits.max_header_bytes} bytes")
+        raise WireError(f"header: {head.nbytes} bytes exceeds the limit of {limits.max_header_bytes} bytes")
     try:
         text = bytes(head).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -319,12 +339,10 @@ def _decode(parts, limits: Limits):
 
     missing = _FRAME_KEYS - set(header)
     if missing:
-        raise WireError(f"header: missing field(s) {sorted(missing)} "
-                        f"(expected {sorted(_FRAME_KEYS)})")
+        raise WireError(f"header: missing field(s) {sorted(missing)} (expected {sorted(_FRAME_KEYS)})")
     extra = set(header) - _FRAME_KEYS
     if extra:
-        raise WireError(f"header: unexpected field(s) {sorted(extra)} "
-                        f"(expected {sorted(_FRAME_KEYS)})")
+        raise WireError(f"header: unexpected field(s) {sorted(extra)} (expected {sorted(_FRAME_KEYS)})")
     seq = header["seq"]
     if not _is_int(seq) or seq < 0:
         raise WireError(f"header field 'seq': expected a non-negative integer, got {seq!r}")
@@ -338,11 +356,11 @@ def _decode(parts, limits: Limits):
     if not isinstance(arrays, dict):
         raise WireError(f"header field 'arrays': expected a JSON object, got {type(arrays).__name__}")
     if len(arrays) > limits.max_arrays:
-        raise WireError(f"header field 'arrays': {len(arrays)} arrays exceeds the limit of "
-                        f"{limits.max_arrays}")
+        raise WireError(f"header field 'arrays': {len(arrays)} arrays exceeds the limit of {limits.max_arrays}")
     if len(parts) != len(arrays) + 1:
-        raise WireError(f"message: header declares {len(arrays)} array(s), so expected "
-                        f"{len(arrays) + 1} parts, got {len(parts)}")
+        raise WireError(
+            f"message: header declares {len(arrays)} array(s), so expected {len(arrays) + 1} parts, got {len(parts)}"
+        )
 
     # Pass 1: validate every descriptor and the byte counts, touching no data.
     plan = []
@@ -352,7 +370,7 @@ def _decode(parts, limits: Limits):
         if not name:
             raise WireError("header field 'arrays': empty array name")
         if not isinstance(d, dict) or set(d) != {"dtype", "shape"}:
-            raise WireError(f"{where}: expected an object {{\"dtype\": ..., \"shape\": [...]}}, got {d!r}")
+            raise WireError(f'{where}: expected an object {{"dtype": ..., "shape": [...]}}, got {d!r}')
         dname = d["dtype"]
         if not isinstance(dname, str) or dname not in DTYPES:
             raise WireError(f"{where}.dtype: {dname!r} is not allowed (expected one of {sorted(DTYPES)})")
@@ -367,12 +385,14 @@ def _decode(parts, limits: Limits):
         nbytes = math.prod(shape) * dt.itemsize  # Python ints: no overflow
         total += nbytes
         if total > limits.max_total_bytes:
-            raise WireError(f"{where}: arrays total {total} bytes, exceeding the limit of "
-                            f"{limits.max_total_bytes} bytes")
+            raise WireError(
+                f"{where}: arrays total {total} bytes, exceeding the limit of {limits.max_total_bytes} bytes"
+            )
         buf = _part_bytes(parts[i + 1])
         if buf.nbytes != nbytes:
-            raise WireError(f"{where}: shape {shape} of {dname} needs {nbytes} bytes, "
-                            f"but part {i + 1} holds {buf.nbytes}")
+            raise WireError(
+                f"{where}: shape {shape} of {dname} needs {nbytes} bytes, but part {i + 1} holds {buf.nbytes}"
+            )
         plan.append((name, dt, shape, buf))
 
     # Pass 2: zero-copy views.

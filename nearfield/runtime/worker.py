@@ -17,6 +17,7 @@ The worker owns start-up and cancellation:
 * Every poll period the worker stamps its progress clock (the runner's watchdog reads it)
   and, every ``checkpoint_s`` seconds, calls the block's ``checkpoint()`` when it has one.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -43,9 +44,9 @@ __all__ = ["Worker", "worker_entry"]
 
 log = logging.getLogger("nearfield.runtime")
 
-_LOG_DROPS = 10          # drops logged per block before going quiet (all are counted)
-_RESERVOIR = 50_000      # latency samples kept per block for the 95th percentile
-_JOIN_SOURCE_S = 1.0     # how long a stopped source's generate() thread gets to return
+_LOG_DROPS = 10  # drops logged per block before going quiet (all are counted)
+_RESERVOIR = 50_000  # latency samples kept per block for the 95th percentile
+_JOIN_SOURCE_S = 1.0  # how long a stopped source's generate() thread gets to return
 
 # the decoder the stage loop uses (a module attribute, so a test can wrap it)
 decode = wire.decode
@@ -126,6 +127,7 @@ def _instantiate_quietly(spec):
 
 def _produce(gen, q: queue.Queue, halt: threading.Event) -> None:
     """Helper thread of a source: run ``generate()``, hand each item over ``q``."""
+
     def put(item) -> bool:
         while not halt.is_set():
             try:
@@ -171,7 +173,7 @@ class Worker:
         self.e2e = Samples()
         self.t_run = None
         self.t_end = None
-        self.seq = None          # seq of the frame being handled (for error reports)
+        self.seq = None  # seq of the frame being handled (for error reports)
         self.last_seq = None
         self.stage = "setup"
         self.ins: list[InEndpoint] = []
@@ -210,8 +212,9 @@ class Worker:
             items = list(result.items())
             for port, fr in items:
                 if port not in outs:
-                    raise TypeError(f"returned a frame for unknown output port {port!r} "
-                                    f"(outputs: {', '.join(outs) or 'none'})")
+                    raise TypeError(
+                        f"returned a frame for unknown output port {port!r} (outputs: {', '.join(outs) or 'none'})"
+                    )
                 if not isinstance(fr, Frame):
                     raise TypeError(f"returned {type(fr).__name__} for port {port!r}; expected a Frame")
         else:
@@ -328,16 +331,26 @@ class Worker:
 
     def _report(self, ctl: ControlClient, exc: BaseException) -> None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        ctl.send({"type": "error", "block": self.name, "seq": self.seq, "stage": self.stage,
-                  "last_seq": self.last_seq, "error": type(exc).__name__, "message": str(exc),
-                  "traceback": tb})
+        ctl.send(
+            {
+                "type": "error",
+                "block": self.name,
+                "seq": self.seq,
+                "stage": self.stage,
+                "last_seq": self.last_seq,
+                "error": type(exc).__name__,
+                "message": str(exc),
+                "traceback": tb,
+            }
+        )
 
     def _run_source(self, block) -> None:
         self.stage = "generate"
         q: queue.Queue = queue.Queue(maxsize=1)
         halt = threading.Event()
-        th = threading.Thread(target=_produce, args=(iter(block.generate()), q, halt),
-                              name=f"nf-gen:{self.name}", daemon=True)
+        th = threading.Thread(
+            target=_produce, args=(iter(block.generate()), q, halt), name=f"nf-gen:{self.name}", daemon=True
+        )
         th.start()
         try:
             while True:
@@ -352,7 +365,7 @@ class Worker:
                     raise item
                 self.proc.add(dt)
                 now = time.time()
-                for fr in (item.values() if isinstance(item, dict) else (item,)):
+                for fr in item.values() if isinstance(item, dict) else (item,):
                     if isinstance(fr, Frame):
                         fr.meta.setdefault("t_emit", now)
                         self.seq = fr.seq
@@ -426,13 +439,20 @@ class Worker:
             return None if x is None else x * 1e3
 
         return {
-            "block": self.name, "type": self.spec.type, "kind": self.spec.kind, "status": status,
-            "frames_in": self.frames_in, "frames_out": self.frames_out,
-            "dropped": sum(self.dropped.values()), "dropped_detail": dict(self.dropped),
+            "block": self.name,
+            "type": self.spec.type,
+            "kind": self.spec.kind,
+            "status": status,
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "dropped": sum(self.dropped.values()),
+            "dropped_detail": dict(self.dropped),
             "drop_reasons": dict(self.reasons),
             "lost": sum(o.lost for o in self.outs),
-            "proc_mean_ms": ms(self.proc.mean()), "proc_p95_ms": ms(self.proc.p95()),
-            "latency_mean_ms": ms(self.e2e.mean()), "latency_p95_ms": ms(self.e2e.p95()),
+            "proc_mean_ms": ms(self.proc.mean()),
+            "proc_p95_ms": ms(self.proc.p95()),
+            "latency_mean_ms": ms(self.e2e.mean()),
+            "latency_p95_ms": ms(self.e2e.p95()),
             "busy": (self.proc.total / wall) if wall > 0 else None,
             "blocked": (blocked / wall) if wall > 0 else None,
             "wall_s": wall,
