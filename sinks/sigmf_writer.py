@@ -46,7 +46,7 @@ from .. import __version__
 from ..array import ULA
 from ..block import BadFrame, Param, ParamError, Sink, non_negative, positive
 from ..contract import ARRAY, PILOTS, SNAPSHOTS, TRUTH, optional
-from ..frame import Frame
+from ..frame import Frame, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +76,6 @@ def bearing_from_target(theta: float, r: float) -> dict:
     degrees.
     """
     return {"azimuth": -math.degrees(theta), "elevation": 0.0, "range": float(r)}
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
 
 
 def _write_json_atomic(path: Path, doc: dict) -> None:
@@ -297,7 +285,7 @@ class SigMFWriter(Sink):
         }
         truth = meta.get("truth")
         if truth is not None:
-            ann["nearfield:truth"] = _jsonable(truth)
+            ann["nearfield:truth"] = jsonable(truth)
         self._annotations.append(ann)
         self._truths.append(truth)
         self.frames += 1
