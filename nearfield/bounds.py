@@ -24,18 +24,18 @@ indices belong to target k (zero otherwise):
 
 a_t, a_r, a_tt, ... are the analytic steering derivatives of
 :func:`nearfield.steering.steering_derivatives` (tested against finite differences);
-Appendix B of the paper is not used (PAPER-NOTES 12).  With this structure the
+Appendix B of the paper is not used (errata 12).  With this structure the
 inner products never need the (N T x 4K) Jacobian:
 ``<g s_k^T, h s_l^T> = (g^H h) (s_k^H s_l)``, i.e. ``D^H D = (G^H G) o P`` with
 ``P_kl = sum_t conj(s_{k,t}) s_{l,t}``.
 
 Noise is circularly-symmetric complex Gaussian, ``n ~ CN(0, sigma2 I)``, so
-``ln p(y | eta) = const - ||y - mu(eta)||^2 / sigma2`` and (PAPER-NOTES 9; the paper's
+``ln p(y | eta) = const - ||y - mu(eta)||^2 / sigma2`` and (errata 9; the paper's
 eqs. (38)-(39), (44)-(46) are written for a real Gaussian and lose a factor 2):
 
 * score:     ``d ln p / d eta_i = (2 / sigma2) Re{dmu_i^H (y - mu)}``
 * FIM (46):  ``J = (2 / sigma2) Re{D^H D}``; CRB = J^-1 (the full matrix; Sec. VI uses
-  its diagonal, not the trace of eq. (47), PAPER-NOTES 10).
+  its diagonal, not the trace of eq. (47), errata 10).
 * C (44):    ``C_ij = (2 / sigma2) Re{d2mu_ij^H eps - dmu_i^H dmu_j}``, the expected
   Hessian of the assumed log-likelihood under the true density, with
   ``eps = mu_true - mu~(eta)`` (mu~ the assumed fault-free model, c = 1).
@@ -54,7 +54,7 @@ points (a quarter beamwidth in angle, a few per cent in range), keeps the lowest
 cost, and verifies that the cost is not above the cost at the truth and that the
 gradient is negligible (see docs/bounds.md).
 
-Root figures of Sec. VI-A (PAPER-NOTES 11): ``R-X_angle = sqrt(mean_k X[theta_k, theta_k])``,
+Root figures of Sec. VI-A (errata 11): ``R-X_angle = sqrt(mean_k X[theta_k, theta_k])``,
 the average over targets (the RMSEs average too), same for range.
 """
 
@@ -478,7 +478,7 @@ def misspecified_bounds(
 def root_bounds(
     array: ULA, theta, r, gains, pilots, sigma2: float, c=None, model: str = "exact", pseudo: PseudoTrue | None = None
 ) -> dict:
-    """Root figures of Sec. VI-A, averaged over the K targets (PAPER-NOTES 11).
+    """Root figures of Sec. VI-A, averaged over the K targets (errata 11).
 
     ``X_angle = sqrt(mean_k X[theta_k, theta_k])`` (rad) and
     ``X_range = sqrt(mean_k X[r_k, r_k])`` (m) for X in CRB, LB, MCRB, Bias.

@@ -10,7 +10,7 @@ flagged faulty).  :func:`ls_gains` is its closed-form minimiser in beta (eqs. (8
 (20)); :func:`refine_ml` runs Levenberg-Marquardt on all 4K real parameters
 eta = [Re beta, Im beta, theta, r] (the CRB's parameter vector) with the analytic
 derivatives of :mod:`nearfield.steering`, on the *exact* spherical model, so the
-Fresnel approximation of the decoupled MUSIC leaves no bias (PAPER-NOTES item 5).
+Fresnel approximation of the decoupled MUSIC leaves no bias (docs/paper-errata.md, errata 5).
 
 Every column of the Jacobian is an outer product g s_k^T (g in C^N), so the
 (N T x 4K) Jacobian is never formed; and the cost and the gradient need the data only

@@ -2,7 +2,7 @@
 
 ``y_t = diag(c) A(theta, r) diag(beta) s_t + n_t``, with ``n_t ~ CN(0, sigma^2 I)``.
 
-SNR definition (PAPER-NOTES item 1; the paper's Sec. VI-A writes ||y_t||^2, which
+SNR definition (docs/paper-errata.md, errata 1; the paper's Sec. VI-A writes ||y_t||^2, which
 includes the noise): the *signal* part only,
 
     SNR = E_t || diag(c) A diag(beta) s_t ||^2 / (N sigma^2),
@@ -29,7 +29,7 @@ def make_pilots(n_targets: int, n_snapshots: int, rng: np.random.Generator) -> n
     """Known probing signals s_{k,t}, shape (K, T), complex128.
 
     Unit-modulus with i.i.d. uniform phases (constant envelope, p_k = 1), the paper
-    leaving them unspecified (PAPER-NOTES item 14).
+    leaving them unspecified (docs/paper-errata.md, errata 14).
     """
     return np.exp(2j * np.pi * rng.random((n_targets, n_snapshots)))
 

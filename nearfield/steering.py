@@ -153,7 +153,7 @@ def far_field_steering(positions: np.ndarray, wavelength: float, theta) -> np.nd
     """Far-field steering matrix b(theta) for antennas at ``positions`` (m), shape (M, P).
 
     ``[b(theta)]_m = exp(j 2 pi / lambda * p_m sin(theta))`` -- the sign agrees with
-    eq. (2) (PAPER-NOTES item 2: eq. (14) as printed mirrors every angle).
+    eq. (2) (docs/paper-errata.md, errata 2: eq. (14) as printed mirrors every angle).
     ``positions`` are measured from the subarray's reference point (its centre).
     """
     theta = np.atleast_1d(np.asarray(theta, dtype=float))

@@ -16,7 +16,7 @@ def test_paper_geometry():
     assert a.fresnel_distance == pytest.approx(0.5 * np.sqrt(1.275**3 / 0.01))
     assert a.fresnel_distance == pytest.approx(7.198, abs=1e-3)
     assert a.rayleigh_distance == pytest.approx(2 * 1.275**2 / 0.01)
-    assert a.n_sub == 38  # PAPER-NOTES: N_sub = 38 for N = 256
+    assert a.n_sub == 38  # docs/paper-errata.md: N_sub = 38 for N = 256
     pos = a.positions
     assert pos.shape == (256,) and pos.mean() == pytest.approx(0, abs=1e-12)
     assert np.allclose(np.diff(pos), a.d) and pos[0] == pytest.approx(-255 * a.d / 2)

@@ -1,4 +1,4 @@
-"""QA of the jsonl sink: the DESIGN.md estimates record, exactly."""
+"""QA of the jsonl sink: the estimates record (README, "The estimates record"), exactly."""
 
 import json
 import time

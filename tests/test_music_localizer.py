@@ -39,7 +39,7 @@ def test_noise_free_fresnel_covariance_gives_exact_angles_and_ranges():
 
 
 def test_exact_model_data_biases_the_decoupled_angle():
-    # PAPER-NOTES 5: the anti-diagonal keeps an odd-order phase on spherical data.
+    # errata 5: the anti-diagonal keeps an odd-order phase on spherical data.
     a, R = _cov("exact", sigma2=1e-3)
     th, _, _ = angle_music(R, a, TH, 3)
     bias = np.abs(th - TH)
@@ -54,7 +54,7 @@ def test_aliases_are_excluded_by_the_window():
     Rr = smoothed_covariance(antidiagonal(R), 128)
     U, _ = signal_subspace(Rr, 3)
     u0 = np.sin(TH[0])
-    # the lambda-spaced virtual array cannot tell sin(theta) from sin(theta) - 1 (PAPER-NOTES 6)
+    # the lambda-spaced virtual array cannot tell sin(theta) from sin(theta) - 1 (errata 6)
     spec = music_spectrum(U, virtual_steering(a, Rr.shape[0], [u0, u0 - 1.0, u0 - 0.5]))
     assert spec[1] == pytest.approx(spec[0], rel=1e-6) and spec[2] < 1e-3 * spec[0]
     # a coarse angle near the alias side still gives the true angle: the window excludes the alias
