@@ -75,7 +75,7 @@ class Covariance(Block):
     adds = (COVARIANCE,)
 
     def start(self) -> None:
-        self._avg = None
+        self._avg: np.ndarray | None = None
         self.resets = 0
 
     def process(self, frame: Frame) -> Frame:

@@ -205,8 +205,8 @@ def detect_faults(
         if K < 1:
             raise ValueError("n_targets=auto: no target found (MDL order 0)")
     faulty = np.unique(np.asarray(list(prior_faulty), dtype=int))
-    seen = []
-    res = None
+    seen: list[np.ndarray] = []
+    res: Phase1Result | None = None
     if start is not None:
         start = (np.asarray(start[0], float), np.asarray(start[1], float))
         if start[0].size != K:
@@ -229,4 +229,6 @@ def detect_faults(
             break
         seen.append(faulty)
         faulty = new
+    if res is None:  # the loop ran no iteration
+        raise ValueError(f"max_iter: expected >= 1, got {max_iter}")
     return res

@@ -211,14 +211,14 @@ def angle_music(
             rows.append(k)
             picks.append(own[0] if own else peaks[0])
     if rows:
-        rows, picks = np.asarray(rows), np.asarray(picks)
+        rows_a, picks_a = np.asarray(rows), np.asarray(picks)
 
         def cost(x):
             return music_denominator(U_s, virtual_steering(array, L, x))
 
         last = u.shape[1] - 1
-        ref = refine_brackets(cost, u[rows, np.maximum(picks - 1, 0)], u[rows, np.minimum(picks + 1, last)])
-        out[rows] = np.arcsin(np.clip(ref, -1.0, 1.0))
+        ref = refine_brackets(cost, u[rows_a, np.maximum(picks_a - 1, 0)], u[rows_a, np.minimum(picks_a + 1, last)])
+        out[rows_a] = np.arcsin(np.clip(ref, -1.0, 1.0))
     grid, spectrum = u.ravel(), spec.ravel()
     order = np.argsort(grid)
     return out, grid[order], spectrum[order] / spectrum.max()
@@ -362,10 +362,11 @@ def fine_positions(
     """
     warm = kw.get("warm")
     every = search_every if search_every is not None else (warm or {}).get("search_every", 1)
-    tracking = refine and warm is not None and every > 1
+    # the caller's state dict when tracking (None otherwise)
+    track_state = warm if (refine and warm is not None and every > 1) else None
     coarse_theta = np.asarray(coarse_theta, float)
-    if tracking:
-        prev = warm.get("track")
+    if track_state is not None:
+        prev = track_state.get("track")
         if prev is not None and prev["theta"].size == coarse_theta.size and prev["since"] < every - 1:
             # this frame's Phase-1 fit when given (closer for moving targets), else the previous estimate;
             # no cost comparison here: the residual test below catches a bad start
@@ -381,12 +382,12 @@ def fine_positions(
     if not refine:
         return FineEstimate(mt, mr, None, mt, mr, spectra)
     start = (mt, mr)
-    if fallback is not None and ml_cost(Y, array, *fallback, pilots) < ml_cost(Y, array, mt, mr, pilots):
+    if fallback is not None and ml_cost(Y, array, fallback[0], fallback[1], pilots) < ml_cost(Y, array, mt, mr, pilots):
         start = fallback
     fit = refine_ml(Y, array, start[0], start[1], pilots)
-    if tracking:
+    if track_state is not None:
         per = fit.cost / Y.size
-        old = warm.get("track")
+        old = track_state.get("track")
         resid = per if old is None else 0.8 * old["resid"] + 0.2 * per
-        warm["track"] = dict(theta=fit.theta, r=fit.r, since=0, resid=resid, music=(mt, mr), spectra=spectra)
+        track_state["track"] = dict(theta=fit.theta, r=fit.r, since=0, resid=resid, music=(mt, mr), spectra=spectra)
     return FineEstimate(fit.theta, fit.r, fit.gains, mt, mr, spectra)

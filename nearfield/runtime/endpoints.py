@@ -175,7 +175,7 @@ class ControlServer:
 
     def poll(self, timeout_ms: int) -> list[dict]:
         """Every valid report waiting now (after waiting up to ``timeout_ms`` for the first)."""
-        out = []
+        out: list[dict] = []
         if not self.sock.poll(timeout_ms):
             return out
         while True:

@@ -36,6 +36,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -44,6 +45,10 @@ from ..contract import check_graph
 from . import registry
 
 __all__ = ["FlowgraphError", "BlockSpec", "Edge", "Flowgraph", "load_flowgraph", "parse_flowgraph", "parse_override"]
+
+# Alias for ``type[Block]`` taken before :class:`BlockSpec`, whose ``type: str`` field shadows the
+# builtin ``type`` inside the class body (so ``cls: type[Block]`` there would not name the builtin).
+_BlockClass = type[Block]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _TOP_KEYS = ("name", "description", "blocks", "connections", "placement")
@@ -167,7 +172,7 @@ class BlockSpec:
 
     name: str
     type: str
-    cls: type
+    cls: _BlockClass
     params: dict
 
     @property
@@ -283,7 +288,7 @@ class _Where:
         return f"{self.path}:{node.start_mark.line + 1}"
 
 
-def _fail(msg: str):
+def _fail(msg: str) -> NoReturn:
     if len(msg) > _MAX_MESSAGE:
         msg = msg[:_MAX_MESSAGE] + " ... (message cut)"
     raise FlowgraphError(msg)

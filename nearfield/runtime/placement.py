@@ -97,7 +97,7 @@ class FusedStage(Block):
     params = ()
 
     def __init__(self, name: str | None = None, members=()):  # noqa: D107 (the members are built specs)
-        self.name = name
+        self.name = name or type(self).__name__  # as Block.__init__ (placement always passes the worker name)
         self.members = [spec.instantiate() for spec in members]
         self.proc_s = {b.name: 0.0 for b in self.members}
 
@@ -199,7 +199,8 @@ def apply_placement(graph: Flowgraph) -> Flowgraph:
     reads = {n: r for n, r in graph.array_reads.items() if n not in rename}
     for worker, names in placement.items():
         member = [graph.array_reads.get(n) for n in names]
-        reads[worker] = None if any(r is None for r in member) else frozenset().union(*member)
+        known = [r for r in member if r is not None]
+        reads[worker] = None if len(known) < len(member) else frozenset().union(*known)
     return Flowgraph(
         name=graph.name,
         path=graph.path,

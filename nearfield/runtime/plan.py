@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from .flowgraph import Flowgraph
+from .flowgraph import BlockSpec, Flowgraph
 
 __all__ = ["Curve", "InSpec", "OutSpec", "Plan", "make_plans", "make_ipc_dir", "clean_stale_ipc_dirs"]
 
@@ -84,7 +84,7 @@ class Plan:
 
     name: str
     index: int
-    spec: object
+    spec: BlockSpec
     inputs: list
     outputs: list
     control: str

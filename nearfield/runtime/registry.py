@@ -55,9 +55,9 @@ class BlockLoadError(RegistryError):
 
 
 _lock = threading.Lock()
-_registered: dict[str, type] = {}
+_registered: dict[str, type[Block]] = {}
 _entry_points: dict[str, list] | None = None  # name -> [EntryPoint, ...]
-_cache: dict[str, type] = {}
+_cache: dict[str, type[Block]] = {}
 
 
 def _discover() -> dict[str, list]:
@@ -81,7 +81,7 @@ def reset() -> None:
         _cache.clear()
 
 
-def register(name: str, cls: type, *, replace: bool = False) -> type:
+def register(name: str, cls: type, *, replace: bool = False) -> type[Block]:
     """Register block class ``cls`` under ``name`` (shadows an entry point of that name).
 
     Raises ``ValueError`` if ``name`` is already registered with another class and
@@ -126,7 +126,7 @@ def _unknown_msg(name) -> str:
     return f"unknown block type {name!r} (known types: {known})"
 
 
-def get(name: str) -> type:
+def get(name: str) -> type[Block]:
     """The block class registered as ``name``, importing its module on first use.
 
     Raises

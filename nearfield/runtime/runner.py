@@ -258,9 +258,12 @@ class _Supervisor:
         self.alive = alive
 
     def loop(self) -> None:
+        ctl = self.ctl
+        if ctl is None:
+            raise RuntimeError("supervisor loop() called before start()")
         while True:
             try:
-                for msg in self.ctl.poll(POLL_MS):
+                for msg in ctl.poll(POLL_MS):
                     self._handle(msg)
                 now = time.perf_counter()
                 self._watch(now)

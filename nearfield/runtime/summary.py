@@ -215,7 +215,7 @@ def format_summary(summary: list, wall_s: float | None = None) -> str:
     lines = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
     for row in rows:
         lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-    reasons = Counter()
+    reasons: Counter[tuple[str, str]] = Counter()
     for r in summary:
         for k, n in (r.get("drop_reasons") or {}).items():
             reasons[(r["block"], k)] += n

@@ -225,8 +225,7 @@ def encode(frame: Frame) -> list:
             raise WireError(f"frame seq={frame.seq}: meta is not JSON-serialisable: {exc}") from None
     except TypeError as exc:
         raise WireError(f"frame seq={frame.seq}: meta is not JSON-serialisable: {exc}") from None
-    head = head.encode("utf-8")
-    return [head, *bufs]
+    return [head.encode("utf-8"), *bufs]
 
 
 def encode_eos(token: str | None = None) -> list:

@@ -32,10 +32,11 @@ import numpy as np
 import zmq
 from threadpoolctl import threadpool_limits
 
-from ..block import BadFrame
+from ..block import BadFrame, Block
 from ..frame import Frame
 from . import wire
 from .endpoints import POLL_MS, ControlClient, InEndpoint, OutEndpoint, Stopped
+from .flowgraph import BlockSpec
 from .plan import Plan
 from .summary import DROP_KINDS, add_reason
 from .wire import DEFAULT_LIMITS, EndOfStream, WireError, encode
@@ -111,7 +112,7 @@ class _NotThisThread(logging.Filter):
         return record.thread != self.ident
 
 
-def _instantiate_quietly(spec):
+def _instantiate_quietly(spec: BlockSpec) -> Block:
     """A fresh block instance; its ``validate()`` warnings were already printed when the
     flowgraph was loaded (same parameters), so this thread's log records are held back."""
     flt = _NotThisThread()
@@ -171,16 +172,16 @@ class Worker:
         self.reasons: dict[str, int] = {}
         self.proc = Samples()
         self.e2e = Samples()
-        self.t_run = None
-        self.t_end = None
-        self.seq = None  # seq of the frame being handled (for error reports)
-        self.last_seq = None
+        self.t_run: float | None = None
+        self.t_end: float | None = None
+        self.seq: int | None = None  # seq of the frame being handled (for error reports)
+        self.last_seq: int | None = None
         self.stage = "setup"
         self.ins: list[InEndpoint] = []
         self.outs: list[OutEndpoint] = []
         self.outs_by_port: dict[str, list[OutEndpoint]] = {}
-        self.block = None
-        self._next_ckpt = None
+        self.block: Block | None = None
+        self._next_ckpt: float | None = None
 
     # -- waiting ------------------------------------------------------------------------
     def check(self) -> None:
@@ -191,9 +192,10 @@ class Worker:
             raise Stopped()
 
     def _maybe_checkpoint(self) -> None:
-        if self._next_ckpt is None or time.monotonic() < self._next_ckpt:
+        period = self.plan.checkpoint_s  # set whenever _next_ckpt is
+        if self._next_ckpt is None or period is None or time.monotonic() < self._next_ckpt:
             return
-        self._next_ckpt = time.monotonic() + self.plan.checkpoint_s
+        self._next_ckpt = time.monotonic() + period
         fn = getattr(self.block, "checkpoint", None)
         if callable(fn):
             stage, self.stage = self.stage, "checkpoint"
@@ -323,7 +325,8 @@ class Worker:
                 if self.progress is not None:
                     self.progress[self.plan.index] = time.monotonic()
         finally:
-            for ep in (*self.ins, *self.outs):
+            eps: list[InEndpoint | OutEndpoint] = [*self.ins, *self.outs]
+            for ep in eps:
                 ep.close()
             ctl.close()
             if self.child_process:
@@ -432,7 +435,7 @@ class Worker:
 
     def stats(self, status: str) -> dict:
         """The summary row of this block."""
-        wall = (self.t_end - self.t_run) if self.t_run is not None else 0.0
+        wall = (self.t_end - self.t_run) if self.t_run is not None and self.t_end is not None else 0.0
         blocked = sum(o.blocked_s for o in self.outs)
 
         def ms(x):
