@@ -198,6 +198,13 @@ def test_flowgraph_localizes_every_valid_frame_and_counts_every_fault(tmp_path):
     assert (c["dropped_dummy"], c["dropped_unlocked"], c["dropped_cal"]) == (2, 1, 1)
     assert (c["bad_sync"], c["bad_size"], c["bad_format"]) == (1, 1, 0)
     assert c["truncated"] == 1 and c["lost"] == 2 and c["restarts"] == 0 and c["dropped_duplicate"] == 0
+    # the run summary carries the same counts (the runtime reads all_counters() at the end)
+    from nearfield.runtime.summary import format_summary
+
+    row = res.block("source")["counters"]
+    assert (row["dropped_dummy"], row["dropped_cal"], row["bad_sync"], row["lost"]) == (2, 1, 1, 2)
+    text = format_summary(res.summary)
+    assert "counters of block 'source':" in text and "dropped_dummy 2" in text and "lost 2" in text
     assert c["reconnects"] >= 3 and c["cal_frames"] == 1
     # seq follows cpi_index: 2 frames per CPI, gaps where a CPI was not valid data
     seqs = [r["seq"] for r in recs]

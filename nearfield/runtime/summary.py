@@ -175,7 +175,8 @@ def format_summary(summary: list, wall_s: float | None = None) -> str:
     outgoing links; processing time per frame (mean, 95th percentile, ms); latency since
     the source emitted the frame (mean, p95, ms); ``busy`` = processing time / run time;
     ``blocked`` = time waiting for a slow downstream / run time.  When frames were
-    dropped, the three most frequent reasons follow the table.
+    dropped, the three most frequent reasons follow the table, then the non-zero counters a
+    device source keeps of its own (``all_counters()``: invalid, incoherent, lost device frames).
     """
     head = [
         "block",
@@ -221,6 +222,10 @@ def format_summary(summary: list, wall_s: float | None = None) -> str:
             reasons[(r["block"], k)] += n
     for (b, k), n in reasons.most_common(3):
         lines.append(f"dropped {n} x in block {b!r}: {k}")
+    for r in summary:  # a device source's own counters (what it dropped before making frames)
+        shown = {k: v for k, v in (r.get("counters") or {}).items() if v}
+        if shown:
+            lines.append(f"counters of block {r['block']!r}: " + ", ".join(f"{k} {v:g}" for k, v in shown.items()))
     if wall_s is not None:
         lines.append(f"wall time {wall_s:.3f} s")
     return "\n".join(lines)

@@ -459,7 +459,19 @@ class Worker:
             "busy": (self.proc.total / wall) if wall > 0 else None,
             "blocked": (blocked / wall) if wall > 0 else None,
             "wall_s": wall,
+            "counters": self.device_counters(),
         }
+
+    def device_counters(self) -> dict[str, int | float]:
+        """A source's own counters (``all_counters()``: frames the device sent that were invalid,
+        incoherent or lost before they became frames), numbers only; {} for other blocks."""
+        get = getattr(self.block, "all_counters", None)
+        if not callable(get):
+            return {}
+        counters = get()
+        if not isinstance(counters, dict):
+            return {}
+        return {str(k): v for k, v in counters.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def worker_entry(plan: Plan, stop, go, ctx, child_process: bool, progress=None) -> None:
