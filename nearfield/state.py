@@ -79,7 +79,8 @@ STATE_FIELDS: dict[str, StateField] = {
 }
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a temp file or ipc folder it left is stale when not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -95,7 +96,7 @@ def clean_stale_temp_files(path: str) -> int:
     n = 0
     for tmp in glob.glob(os.path.join(glob.escape(d), f".{glob.escape(base)}.*.tmp")):
         pid = tmp[:-4].rsplit(".", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             try:
                 os.unlink(tmp)
                 n += 1

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from ..state import pid_alive
 from .flowgraph import BlockSpec, Flowgraph
 
 __all__ = ["Curve", "InSpec", "OutSpec", "Plan", "make_plans", "make_ipc_dir", "clean_stale_ipc_dirs"]
@@ -102,16 +103,6 @@ def _free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_ipc_dirs(base: str) -> int:
     """Remove ``nf-<pid>-*`` socket directories in ``base``, owned by this user, whose runner
     process is gone (a runner killed with SIGKILL cannot remove its own); returns how many."""
@@ -128,7 +119,7 @@ def clean_stale_ipc_dirs(base: str) -> int:
                 mine = os.stat(path).st_uid == os.getuid()
             except OSError:
                 continue
-            if mine and not _pid_alive(int(parts[1])):
+            if mine and not pid_alive(int(parts[1])):
                 shutil.rmtree(path, ignore_errors=True)
                 n += 1
     return n
