@@ -101,13 +101,47 @@ class Experiment:
     x: str  # the swept point key shown on the x axis
     series: str | None = None  # a second key that splits the curves (p_fault, snr_db)
     default_trials: int = 20
-    metrics: tuple = ("theta", "range")  # panels: "theta", "range", "cart", "nmse"
+    metrics: tuple = ("theta", "range")  # panels: "theta", "range", "cart", "nmse", "resolved"
     notes: list = field(default_factory=list)
+    bounds: bool = True  # misspecified bounds units (LB/MCRB/bias); False: the trials' CRB only
 
 
-def _pt(snr_db=20.0, n_antennas=256, p_fault=0.02, targets=PAPER_TARGETS):
-    return {"snr_db": float(snr_db), "n_antennas": int(n_antennas), "p_fault": float(p_fault),
-            "targets": [[float(a), float(b)] for a, b in targets]}
+def _pt(snr_db=20.0, n_antennas=256, p_fault=0.02, targets=PAPER_TARGETS, pilots=True, rho=None):
+    pt = {"snr_db": float(snr_db), "n_antennas": int(n_antennas), "p_fault": float(p_fault),
+          "targets": [[float(a), float(b)] for a, b in targets]}
+    if not pilots:
+        pt["pilots"] = False
+    if rho is not None:
+        pt["rho"] = float(rho)
+    return pt
+
+
+#: Centre angle and ranges of the two targets of ``resolution`` (the 10 m / 12 m pair of the hard scenes).
+RESOLUTION_CENTRE = np.pi / 12
+RESOLUTION_RANGES = (10.0, 12.0)
+RESOLUTION_SEPARATIONS_DEG = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+#: The two targets of ``coherence``: the first two of the default scene.
+COHERENCE_TARGETS = PAPER_TARGETS[:2]
+COHERENCE_RHOS = (0.0, 0.5, 0.9, 0.99, 1.0)
+
+
+def _pair(sep_deg: float) -> tuple:
+    """Two targets ``sep_deg`` apart around :data:`RESOLUTION_CENTRE` at 10 m and 12 m."""
+    h = np.deg2rad(sep_deg) / 2
+    return ((RESOLUTION_CENTRE - h, RESOLUTION_RANGES[0]), (RESOLUTION_CENTRE + h, RESOLUTION_RANGES[1]))
+
+
+def separation_deg(targets) -> float:
+    """Smallest angular separation between the targets, degrees (NaN for one target)."""
+    th = np.sort(np.asarray(targets, float)[:, 0])
+    return round(float(np.rad2deg(np.min(np.diff(th)))), 9) if th.size > 1 else float("nan")
+
+
+def point_fields(pt: dict) -> dict:
+    """The x-axis values a point may be swept by: its keys plus range_m, separation_deg, rho, pilots."""
+    return {**pt, "range_m": pt["targets"][0][1] if len(pt["targets"]) == 1 else float("nan"),
+            "separation_deg": separation_deg(pt["targets"]), "rho": pt.get("rho", float("nan")),
+            "pilots": pt.get("pilots", True)}
 
 
 def _make_experiments(n_override: int | None = None) -> dict:
@@ -136,6 +170,17 @@ def _make_experiments(n_override: int | None = None) -> dict:
                    ("proposed", "bcd"),
                    [_pt(s, n, p) for p in (0.01, 0.02, 0.04) for s in (-10, 0, 10, 20, 30)],
                    "snr_db", "p_fault", 20, ("nmse",)),
+        Experiment("resolution", "Resolution",
+                   "RMSE and resolution probability vs separation of two targets (N=%d, 20 dB, p_fault 2 %%)" % n,
+                   ("proposed", "paper", "music2d"),
+                   [_pt(20, n, 0.02, _pair(s), pilots=pl) for pl in (True, False)
+                    for s in RESOLUTION_SEPARATIONS_DEG],
+                   "separation_deg", "pilots", 20, ("theta", "range", "resolved"), bounds=False),
+        Experiment("coherence", "Coherence",
+                   "RMSE vs waveform correlation of two targets, blind (N=%d, 20 dB, p_fault 2 %%)" % n,
+                   ("proposed", "paper", "music2d"),
+                   [_pt(20, n, 0.02, COHERENCE_TARGETS, pilots=False, rho=r) for r in COHERENCE_RHOS],
+                   "rho", None, 20, ("theta", "range"), bounds=False),
     ]
     return {e.name: e for e in exps}
 
@@ -146,7 +191,12 @@ EXPERIMENTS = _make_experiments()
 def point_key(pt: dict) -> str:
     """Stable text key of a point (all of its parameters), used in the cache."""
     tg = ";".join(f"{a:.6f},{b:.4f}" for a, b in pt["targets"])
-    return f"snr={pt['snr_db']:g}|N={pt['n_antennas']}|p={pt['p_fault']:g}|targets={tg}"
+    key = f"snr={pt['snr_db']:g}|N={pt['n_antennas']}|p={pt['p_fault']:g}|targets={tg}"
+    if not pt.get("pilots", True):
+        key += "|blind"
+    if pt.get("rho") is not None:
+        key += f"|rho={pt['rho']:g}"
+    return key
 
 
 def _group_key(pt: dict) -> str:
@@ -162,7 +212,8 @@ def trial_seed(seed: int, i: int) -> int:
 def trial_unit(pt: dict, seed: int, schemes) -> dict:
     """One Monte Carlo trial at point ``pt`` (JSON-ready dict of :func:`run_trial`)."""
     res = run_trial(seed, pt["snr_db"], n_antennas=pt["n_antennas"], p_fault=pt["p_fault"],
-                    targets=tuple(map(tuple, pt["targets"])), schemes=tuple(schemes))
+                    targets=tuple(map(tuple, pt["targets"])), schemes=tuple(schemes),
+                    pilots=pt.get("pilots", True), rho=pt.get("rho"))
     return jsonable(res, finite=False)
 
 
@@ -260,7 +311,7 @@ def _n_trials(exp: Experiment, pt: dict, trials: int, caps: dict | None) -> int:
     """Trials at point ``pt``: ``trials``, or less where ``caps`` {x value: max trials} says so."""
     if not caps:
         return trials
-    x = float(_xval({**pt, "range_m": pt["targets"][0][1]}, exp.x))
+    x = float(_xval(point_fields(pt), exp.x))
     return min(trials, int(caps.get(x, trials)))
 
 
@@ -272,7 +323,7 @@ def _units(exp: Experiment, trials: int, seed: int, bound_realisations: int, cap
             units.append({"experiment": exp.name, "kind": "trial", "point": pt, "key": key,
                           "seed": trial_seed(seed, i), "schemes": list(exp.schemes)})
     groups: dict = {}
-    for pt in exp.points:
+    for pt in exp.points if exp.bounds else ():
         groups.setdefault(_group_key(pt), []).append(pt)
     for gkey, pts in groups.items():
         snrs = sorted({p["snr_db"] for p in pts})
@@ -440,21 +491,26 @@ def summarize_experiment(exp: Experiment, cache: dict, trials: int, seed: int, c
             for c in ("angle", "range", "cart"):
                 v = [b[f"{k}_{c}"] ** 2 for b in bl]
                 bounds[f"r_{k}_{c}"] = float(np.sqrt(np.mean(v))) if v else float("nan")
+        pf = point_fields(pt)
+        sep = np.deg2rad(pf["separation_deg"]) if np.isfinite(pf["separation_deg"]) else None
         for s in exp.schemes:
-            sm = summarize(tr, s)
+            sm = summarize(tr, s, sep)
             nm = [t[s]["nmse"] for t in tr if t[s]["nmse"] is not None]
-            errs = sum(1 for t in tr if t[s].get("error"))
             row = {"experiment": exp.name, "snr_db": pt["snr_db"], "n_antennas": pt["n_antennas"],
-                   "p_fault": pt["p_fault"], "n_targets": len(pt["targets"]),
-                   "range_m": pt["targets"][0][1] if len(pt["targets"]) == 1 else float("nan"),
+                   "p_fault": pt["p_fault"], "n_targets": len(pt["targets"]), "range_m": pf["range_m"],
+                   "separation_deg": pf["separation_deg"], "pilots": int(pf["pilots"]), "rho": pf["rho"],
                    "scheme": s, "trials": sm["trials"], "seed": seed,
                    "rmse_theta": sm["rmse_theta"], "rmse_range": sm["rmse_range"],
                    "rmse_cart": cartesian_rmse(tr, s, pt),
                    "rcrb_theta_trials": sm["rcrb_theta"], "rcrb_range_trials": sm["rcrb_range"],
                    "ratio_theta": sm["ratio_theta"], "ratio_range": sm["ratio_range"],
-                   "gross": sm["gross"], "missed": sm["missed"], "false_alarms": sm["false_alarms"],
+                   "gross": sm["gross"], "n_gross": sm["n_gross"], "failed": sm["n_errors"],
+                   "rmse_theta_ok": sm["rmse_theta_ok"], "rmse_range_ok": sm["rmse_range_ok"],
+                   "ratio_theta_ok": sm["ratio_theta_ok"], "ratio_range_ok": sm["ratio_range_ok"],
+                   "resolved": sm["resolved"], "flagged": sm["flagged"],
+                   "missed": sm["missed"], "false_alarms": sm["false_alarms"],
                    "nmse_median": sm["nmse_median"], "nmse_mean": float(np.mean(nm)) if nm else float("nan"),
-                   "failed": errs, "time_s": sm["time_s"], "bound_realisations": len(bl)}
+                   "time_s": sm["time_s"], "bound_realisations": len(bl)}
             row.update(bounds)
             rows.append(row)
     return rows
@@ -477,9 +533,22 @@ _STYLE = {"proposed": ("C3", "o", "-", "Proposed"), "paper": ("C1", "s", "-", "P
 _BSTYLE = {"crb": ("k", "-", "R-CRB"), "lb": ("k", "--", "R-LB"), "mcrb": ("0.5", ":", "R-MCRB"),
            "bias": ("0.5", "-.", "R-bias")}
 _XLABEL = {"snr_db": "SNR (dB)", "n_antennas": "number of antennas N", "range_m": "target range r (m)",
-           "p_fault": "fault probability p_fault (%)"}
+           "p_fault": "fault probability p_fault (%)", "separation_deg": "angular separation (deg)",
+           "rho": "waveform correlation coefficient rho"}
 _PANEL = {"theta": ("rmse_theta", "angle", "angle RMSE (rad)"), "range": ("rmse_range", "range", "range RMSE (m)"),
-          "cart": ("rmse_cart", "cart", "localization RMSE (m)"), "nmse": ("nmse_mean", None, "HI-vector NMSE")}
+          "cart": ("rmse_cart", "cart", "localization RMSE (m)"), "nmse": ("nmse_mean", None, "HI-vector NMSE"),
+          "resolved": ("resolved", None, "resolution probability")}
+_TRIAL_CRB = {"angle": "rcrb_theta_trials", "range": "rcrb_range_trials"}  # experiments without bounds units
+
+
+def _series_tag(series: str | None, v) -> str:
+    if v is None:
+        return ""
+    if series == "p_fault":
+        return f", p={100 * v:g} %"
+    if series == "pilots":
+        return ", pilots" if v else ", blind"
+    return f", {v:g} dB"
 
 
 def _xval(row, x):
@@ -501,7 +570,7 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: 
         col, bname, ylabel = _PANEL[metric]
         for si, sv in enumerate(series_vals):
             sub = [r for r in rows if exp.series is None or r[exp.series] == sv]
-            tag = "" if sv is None else (f", p={100 * sv:g} %" if exp.series == "p_fault" else f", {sv:g} dB")
+            tag = _series_tag(exp.series, sv)
             for s in exp.schemes:
                 rs = sorted((r for r in sub if r["scheme"] == s), key=lambda r: r[exp.x])
                 if not rs:
@@ -509,7 +578,12 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: 
                 c, m, _, lab = _STYLE[s]
                 ax.plot([_xval(r, exp.x) for r in rs], [r[col] for r in rs], color=c, marker=m,
                         ls=dashes[si % 3], label=lab + tag, mfc="none" if si else c, ms=5)
-            if bname:
+            if bname and not exp.bounds:
+                rs = sorted((r for r in sub if r["scheme"] == exp.schemes[0]), key=lambda r: r[exp.x])
+                if bname in _TRIAL_CRB:
+                    ax.plot([_xval(r, exp.x) for r in rs], [r[_TRIAL_CRB[bname]] for r in rs],
+                            color=("k", "0.45", "0.7")[si % 3], ls="-", lw=1.2, label="R-CRB" + tag)
+            elif bname:
                 rs = sorted((r for r in sub if r["scheme"] == exp.schemes[0]), key=lambda r: r[exp.x])
                 keys = _BOUND_KEYS if exp.series is None else ("crb", "lb")
                 for k in keys:
@@ -520,7 +594,10 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: 
                     if exp.series is not None:  # one grey level per series, line style per bound
                         c = ("k", "0.45", "0.7")[si % 3]
                     ax.plot([_xval(r, exp.x) for r in rs], y, color=c, ls=ls, lw=1.2, label=lab + tag)
-        ax.set_yscale("log")
+        if metric == "resolved":
+            ax.set_ylim(-0.03, 1.03)
+        else:
+            ax.set_yscale("log")
         if exp.x == "n_antennas":
             ax.set_xscale("log", base=2)
         ax.set_xlabel(_XLABEL[exp.x])
@@ -553,7 +630,7 @@ def run_experiment(name: str, trials: int | None = None, seed: int = 1, workers:
     exp = exps[name]
     if points is not None:
         want = {float(p) for p in points}
-        keep = [p for p in exp.points if float(_xval({**p, "range_m": p["targets"][0][1]}, exp.x)) in want]
+        keep = [p for p in exp.points if float(_xval(point_fields(p), exp.x)) in want]
         if not keep:
             raise ValueError(f"--points {list(points)}: none of them is an x value of {name!r}")
         exp = Experiment(**{**exp.__dict__, "points": keep})
