@@ -616,14 +616,15 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: 
 def run_experiment(name: str, trials: int | None = None, seed: int = 1, workers: int | None = None,
                    out="results", scheduler: str | None = None, resume: bool = False,
                    bound_realisations: int = 10, n_antennas: int | None = None, points=None,
-                   progress_stream=sys.stderr, plot: bool = True, caps: dict | None = None) -> list:
+                   progress_stream=None, plot: bool = True, caps: dict | None = None) -> list:
     """Run (or resume) experiment ``name``; writes the cache, ``NAME.csv`` and ``NAME.png``.
 
     ``n_antennas`` replaces N in every point (``antennas`` sweeps N/2 and N instead), for quick
     runs and tests; ``points`` keeps only the points whose x value is in that list; ``caps``
     ({x value: n}) runs at most n trials at the points with that x value (slow points).
-    Returns the CSV rows.
+    ``progress_stream`` (default ``sys.stderr``) receives the progress line.  Returns the CSV rows.
     """
+    progress_stream = sys.stderr if progress_stream is None else progress_stream
     exps = _make_experiments(n_antennas) if n_antennas else EXPERIMENTS
     if name not in exps:
         raise KeyError(name)
