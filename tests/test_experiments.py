@@ -281,3 +281,25 @@ def test_resolved_and_failed_counts_by_hand():
     assert sm["n_errors"] == 1 and sm["n_gross"] == 3  # 0.4 sep and 0.6 sep are >> 10 CRB std too
     assert sm["rmse_theta_ok"] == 0.0
     assert np.isnan(summarize(trials, "s")["resolved"])
+
+
+def test_ablation_stages_follow_the_chain():
+    """benchmarks/accuracy.py --ablation: the stage "refined" (rebuilt from the core functions) is what
+    nearfield.localize returns, the Phase-1 polish is near the CRB and the triangulation is not."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "accuracy_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py")
+    acc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(acc)
+    trials = [acc._ablation_trial(seed, 20.0) for seed in range(2)]
+    for t in trials:
+        assert all(t[k] is not None for k, _ in acc.STAGES)
+        for part in (0, 1):
+            assert np.allclose(t["refined"][part], t["localize"][part], rtol=0, atol=1e-9)
+    rows, (from_polish, n) = acc._ablation_rows(trials)
+    assert n == 2 and 0 <= from_polish <= 2
+    assert rows["polish"]["ratio_theta"] < 2.0 and rows["refined"]["ratio_theta"] < 2.0
+    assert rows["triangulation"]["ratio_theta"] > 3.0  # the subarrays' triangulation is ~10x the CRB
+    assert all(r["exc"] == 0 for r in rows.values())
