@@ -555,7 +555,9 @@ def markdown_table(exp: Experiment, rows: list) -> str:
         "scheme", "trials", "R-CRB θ", "R-CRB r", "RMSE θ", "RMSE r", "ratio θ / r", "ratio θ / r (not gross)",
         "resolved", "exc. / gross"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    key = (lambda r: (r[exp.series], r[exp.x])) if exp.series else (lambda r: r[exp.x])
+    order = {v: i for i, v in enumerate(dict.fromkeys(point_fields(p)[exp.series] for p in exp.points))} \
+        if exp.series else {}
+    key = (lambda r: (order.get(r[exp.series], 0), r[exp.x])) if exp.series else (lambda r: r[exp.x])
     for r in sorted(rows, key=key):
         lead = [f"{_xval(r, exp.x):g}"]
         if exp.series:
