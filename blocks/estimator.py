@@ -47,6 +47,15 @@ class EstimatorBlock(Block):
         order = [i for i in est.order() if ok[i]]
         meta = frame.meta
         meta["targets"] = positions_meta(est.theta[ok], est.r[ok])
+        if est.theta_std is not None and est.r_std is not None:  # schemes with error bars: std and status too
+            for entry, i in zip(meta["targets"], order, strict=True):
+                entry.update(theta_std=float(est.theta_std[i]), range_std=float(est.r_std[i]),
+                             status=str(est.status[i]))
+            if est.residual is not None:
+                meta["residual"] = float(est.residual)
+            mc = est.diagnostics.get("model_check")
+            if isinstance(mc, dict) and "ratio" in mc:
+                meta["model_check"] = float(mc["ratio"])
         if ("meta", "gains") in declared and est.gains is not None:
             meta["gains"] = [[float(est.gains[i].real), float(est.gains[i].imag)] for i in order]
         if ("meta", "faulty") in declared and est.faulty is not None:

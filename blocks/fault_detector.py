@@ -12,8 +12,8 @@ import os
 import numpy as np
 
 from nearfield.block import BadFrame, Block, Param, n_targets_check, non_negative, positive, unit_interval
-from nearfield.contract import (ARRAY, COARSE, COARSE_METHOD, FAULTY, GAINS, MODEL_TARGETS, N_TARGETS, NOISE_VAR,
-                                PILOTS, SNAPSHOTS, WAVEFORMS)
+from nearfield.contract import (ARRAY, COARSE, COARSE_METHOD, FALLBACK_REASON, FAULTY, GAINS, MODEL_TARGETS,
+                                N_TARGETS, NOISE_VAR, PILOTS, SNAPSHOTS, WAVEFORMS)
 from nearfield.estimators.phase1 import detect_faults
 from nearfield.frame import positions_meta
 from nearfield.ista import ista_solve
@@ -55,9 +55,14 @@ class FaultDetector(Block):
               "a frame flagging more than this share of antennas is not accumulated (bad fit)",
               check=lambda v: None if 0.0 < v <= 1.0 else "a value in (0, 1]"),
         Param("state_path", (str, type(None)), None, "JSON file to load the state from and save it to"),
+        Param("fallback", str, "auto",
+              "auto: a frame the subarray stage cannot handle (Phase 1 fails, more than max_fault_fraction "
+              "flagged, N < small_array) is localized by the full-array search instead of dropped; never: dropped",
+              choices=("auto", "never")),
+        Param("small_array", int, 20, "arrays with fewer antennas always take the full-array path", check=positive),
     )
     reads = (ARRAY, SNAPSHOTS, PILOTS)
-    adds = (FAULTY, COARSE, MODEL_TARGETS, GAINS, N_TARGETS, COARSE_METHOD, NOISE_VAR, WAVEFORMS)
+    adds = (FAULTY, COARSE, MODEL_TARGETS, GAINS, N_TARGETS, COARSE_METHOD, NOISE_VAR, WAVEFORMS, FALLBACK_REASON)
 
     def start(self):
         self.e_acc = None
@@ -152,7 +157,16 @@ class FaultDetector(Block):
             raise BadFrame(f"snapshots: T={Y.shape[1]} snapshots, need at least {k_min}")
         if not np.any(Y):
             raise BadFrame("snapshots: all zero")
-        res, tracked = self._phase1(Y, array, pilots)
+        if self.fallback == "auto" and N < self.small_array:
+            return self._fallback_frame(frame, Y, array, pilots, "small_array")
+        try:
+            res, tracked = self._phase1(Y, array, pilots)
+        except BadFrame as exc:
+            if self.fallback != "auto":
+                raise
+            return self._fallback_frame(frame, Y, array, pilots, "phase1_failed", str(exc))
+        if self.fallback == "auto" and res.faulty.size > self.max_fault_fraction * N:
+            return self._fallback_frame(frame, Y, array, pilots, "dense_faults")
         e, b = res.stats
         if not (np.all(np.isfinite(e)) and np.all(np.isfinite(b)) and np.isfinite(res.sigma2)
                 and res.sigma2 > 0):
@@ -189,6 +203,36 @@ class FaultDetector(Block):
         )
         if pilots is None:
             frame.arrays["waveforms"] = res.waveforms.astype(np.complex64)
+        return frame
+
+    # -- full-array fallback (no fault-free subarray needed) -------------------------------
+    def _fallback_frame(self, frame, Y, array, pilots, reason: str, detail: str = ""):
+        """Localize the frame with :func:`~nearfield.estimators.fullarray.full_array_localize` instead of
+        dropping it: meta ``coarse_method`` "fallback", ``fallback_reason``, ``faulty`` the dead channels,
+        ``coarse``/``model_targets`` the full-array fit; nothing is accumulated into the fault evidence."""
+        from nearfield.estimators.fullarray import full_array_localize  # numba kernel: compiled on first use
+
+        k = None if pilots is not None or self.n_targets in (None, "auto") else int(self.n_targets)
+        try:
+            fa = full_array_localize(Y, array, k, pilots)
+        except ValueError as exc:  # LinAlgError included: unusable data
+            raise BadFrame(f"full-array fallback ({reason}) failed: {exc}") from None
+        log.debug("%s: frame seq=%s localized by the full-array fallback (%s) %s", self.name, frame.seq, reason,
+                  detail)
+        dead = np.flatnonzero(np.asarray(fa.diagnostics["weights"]) == 0)
+        excluded = set(int(i) for i in fa.diagnostics.get("excluded", []))
+        frame.meta.update(
+            faulty=[int(i) for i in dead if int(i) not in excluded],
+            coarse=positions_meta(fa.diagnostics["init_theta"], fa.diagnostics["init_r"], sort=False),
+            model_targets=positions_meta(fa.theta, fa.r, sort=False),
+            gains=[[float(g.real), float(g.imag)] for g in fa.gains],
+            n_targets=int(fa.theta.size),
+            coarse_method="fallback",
+            fallback_reason=reason,
+            noise_var=float(fa.sigma2),
+        )
+        if pilots is None:
+            frame.arrays["waveforms"] = fa.waveforms.astype(np.complex64)
         return frame
 
     def checkpoint(self) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from nearfield.block import BadFrame, Block, Param, positive
-from nearfield.contract import (ARRAY, COARSE, COVARIANCE, MODEL_TARGETS, MUSIC_TARGETS, PILOTS, SNAPSHOTS, SPECTRA,
-                                TARGETS, optional)
+from nearfield.contract import (ARRAY, COARSE, COARSE_METHOD, COVARIANCE, FAULTY, MODEL_CHECK, MODEL_TARGETS,
+                                MUSIC_TARGETS, PILOTS, RESIDUAL, SNAPSHOTS, SPECTRA, TARGETS, optional)
+from nearfield.estimators.localize import finish_estimate
 from nearfield.estimators.phase3 import fine_positions
 from nearfield.frame import positions_meta
+from nearfield.ml import refine_ml
 
 
 class MusicLocalizer(Block):
@@ -38,18 +40,22 @@ class MusicLocalizer(Block):
               choices=("coarse", "model")),
         Param("emit_spectra", bool, False, "add angle/range spectra arrays to the frame (for the plot sink)"),
     )
-    reads = (ARRAY, COVARIANCE, SNAPSHOTS, COARSE, optional(MODEL_TARGETS), PILOTS)
-    adds = (TARGETS, MUSIC_TARGETS) + SPECTRA
+    reads = (ARRAY, COVARIANCE, SNAPSHOTS, COARSE, optional(MODEL_TARGETS), PILOTS, optional(COARSE_METHOD),
+             optional(FAULTY))
+    adds = (TARGETS, MUSIC_TARGETS, RESIDUAL, MODEL_CHECK) + SPECTRA
 
     def validate(self):
         if self.centre == "model":  # the window centres come from model_targets, coarse is not needed
-            self.reads = (ARRAY, COVARIANCE, SNAPSHOTS, optional(COARSE), MODEL_TARGETS, PILOTS)
+            self.reads = (ARRAY, COVARIANCE, SNAPSHOTS, optional(COARSE), MODEL_TARGETS, PILOTS,
+                          optional(COARSE_METHOD), optional(FAULTY))
 
     def start(self):
         self._warm = {}  # subspaces of the previous frame (warm start)
 
     def process(self, frame):
         x = self.read(frame)
+        if x["coarse_method"] == "fallback":
+            return self._process_fallback(frame, x)
         key = "coarse" if self.centre == "coarse" else "model_targets"
         c_th, c_r = x[key]
         if np.any(c_r <= 0) or np.any(np.abs(c_th) >= np.pi / 2):
@@ -61,9 +67,46 @@ class MusicLocalizer(Block):
                                  angle_grid=self.angle_grid, range_grid=self.range_grid, warm=self._warm)
         except ValueError as exc:  # LinAlgError included: unusable data, not a code fault
             raise BadFrame(f"localization failed: {exc}") from None
-        frame.meta["targets"] = positions_meta(est.theta, est.r)
+        self._finish(frame, x, est.theta, est.r, est.gains, np.ones(x["array"].n_antennas), "ok")
         frame.meta["music_targets"] = positions_meta(est.music_theta, est.music_r)
         if self.emit_spectra:
             for name, arr in est.spectra.items():
                 frame.arrays[name] = np.asarray(arr, dtype=np.float32)
         return frame
+
+    # -- honest output and the full-array fallback frames ------------------------------------
+    def _finish(self, frame, x, theta, r, gains, w, base):
+        """Meta ``targets`` (sorted by theta, with theta_std, range_std, status), ``residual``, ``model_check``."""
+        array = x["array"]
+        w = w * np.any(x["snapshots"] != 0, axis=1)  # channels zeroed upstream (hi_apply: dead) carry nothing
+        try:
+            fin = finish_estimate(x["snapshots"], array, theta, r, gains, x["pilots"], w, array.range_window(),
+                                  refine=self.refine, base=base)
+        except ValueError as exc:
+            raise BadFrame(f"localization failed: {exc}") from None
+        order = np.argsort(fin["theta"], kind="stable")
+        frame.meta["targets"] = [{"theta": float(fin["theta"][k]), "range": float(fin["r"][k]),
+                                  "theta_std": float(fin["theta_std"][k]), "range_std": float(fin["r_std"][k]),
+                                  "status": fin["status"][k]} for k in order]
+        frame.meta["residual"] = fin["residual"]
+        frame.meta["model_check"] = float(fin["model_check"]["ratio"])
+        return frame
+
+    def _process_fallback(self, frame, x):
+        """A frame the fault detector localized with the full array: no decoupled MUSIC (its subarray
+        premise failed); refine from ``model_targets`` on the snapshots, dead channels weighted 0."""
+        if x["model_targets"] is None:
+            raise BadFrame("meta.model_targets: missing on a fallback frame (coarse_method 'fallback')")
+        array = x["array"]
+        th, r = x["model_targets"]
+        w = np.ones(array.n_antennas)
+        if x["faulty"] is not None and x["faulty"].size:
+            w[x["faulty"]] = 0.0
+        lo, hi = array.range_window()
+        try:
+            fit = refine_ml(x["snapshots"], array, th, np.clip(r, lo, hi), x["pilots"], w=w, r_min=lo, r_max=hi)
+        except ValueError as exc:
+            raise BadFrame(f"localization failed: {exc}") from None
+        frame.meta["music_targets"] = []
+        return self._finish(frame, x, fit.theta, fit.r, fit.gains if x["pilots"] is not None else None, w,
+                            "fallback")

@@ -12,7 +12,9 @@ positions are exactly the nominal ones (no extra work on the default path).
 
 Small arrays: :attr:`ULA.n_sub` is at least 2 and at most N, and :meth:`ULA.range_window`
 gives a default range window for estimators that holds from N = 4 at any carrier to
-N = 256 at 30 GHz.
+N = 256 at 30 GHz.  It is the one implementation of that default: the full-array
+estimator (``fullarray.default_r_bounds``), :func:`nearfield.localize` and the streaming
+``music_localizer`` all call it, and every range they report lies inside it.
 """
 from __future__ import annotations
 

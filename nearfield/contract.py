@@ -270,8 +270,15 @@ MODEL_TARGETS = meta_field("model_targets", "positions", ("K",), "rad, m",
 GAINS = meta_field("gains", "gains", ("K",), doc="complex gains [re, im] (from a fault_detector upstream)")
 N_TARGETS = meta_field("n_targets", "int", doc="number of targets K")
 NOISE_VAR = meta_field("noise_var", "float", unit="power", doc="noise variance estimate")
-COARSE_METHOD = meta_field("coarse_method", "str", doc="'triangulation' or 'track'")
-TARGETS = meta_field("targets", "positions", unit="rad, m", doc="final positions, sorted by theta")
+COARSE_METHOD = meta_field("coarse_method", "str", doc="'triangulation', 'track' or 'fallback' (full-array path)")
+FALLBACK_REASON = meta_field("fallback_reason", "str", optional=True,
+                             doc="why a frame took the full-array path: small_array, phase1_failed, dense_faults")
+TARGETS = meta_field("targets", "positions", unit="rad, m",
+                     doc="final positions, sorted by theta; entries may carry theta_std (rad), range_std (m), status")
+RESIDUAL = meta_field("residual", "float", unit="power", optional=True,
+                      doc="final fit residual, mean squared per antenna and snapshot")
+MODEL_CHECK = meta_field("model_check", "float", optional=True,
+                         doc="model-check ratio sigma2_fit / sigma2_floor (~1 when the point-target model holds)")
 MUSIC_TARGETS = meta_field("music_targets", "positions", unit="rad, m", doc="un-refined Phase-3 positions")
 SPECTRA = (
     array_field("angle_grid", "float", unit="rad", doc="angle grid of the spectrum", optional=True),

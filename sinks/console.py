@@ -21,7 +21,8 @@ def _fmt_targets(targets) -> str:
     items = sorted(targets or [], key=lambda t: t["theta"])
     if not items:
         return "none"
-    return " ".join(f"({math.degrees(float(t['theta'])):.2f} deg, {float(t['range']):.2f} m)" for t in items)
+    return " ".join(f"({math.degrees(float(t['theta'])):.2f} deg, {float(t['range']):.2f} m"
+                    + (f", {t['status']}" if t.get("status") not in (None, "ok") else "") + ")" for t in items)
 
 
 def format_line(frame: Frame) -> str:

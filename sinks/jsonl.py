@@ -3,12 +3,23 @@
 Each line is exactly::
 
     {"seq": int, "t0": float (s),
-     "targets": [{"theta": rad, "range": m}, ...],      # sorted by theta; [] when absent
+     "targets": [{"theta": rad, "range": m,             # sorted by theta; [] when absent
+                  "theta_std": rad, "range_std": m,     # 1-sigma error bars (CRB at the estimate)
+                  "status": str}, ...],                 # "ok", "fallback", "model_mismatch",
+                                                        # "range_at_bound", "unresolved"
      "faulty": [0-based antenna indices],               # [] when absent
      "truth": {"targets": [...], "faulty": [...]},      # only when the frame carries truth
-     "latency_s": float}                                # now - meta["t_emit"] (null if unstamped)
+     "latency_s": float,                                # now - meta["t_emit"] (null if unstamped)
+     "residual": float,                                 # fit residual per antenna and snapshot (*)
+     "model_check": float}                              # sigma2_fit / sigma2_floor, ~1: model holds (*)
 
-Outside tools read this file: the names and units are a contract.  ``truth`` keeps the
+Outside tools read this file: the names and units are a contract; fields are only ever added.
+``theta_std``, ``range_std`` and ``status`` appear in a target when the localizer produced them
+(the chain's music_localizer does; older producers' targets have only theta and range);
+``residual`` and ``model_check`` are present only when the frame carries them, so records of
+older producers are unchanged.  ``status`` is
+``"fallback"`` for a sound target of the full-array path (the subarray stage could not be
+used), ``"ok"`` for one of the chain.  ``truth`` keeps the
 source's ``targets`` (sorted by theta) and ``faulty`` only.
 
 Earlier output is never destroyed.  By default (``append: false``) the records go to a new
@@ -28,7 +39,7 @@ import os
 import time
 from pathlib import Path
 
-from ..contract import FAULTY, TARGETS, TRUTH, optional
+from ..contract import FAULTY, MODEL_CHECK, RESIDUAL, TARGETS, TRUTH, optional
 from ..block import BadFrame, Param, ParamError, Sink, positive
 from ..frame import Frame, finite_or_none
 
@@ -38,7 +49,13 @@ log = logging.getLogger(__name__)
 def _targets(items) -> list:
     out = []
     for t in items or []:
-        out.append({"theta": float(t["theta"]), "range": float(t["range"])})
+        e = {"theta": float(t["theta"]), "range": float(t["range"])}
+        for key in ("theta_std", "range_std"):
+            if t.get(key) is not None:
+                e[key] = float(t[key])
+        if t.get("status") is not None:
+            e["status"] = str(t["status"])
+        out.append(e)
     out.sort(key=lambda t: t["theta"])
     return out
 
@@ -74,13 +91,16 @@ def _record(frame: Frame, now: float | None) -> dict:
     else:
         now = time.time() if now is None else now
         rec["latency_s"] = float(now - float(t_emit))
+    for key in ("residual", "model_check"):  # new fields, only when a localizer produced them
+        if meta.get(key) is not None:
+            rec[key] = float(meta[key])
     return rec
 
 
 class JsonlSink(Sink):
     """Write one estimates record per frame to a JSON Lines file."""
 
-    reads = (optional(TARGETS), optional(FAULTY), TRUTH)  # frame contract (nearfield.contract)
+    reads = (optional(TARGETS), optional(FAULTY), TRUTH, RESIDUAL, MODEL_CHECK)  # frame contract (nearfield.contract)
     params = (
         Param("path", str, doc="output file (.jsonl); parent directories are created"),
         Param("flush_every", int, 1, "flush to the OS every k frames (1 = nothing lost on a crash)",

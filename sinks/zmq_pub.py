@@ -6,8 +6,12 @@ the estimates record (the jsonl sink's line) as UTF-8 JSON -- exactly the object
 writes on one line (built by the same function, :func:`nearfield.sinks.jsonl.estimates_record`;
 NaN/Inf become ``null``)::
 
-    <topic>{"seq": 7, "t0": 0.7, "targets": [{"theta": 0.2619, "range": 10.02}],
-            "faulty": [12, 77], "truth": {...}, "latency_s": 0.011}
+    <topic>{"seq": 7, "t0": 0.7, "targets": [{"theta": 0.2619, "range": 10.02, "theta_std": 3.4e-06,
+                                              "range_std": 0.0021, "status": "ok"}],
+            "faulty": [12, 77], "truth": {...}, "latency_s": 0.011, "residual": 0.0299, "model_check": 1.003}
+
+(``theta_std``, ``range_std``, ``status``, ``residual`` and ``model_check`` only when the
+localizer produced them; see :mod:`nearfield.sinks.jsonl`.)
 
 A subscriber ``SUB``-connects to ``address``, subscribes to the topic (or to ``b""``) and
 strips ``len(topic)`` bytes.  A PUB socket never blocks the pipeline: a subscriber that is

@@ -43,10 +43,12 @@ def match(est_t, est_r, th, r):
 def test_default_r_bounds_and_grid_scale_with_the_array():
     big, small = paper_array(256), ULA(9, carrier_hz=2.4e9)
     lo, hi = default_r_bounds(big)
+    assert (lo, hi) == big.range_window()  # one implementation of the default window
     assert lo == pytest.approx(0.5 * big.aperture) and hi == pytest.approx(big.rayleigh_distance)
     lo9, hi9 = default_r_bounds(small)
-    assert lo9 == pytest.approx(max(0.5 * small.aperture, small.wavelength))
-    assert hi9 == pytest.approx(small.rayleigh_distance)
+    assert (lo9, hi9) == small.range_window()
+    assert lo9 == pytest.approx(max(0.5 * small.aperture, 2 * small.wavelength))
+    assert hi9 == pytest.approx(max(small.rayleigh_distance, 4 * lo9))
     u, q = coarse_grid(big)
     assert u.size == 512 and np.all(np.abs(u) < 1)
     assert q[0] == pytest.approx(1 / hi) and q[-1] == pytest.approx(1 / lo)

@@ -94,3 +94,25 @@ def test_malformed_meta_is_a_bad_frame_not_a_crash(tmp_path, meta):
     sink.finish()
     sink.close()
     assert (tmp_path / "e.jsonl").read_text().count("\n") == 1
+
+
+def test_new_fields_pass_through_and_old_fields_stay(tmp_path):
+    """Error bars, status per target and the record-level residual/model check are added, nothing renamed."""
+    path = tmp_path / "e.jsonl"
+    sink = JsonlSink(path=str(path))
+    sink.start()
+    sink.process(frame(3, targets=[{"theta": 0.3, "range": 10.0, "theta_std": 1e-4, "range_std": 0.02,
+                                    "status": "ok"},
+                                   {"theta": -0.2, "range": 18.0, "theta_std": 2e-4, "range_std": 0.5,
+                                    "status": "fallback"}],
+                       faulty=[4], residual=0.031, model_check=1.02))
+    sink.process(frame(4, targets=[{"theta": 0.1, "range": 5.0}]))  # an older producer: no new fields
+    sink.finish()
+    sink.close()
+    new, old = [json.loads(x) for x in path.read_text().splitlines()]
+    assert list(new) == ["seq", "t0", "targets", "faulty", "latency_s", "residual", "model_check"]
+    assert new["targets"] == [{"theta": -0.2, "range": 18.0, "theta_std": 2e-4, "range_std": 0.5, "status": "fallback"},
+                              {"theta": 0.3, "range": 10.0, "theta_std": 1e-4, "range_std": 0.02, "status": "ok"}]
+    assert new["residual"] == 0.031 and new["model_check"] == 1.02 and new["faulty"] == [4]
+    assert old == {"seq": 4, "t0": pytest.approx(0.4), "targets": [{"theta": 0.1, "range": 5.0}], "faulty": [],
+                   "latency_s": None}

@@ -11,7 +11,8 @@ from .interface import Estimate, Localizer
 from .localize import Localization, localize, paper
 from .music2d import music2d, music2d_localize
 from .phase1 import detect_faults
-from .phase2 import calibrate
+from .phase2 import calibrate_phases
+from .reference import apply_hi, calibrate
 from .phase3 import decoupled_music, fine_positions
 from .subarrays import coarse_localize, estimate_order
 
@@ -25,5 +26,6 @@ LOCALIZERS: dict[str, Localizer] = {
 }
 
 __all__ = ["Estimate", "Localizer", "Localization", "localize", "paper", "coarse", "bcd_localize", "music2d",
-           "music2d_localize", "detect_faults", "calibrate", "decoupled_music", "fine_positions", "coarse_localize",
+           "music2d_localize", "detect_faults", "calibrate", "calibrate_phases", "apply_hi", "decoupled_music",
+           "fine_positions", "coarse_localize",
            "estimate_order", "LOCALIZERS"]

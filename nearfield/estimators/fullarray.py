@@ -41,16 +41,13 @@ gains' labels) unidentifiable; the common waveform is then treated once (the row
 reduction above) and K spatial signatures are fitted; the result follows an arbitrary
 assignment among the identical rows and ``diagnostics["pilot_rank"] < K`` says so.
 
-Range window (:func:`default_r_bounds`): ``[max(D/2, lambda), max(2 D^2 / lambda, 2 r_lo)]``.
-Below D/2 a target would sit beside the array rather than in front of it, and the
-element patterns and point-target model no longer hold (lambda guards tiny apertures).
-Beyond the Rayleigh distance ``2 D^2 / lambda`` the wavefront curvature across the
-aperture is below ``k D^2 / (8 r) = pi / 8`` rad, so range is practically unobservable:
-an estimate reaching that edge is reported with status ``range_at_bound`` instead of
-running off to 10^14 m.  Unlike ``0.5 sqrt(D^3 / lambda)`` (the Fresnel distance, 58 m for
-N = 1024 at 30 GHz), the lower edge keeps targets at a few metres from a large array and
-at tens of centimetres from a small one in the window; the exact spherical model is used
-everywhere, so no Fresnel-region assumption is needed.
+Range window (:func:`default_r_bounds`): the array's own default,
+:meth:`nearfield.array.ULA.range_window` (one implementation, documented there):
+``[max(D/2, 2 lambda), max(2 D^2 / lambda, 4 r_min)]``.  Beyond the Rayleigh distance the
+wavefront curvature across the aperture is below pi/8 rad, so range is practically
+unobservable: an estimate reaching that edge is reported with status ``range_at_bound``
+instead of running off to 10^14 m.  The exact spherical model is used everywhere, so no
+Fresnel-region assumption is needed.
 
 Cost: one grid scan is O(N Gu Gq) with Gu ~ 2N and Gq ~ (pi / (2 phase_step)) D / lambda for the
 default window (compiled loop, single thread).  Measured on the shared 2-core machine:
@@ -113,10 +110,8 @@ class FullArrayResult:
 
 # ----------------------------------------------------------------------------- geometry
 def default_r_bounds(array: ULA) -> tuple[float, float]:
-    """Default range window in metres: ``[max(D/2, lambda), max(2 D^2/lambda, 2 r_lo)]`` (module doc)."""
-    D, lam = array.aperture, array.wavelength
-    lo = max(0.5 * D, lam)
-    return lo, max(2.0 * D * D / lam, 2.0 * lo)
+    """Default range window in metres: :meth:`nearfield.array.ULA.range_window` (the one implementation)."""
+    return array.range_window()
 
 
 def _check_bounds(array, r_bounds):

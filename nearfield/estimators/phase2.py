@@ -63,8 +63,9 @@ def phase_evidence(Y: np.ndarray, array: ULA, faulty, theta, r, gains, waveforms
 
 
 
-def calibrate(Y: np.ndarray, array: ULA, faulty, theta, r, gains, waveforms, method: str = "circular"):
-    """Phase 2 on one block of snapshots.
+def calibrate_phases(Y: np.ndarray, array: ULA, faulty, theta, r, gains, waveforms, method: str = "circular"):
+    """Phase 2 on one block of snapshots (the faulty antennas' phases; the reference calibration of
+    the full HI vector is :func:`nearfield.estimators.reference.calibrate`, ``nearfield.calibrate``).
 
     Parameters
     ----------
@@ -81,3 +82,7 @@ def calibrate(Y: np.ndarray, array: ULA, faulty, theta, r, gains, waveforms, met
     zeta = np.angle(phase_evidence(Y, array, faulty, theta, r, gains, waveforms, method))
     c_hat = hi_vector(array.n_antennas, faulty, zeta)
     return c_hat, (c_hat.conj()[:, None] * Y).astype(np.asarray(Y).dtype, copy=False)
+
+
+#: Former name of :func:`calibrate_phases` (kept for old callers).
+calibrate = calibrate_phases
