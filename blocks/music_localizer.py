@@ -20,7 +20,7 @@ from nearfield.ml import refine_ml
 class MusicLocalizer(Block):
     """Phase 3: decoupled near-field MUSIC on the calibrated covariance, then exact-model ML refinement.
 
-    Needs ``covariance`` (from a covariance block after the calibrator), the calibrated
+    Reads ``covariance`` when a covariance block feeds it (else works from the snapshots), the calibrated
     ``snapshots`` and meta ``coarse`` (or ``model_targets``) from the fault detector.
     Sets meta ``targets`` (sorted by theta) and ``music_targets`` (the paper's un-refined
     estimate); with ``emit_spectra`` adds the angle and range spectra arrays.
@@ -39,18 +39,21 @@ class MusicLocalizer(Block):
         Param("centre", str, "coarse", "window centres: coarse (triangulation) or model (Phase-1 polished)",
               choices=("coarse", "model")),
         Param("emit_spectra", bool, False, "add angle/range spectra arrays to the frame (for the plot sink)"),
+        Param("search_every", int, 10,
+              "full MUSIC search every this many frames; in between one warm-started ML fit from the previous "
+              "estimate (a poor fit searches again); 1 = search every frame", check=positive),
     )
-    reads = (ARRAY, COVARIANCE, SNAPSHOTS, COARSE, optional(MODEL_TARGETS), PILOTS, optional(COARSE_METHOD),
-             optional(FAULTY))
+    reads = (ARRAY, optional(COVARIANCE), SNAPSHOTS, COARSE, optional(MODEL_TARGETS), PILOTS,  # no covariance: from Y
+             optional(COARSE_METHOD), optional(FAULTY))
     adds = (TARGETS, MUSIC_TARGETS, RESIDUAL, MODEL_CHECK) + SPECTRA
 
     def validate(self):
         if self.centre == "model":  # the window centres come from model_targets, coarse is not needed
-            self.reads = (ARRAY, COVARIANCE, SNAPSHOTS, optional(COARSE), MODEL_TARGETS, PILOTS,
+            self.reads = (ARRAY, optional(COVARIANCE), SNAPSHOTS, optional(COARSE), MODEL_TARGETS, PILOTS,
                           optional(COARSE_METHOD), optional(FAULTY))
 
     def start(self):
-        self._warm = {}  # subspaces of the previous frame (warm start)
+        self._warm = {"search_every": self.search_every}  # subspaces and estimate of the previous frame
 
     def process(self, frame):
         x = self.read(frame)

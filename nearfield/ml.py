@@ -13,7 +13,9 @@ derivatives of :mod:`nearfield.steering`, on the *exact* spherical model, so the
 Fresnel approximation of the decoupled MUSIC leaves no bias (PAPER-NOTES item 5).
 
 Every column of the Jacobian is an outer product g s_k^T (g in C^N), so the
-normal equations cost O(N T K) -- the (N T x 4K) Jacobian is never formed.
+(N T x 4K) Jacobian is never formed; and the cost and the gradient need the data only
+through the sufficient statistics ``Y S^H`` (N, K), ``||y_n||^2`` (N,) and ``S S^H`` (K, K),
+formed once per fit (O(N T K)), so each LM iteration and each trial step is O(N K^2).
 
 Without pilots, the waveforms are estimated from the current model by weighted LS,
 ``S_hat = (A^H W A)^-1 A^H W Y`` (gains then absorbed: beta = 1), alternating with
@@ -94,23 +96,61 @@ def ml_cost(Y: np.ndarray, array: ULA, theta, r, pilots: np.ndarray | None, c=No
     return _cost(Y, A, ls_gains(A, pilots, Y, c, w), np.asarray(pilots), c, w)[0]
 
 
+#: use the compiled LM (:mod:`nearfield.lm_kernel`) for the exact model; False = the NumPy loop below
+USE_NUMBA = True
+
+
+def _suff_cost(yy, Q, P, M, w):
+    """Weighted LS cost from sufficient statistics, O(N K^2) instead of O(N T K).
+
+    ``||y_n - sum_k M_nk s_k||^2 = ||y_n||^2 - 2 Re sum_k M_nk^* Q_nk + sum_kl M_nk^* P_kl M_nl`` with
+    ``Q = Y S^H`` (N, K), ``P = S^* S^T`` (K, K) and ``yy = ||y_n||^2`` (N,).  Returns the cost and
+    ``E S^H = Q - M P^T`` (N, K), the residual correlated with the waveforms (the gradient's data).
+    """
+    MP = M @ P.T  # (N, K): sum_l M_nl (S S^H)_lk
+    ES = Q - MP
+    p = yy - 2.0 * np.real(np.sum(M.conj() * Q, axis=1)) + np.real(np.sum(M.conj() * MP, axis=1))
+    return float(np.sum(p if w is None else w * p)), ES
+
+
 def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=np.inf):
+    """LM on the sufficient statistics of (Y, S): Y S^H, ||y_n||^2 and S S^H are formed once (O(N T K)),
+    then every cost evaluation and every normal-equation build is O(N K^2) (issue 11)."""
     K = theta.size
-    A = steering(array, theta, r, model)
-    cost, E = _cost(Y, A, gains, S, c, w)
-    mu = 1e-3
+    cvec = None if c is None else np.asarray(c)
+    Q = Y @ S.conj().T  # (N, K)
+    yy = np.einsum("nt,nt->n", Y.real, Y.real) + np.einsum("nt,nt->n", Y.imag, Y.imag)
     P = S.conj() @ S.T  # (K, K): sum_t s_k^* s_l
+    Pk = P[np.ix_(np.tile(np.arange(K), 4), np.tile(np.arange(K), 4))]
+
+    def model_of(A, b):
+        M = A * b[None, :]
+        return M if cvec is None else cvec[:, None] * M
+
+    if model == "exact" and USE_NUMBA:
+        from .lm_kernel import lm_exact  # compiled on first use (cache=True): see nearfield.warmup
+
+        ww = np.ones(Y.shape[0]) if w is None else np.ascontiguousarray(w, dtype=float)
+        cc = np.ones(Y.shape[0], complex) if cvec is None else np.ascontiguousarray(cvec, dtype=complex)
+        theta, r, gains, cost, it, converged = lm_exact(
+            np.ascontiguousarray(array.positions, dtype=float), float(array.wavenumber), yy, np.ascontiguousarray(Q),
+            np.ascontiguousarray(P), ww, cc, theta.astype(float), r.astype(float), gains.astype(complex),
+            int(max_iter), float(tol), float(r_min), float(r_max))
+        return theta, r, gains, float(cost), it, bool(converged)
+    A = steering(array, theta, r, model)
+    cost, ES = _suff_cost(yy, Q, P, model_of(A, gains), w)
+    mu = 1e-3
     kidx = np.tile(np.arange(K), 4)
     it = 0
     converged = False
+    rel = np.inf
     for it in range(1, max_iter + 1):
         d = steering_derivatives(array, theta, r, model)
         G = np.concatenate([d.a, 1j * d.a, d.a_t * gains, d.a_r * gains], axis=1)  # (N, 4K)
-        if c is not None:
-            G = np.asarray(c)[:, None] * G
+        if cvec is not None:
+            G = cvec[:, None] * G
         GW = G.conj().T if w is None else G.conj().T * w[None, :]
-        JJ = np.real((GW @ G) * P[np.ix_(kidx, kidx)])
-        ES = E @ S.conj().T  # (N, K)
+        JJ = np.real((GW @ G) * Pk)
         g = np.real(np.sum(GW * ES[:, kidx].T, axis=1))
         diag = np.maximum(np.diag(JJ), 1e-300)
         improved = False
@@ -120,10 +160,10 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
             nt = np.clip(theta + step[2 * K:3 * K], -np.pi / 2 + 1e-6, np.pi / 2 - 1e-6)
             nr = np.clip(r + step[3 * K:], r_min, r_max)
             nA = steering(array, nt, nr, model)
-            ncost, nE = _cost(Y, nA, nb, S, c, w)
+            ncost, nES = _suff_cost(yy, Q, P, model_of(nA, nb), w)
             if ncost <= cost:
                 rel = (cost - ncost) / max(cost, 1e-300)
-                gains, theta, r, A, E, cost = nb, nt, nr, nA, nE, ncost
+                gains, theta, r, A, ES, cost = nb, nt, nr, nA, nES, ncost
                 mu = max(mu / 10.0, 1e-9)
                 improved = True
                 break

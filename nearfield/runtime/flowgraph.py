@@ -46,7 +46,7 @@ __all__ = ["FlowgraphError", "BlockSpec", "Edge", "Flowgraph", "load_flowgraph",
            "parse_override"]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-_TOP_KEYS = ("name", "description", "blocks", "connections")
+_TOP_KEYS = ("name", "description", "blocks", "connections", "placement")
 _EDGE_KEYS = ("from", "to", "lossy")
 
 
@@ -201,6 +201,29 @@ class Flowgraph:
     edges: list[Edge]
     description: str = ""
     overrides: dict = field(default_factory=dict)
+    placement: dict = field(default_factory=dict)  # worker name -> chain of block names (runtime.placement)
+    #: block name -> names of the arrays it declares it reads, or None (declares nothing: may read any)
+    array_reads: dict = field(default_factory=dict)
+
+    def downstream_arrays(self, block: str):
+        """Arrays some block downstream of ``block`` (transitively) declares it reads; None = keep all.
+
+        A frame leaving ``block`` needs no other array: the worker strips the rest before
+        sending (e.g. a covariance nothing downstream reads never reaches the sink).
+        """
+        keep: set = set()
+        seen, todo = set(), [e.dst for e in self.out_edges(block)]
+        while todo:
+            b = todo.pop()
+            if b in seen:
+                continue
+            seen.add(b)
+            reads = self.array_reads.get(b)
+            if reads is None:
+                return None
+            keep |= reads
+            todo.extend(e.dst for e in self.out_edges(b))
+        return frozenset(keep)
 
     def in_edges(self, block: str) -> list[Edge]:
         return [e for e in self.edges if e.dst == block]
@@ -559,5 +582,19 @@ def parse_flowgraph(source, path: str = "<flowgraph>", overrides=(), *, max_node
         _fail(f"{where('connections')}: the connections break the frame contract: " + "; ".join(broken[:5])
               + (f" (and {len(broken) - 5} more)" if len(broken) > 5 else ""))
 
+    from .placement import validate_placement  # late: placement builds on this module's classes
+
+    placement = validate_placement(data.get("placement"), specs, edges,
+                                   where("placement") if "placement" in data else path)
     return Flowgraph(name=name, path=path, blocks=specs, edges=edges, description=description,
-                     overrides={f"{b}.{p}": v for b, d in ov.items() for p, (v, _) in d.items()})
+                     overrides={f"{b}.{p}": v for b, d in ov.items() for p, (v, _) in d.items()},
+                     placement=placement, array_reads={n: declared_array_reads(b) for n, b in instances.items()})
+
+
+def declared_array_reads(block) -> frozenset | None:
+    """Names of the arrays ``block`` declares in its frame contract ``reads``; None when it declares
+    no field at all (a block without a contract, or one that takes any frame such as ``zmq_pub``)."""
+    reads = tuple(getattr(block, "reads", ()) or ())
+    if not reads:
+        return None
+    return frozenset(f.name for f in reads if f.kind == "array")

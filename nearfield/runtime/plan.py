@@ -92,6 +92,7 @@ class Plan:
     hwm: int
     max_msg_bytes: int
     checkpoint_s: float | None
+    keep_arrays: frozenset | None = None  # arrays sent downstream (None = all); see Flowgraph.downstream_arrays
 
 
 def _free_tcp_port() -> int:
@@ -183,7 +184,7 @@ def make_plans(graph: Flowgraph, transport: str, tmpdir: str | None, runid: str,
                 lossy_in[e] = s
                 ins.append(s)
         plans[name] = Plan(name, i, spec, ins, [], control, control_curve, run_token, hwm,
-                           max_msg_bytes, checkpoint_s)
+                           max_msg_bytes, checkpoint_s, graph.downstream_arrays(name))
     for e in graph.edges:
         s = lossy_in[e] if e.lossy else in_of[(e.dst, e.dst_port)]
         plans[e.src].outputs.append(OutSpec(s.endpoint, e.src_port, e.lossy, str(e), token_of[e],

@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from .endpoints import POLL_MS, ControlServer
 from .flowgraph import Flowgraph
+from .placement import apply_placement
 from .plan import make_ipc_dir, make_plans
 from .summary import RunResult, empty_row, format_error, format_summary
 from .wire import DEFAULT_LIMITS
@@ -109,6 +110,7 @@ def run_flowgraph(graph: Flowgraph, inproc: bool = False, transport: str | None 
     transport, curve = _check_args(inproc, transport, hwm, curve, stall_timeout_s, checkpoint_s)
     if max_msg_bytes is None:
         max_msg_bytes = DEFAULT_LIMITS.max_message_bytes()
+    graph = apply_placement(graph)  # placed chains become one stage per worker
     runid = f"{os.getpid()}-{next(_run_ids)}"
     tmpdir = make_ipc_dir() if transport == "ipc" else None
     control, control_curve, token, plans = make_plans(

@@ -221,6 +221,9 @@ class Worker:
             targets = self.outs_by_port.get(port)
             if not targets:
                 continue
+            keep = self.plan.keep_arrays
+            if keep is not None and not keep.issuperset(fr.arrays):  # no dead weight on the wire
+                fr = Frame(fr.seq, fr.t0, {k: v for k, v in fr.arrays.items() if k in keep}, fr.meta)
             parts = encode(fr)
             for out in targets:
                 out.send(parts, self.check)
