@@ -39,7 +39,7 @@ from nearfield.block import BadFrame  # noqa: E402
 from nearfield.blocks.calibrator import Calibrator  # noqa: E402
 from nearfield.blocks.fault_detector import FaultDetector  # noqa: E402
 from nearfield.estimators.phase1 import detect_faults  # noqa: E402
-from nearfield.estimators.phase2 import calibrate  # noqa: E402
+from nearfield.estimators.phase2 import calibrate_phases  # noqa: E402
 from nearfield.estimators.phase3 import decoupled_music  # noqa: E402
 from nearfield.estimators.subarrays import estimate_order  # noqa: E402
 from nearfield.montecarlo import match_errors  # noqa: E402
@@ -98,7 +98,7 @@ def _ablation_trial(seed, snr_db):
         p1 = detect_faults(Y, sc.array, sc.pilots, K)
         err["triangulation"] = (p1.coarse_theta, p1.coarse_r)
         err["polish"] = (p1.theta, p1.r)
-        _, Yc = calibrate(Y.astype(np.complex128), sc.array, p1.faulty, p1.theta, p1.r, p1.gains, p1.waveforms)
+        _, Yc = calibrate_phases(Y.astype(np.complex128), sc.array, p1.faulty, p1.theta, p1.r, p1.gains, p1.waveforms)
         R = (Yc @ Yc.conj().T) / Y.shape[1]
         mt, mr, _ = decoupled_music(R, sc.array, p1.coarse_theta, p1.coarse_r)
         err["music"] = (mt, mr)
