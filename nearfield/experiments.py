@@ -4,7 +4,7 @@
 
     nearfield experiment NAME [--trials N] [--seed S] [--workers W] [--out DIR]
                               [--scheduler ADDRESS] [--resume] [--bound-realisations B]
-                              [--antennas N] [--points X ...] [--cap X=N ...] [--no-plot]
+                              [--antennas N] [--points X ...] [--cap X=N ...] [--no-plot] [--markdown]
 
 ``NAME`` is one of :data:`EXPERIMENTS`:
 
@@ -16,12 +16,29 @@
                           range, SNR 20 dB, N = 256, p_fault = 2 %.
 ``fault-probability``     Fig. 9: Cartesian localization RMSE vs p_fault, SNR 15 and 30 dB.
 ``hi-nmse``               Fig. 10: HI-vector NMSE vs SNR, p_fault 1 / 2 / 4 %, proposed and BCD.
+``resolution``            (ours) two targets at 10 m and 12 m around pi/12, 0.25-3 deg apart,
+                          pilot-aided and blind, SNR 20 dB: RMSE and resolution probability
+                          of proposed, paper and 2-D MUSIC, with the trials' CRB.
+``coherence``             (ours) two targets of the default scene, blind, SNR 20 dB, waveform
+                          correlation rho = 0, 0.5, 0.9, 0.99, 1 (``s2 = rho s1 +
+                          sqrt(1 - rho^2) s_ind``, :func:`nearfield.montecarlo.correlate_waveforms`).
 ========================  ==================================================================
 
+A target pair is *resolved* in a trial when each estimate (paired with the truths by sorted
+angle) lies within half the angular separation of its own target; the ``resolved`` column
+of every experiment is that share (with the smallest separation of the scene).  Every row
+counts its failed trials: ``failed`` (exceptions) and ``n_gross`` / ``gross`` (exception or
+error above 10 x the trial's CRB std), with ``rmse_*_ok`` / ``ratio_*_ok`` over the rest.
+The two experiments of ours run no misspecified-bounds units; their bound is the CRB of
+each trial (perfect HI knowledge, known waveforms -- also for the blind rows).
+
 Points: ``snr`` -10..30 dB step 5; ``antennas`` N = 128, 256, 512, 1024; ``range`` 8, 12,
-20, 30, 45 m; ``fault-probability`` 0..14 % step 2; ``hi-nmse`` -10, 0, 10, 20, 30 dB.
-Default ``--trials`` (a few minutes each on 2 cores): 20 (snr, range, hi-nmse), 10 (antennas,
-fault-probability); docs/results.md used 200 (``--cap 1024=50`` for ``antennas``).
+20, 30, 45 m; ``fault-probability`` 0..14 % step 2; ``hi-nmse`` -10, 0, 10, 20, 30 dB;
+``resolution`` 0.25, 0.5, 0.75, 1, 1.5, 2, 3 deg; ``coherence`` rho 0, 0.5, 0.9, 0.99, 1.
+Default ``--trials`` (a few minutes each on 2 cores): 20 (snr, range, hi-nmse, resolution,
+coherence), 10 (antennas, fault-probability); docs/results.md used 200 for the paper's five
+(``--cap 1024=50`` for ``antennas``) and says what it used for ours.  ``--markdown`` prints
+the rows as the Markdown table of docs/results.md.
 
 How it works
 ------------
@@ -80,7 +97,7 @@ import numpy as np
 from .frame import jsonable
 from .montecarlo import PAPER_TARGETS, run_trial, summarize
 
-__all__ = ["EXPERIMENTS", "Experiment", "main", "run_experiment", "trial_unit", "bounds_unit",
+__all__ = ["EXPERIMENTS", "Experiment", "main", "run_experiment", "trial_unit", "bounds_unit", "markdown_table",
            "load_cache", "summarize_experiment"]
 
 SEED_STRIDE = 1_000_000
@@ -101,13 +118,47 @@ class Experiment:
     x: str  # the swept point key shown on the x axis
     series: str | None = None  # a second key that splits the curves (p_fault, snr_db)
     default_trials: int = 20
-    metrics: tuple = ("theta", "range")  # panels: "theta", "range", "cart", "nmse"
+    metrics: tuple = ("theta", "range")  # panels: "theta", "range", "cart", "nmse", "resolved"
     notes: list = field(default_factory=list)
+    bounds: bool = True  # misspecified bounds units (LB/MCRB/bias); False: the trials' CRB only
 
 
-def _pt(snr_db=20.0, n_antennas=256, p_fault=0.02, targets=PAPER_TARGETS):
-    return {"snr_db": float(snr_db), "n_antennas": int(n_antennas), "p_fault": float(p_fault),
-            "targets": [[float(a), float(b)] for a, b in targets]}
+def _pt(snr_db=20.0, n_antennas=256, p_fault=0.02, targets=PAPER_TARGETS, pilots=True, rho=None):
+    pt = {"snr_db": float(snr_db), "n_antennas": int(n_antennas), "p_fault": float(p_fault),
+          "targets": [[float(a), float(b)] for a, b in targets]}
+    if not pilots:
+        pt["pilots"] = False
+    if rho is not None:
+        pt["rho"] = float(rho)
+    return pt
+
+
+#: Centre angle and ranges of the two targets of ``resolution`` (the 10 m / 12 m pair of the hard scenes).
+RESOLUTION_CENTRE = np.pi / 12
+RESOLUTION_RANGES = (10.0, 12.0)
+RESOLUTION_SEPARATIONS_DEG = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+#: The two targets of ``coherence``: the first two of the default scene.
+COHERENCE_TARGETS = PAPER_TARGETS[:2]
+COHERENCE_RHOS = (0.0, 0.5, 0.9, 0.99, 1.0)
+
+
+def _pair(sep_deg: float) -> tuple:
+    """Two targets ``sep_deg`` apart around :data:`RESOLUTION_CENTRE` at 10 m and 12 m."""
+    h = np.deg2rad(sep_deg) / 2
+    return ((RESOLUTION_CENTRE - h, RESOLUTION_RANGES[0]), (RESOLUTION_CENTRE + h, RESOLUTION_RANGES[1]))
+
+
+def separation_deg(targets) -> float:
+    """Smallest angular separation between the targets, degrees (NaN for one target)."""
+    th = np.sort(np.asarray(targets, float)[:, 0])
+    return round(float(np.rad2deg(np.min(np.diff(th)))), 9) if th.size > 1 else float("nan")
+
+
+def point_fields(pt: dict) -> dict:
+    """The x-axis values a point may be swept by: its keys plus range_m, separation_deg, rho, pilots."""
+    return {**pt, "range_m": pt["targets"][0][1] if len(pt["targets"]) == 1 else float("nan"),
+            "separation_deg": separation_deg(pt["targets"]), "rho": pt.get("rho", float("nan")),
+            "pilots": pt.get("pilots", True)}
 
 
 def _make_experiments(n_override: int | None = None) -> dict:
@@ -136,6 +187,17 @@ def _make_experiments(n_override: int | None = None) -> dict:
                    ("proposed", "bcd"),
                    [_pt(s, n, p) for p in (0.01, 0.02, 0.04) for s in (-10, 0, 10, 20, 30)],
                    "snr_db", "p_fault", 20, ("nmse",)),
+        Experiment("resolution", "Resolution",
+                   "RMSE and resolution probability vs separation of two targets (N=%d, 20 dB, p_fault 2 %%)" % n,
+                   ("proposed", "paper", "music2d"),
+                   [_pt(20, n, 0.02, _pair(s), pilots=pl) for pl in (True, False)
+                    for s in RESOLUTION_SEPARATIONS_DEG],
+                   "separation_deg", "pilots", 20, ("theta", "range", "resolved"), bounds=False),
+        Experiment("coherence", "Coherence",
+                   "RMSE vs waveform correlation of two targets, blind (N=%d, 20 dB, p_fault 2 %%)" % n,
+                   ("proposed", "paper", "music2d"),
+                   [_pt(20, n, 0.02, COHERENCE_TARGETS, pilots=False, rho=r) for r in COHERENCE_RHOS],
+                   "rho", None, 20, ("theta", "range"), bounds=False),
     ]
     return {e.name: e for e in exps}
 
@@ -146,7 +208,12 @@ EXPERIMENTS = _make_experiments()
 def point_key(pt: dict) -> str:
     """Stable text key of a point (all of its parameters), used in the cache."""
     tg = ";".join(f"{a:.6f},{b:.4f}" for a, b in pt["targets"])
-    return f"snr={pt['snr_db']:g}|N={pt['n_antennas']}|p={pt['p_fault']:g}|targets={tg}"
+    key = f"snr={pt['snr_db']:g}|N={pt['n_antennas']}|p={pt['p_fault']:g}|targets={tg}"
+    if not pt.get("pilots", True):
+        key += "|blind"
+    if pt.get("rho") is not None:
+        key += f"|rho={pt['rho']:g}"
+    return key
 
 
 def _group_key(pt: dict) -> str:
@@ -162,7 +229,8 @@ def trial_seed(seed: int, i: int) -> int:
 def trial_unit(pt: dict, seed: int, schemes) -> dict:
     """One Monte Carlo trial at point ``pt`` (JSON-ready dict of :func:`run_trial`)."""
     res = run_trial(seed, pt["snr_db"], n_antennas=pt["n_antennas"], p_fault=pt["p_fault"],
-                    targets=tuple(map(tuple, pt["targets"])), schemes=tuple(schemes))
+                    targets=tuple(map(tuple, pt["targets"])), schemes=tuple(schemes),
+                    pilots=pt.get("pilots", True), rho=pt.get("rho"))
     return jsonable(res, finite=False)
 
 
@@ -183,7 +251,7 @@ def bounds_unit(pt: dict, seed: int, snrs) -> dict:
     """Root bounds of realisation ``seed`` at every SNR in ``snrs`` (one pseudo-true fit).
 
     Returns ``{"%g" % snr: {crb_angle, crb_range, crb_cart, lb_..., mcrb_..., bias_...}}``
-    (rad, m, m): the square roots of the target-averaged diagonals (PAPER-NOTES 11) of the
+    (rad, m, m): the square roots of the target-averaged diagonals (errata 11) of the
     CRB (eq. 47), LB (eq. 42), MCRB (eq. 41) and squared bias (eq. 43), and the Cartesian
     versions through the Jacobian of xi = (r sin theta, r cos theta).
     """
@@ -260,7 +328,7 @@ def _n_trials(exp: Experiment, pt: dict, trials: int, caps: dict | None) -> int:
     """Trials at point ``pt``: ``trials``, or less where ``caps`` {x value: max trials} says so."""
     if not caps:
         return trials
-    x = float(_xval({**pt, "range_m": pt["targets"][0][1]}, exp.x))
+    x = float(_xval(point_fields(pt), exp.x))
     return min(trials, int(caps.get(x, trials)))
 
 
@@ -272,7 +340,7 @@ def _units(exp: Experiment, trials: int, seed: int, bound_realisations: int, cap
             units.append({"experiment": exp.name, "kind": "trial", "point": pt, "key": key,
                           "seed": trial_seed(seed, i), "schemes": list(exp.schemes)})
     groups: dict = {}
-    for pt in exp.points:
+    for pt in exp.points if exp.bounds else ():
         groups.setdefault(_group_key(pt), []).append(pt)
     for gkey, pts in groups.items():
         snrs = sorted({p["snr_db"] for p in pts})
@@ -440,21 +508,26 @@ def summarize_experiment(exp: Experiment, cache: dict, trials: int, seed: int, c
             for c in ("angle", "range", "cart"):
                 v = [b[f"{k}_{c}"] ** 2 for b in bl]
                 bounds[f"r_{k}_{c}"] = float(np.sqrt(np.mean(v))) if v else float("nan")
+        pf = point_fields(pt)
+        sep = np.deg2rad(pf["separation_deg"]) if np.isfinite(pf["separation_deg"]) else None
         for s in exp.schemes:
-            sm = summarize(tr, s)
+            sm = summarize(tr, s, sep)
             nm = [t[s]["nmse"] for t in tr if t[s]["nmse"] is not None]
-            errs = sum(1 for t in tr if t[s].get("error"))
             row = {"experiment": exp.name, "snr_db": pt["snr_db"], "n_antennas": pt["n_antennas"],
-                   "p_fault": pt["p_fault"], "n_targets": len(pt["targets"]),
-                   "range_m": pt["targets"][0][1] if len(pt["targets"]) == 1 else float("nan"),
+                   "p_fault": pt["p_fault"], "n_targets": len(pt["targets"]), "range_m": pf["range_m"],
+                   "separation_deg": pf["separation_deg"], "pilots": int(pf["pilots"]), "rho": pf["rho"],
                    "scheme": s, "trials": sm["trials"], "seed": seed,
                    "rmse_theta": sm["rmse_theta"], "rmse_range": sm["rmse_range"],
                    "rmse_cart": cartesian_rmse(tr, s, pt),
                    "rcrb_theta_trials": sm["rcrb_theta"], "rcrb_range_trials": sm["rcrb_range"],
                    "ratio_theta": sm["ratio_theta"], "ratio_range": sm["ratio_range"],
-                   "gross": sm["gross"], "missed": sm["missed"], "false_alarms": sm["false_alarms"],
+                   "gross": sm["gross"], "n_gross": sm["n_gross"], "failed": sm["n_errors"],
+                   "rmse_theta_ok": sm["rmse_theta_ok"], "rmse_range_ok": sm["rmse_range_ok"],
+                   "ratio_theta_ok": sm["ratio_theta_ok"], "ratio_range_ok": sm["ratio_range_ok"],
+                   "resolved": sm["resolved"], "flagged": sm["flagged"],
+                   "missed": sm["missed"], "false_alarms": sm["false_alarms"],
                    "nmse_median": sm["nmse_median"], "nmse_mean": float(np.mean(nm)) if nm else float("nan"),
-                   "failed": errs, "time_s": sm["time_s"], "bound_realisations": len(bl)}
+                   "time_s": sm["time_s"], "bound_realisations": len(bl)}
             row.update(bounds)
             rows.append(row)
     return rows
@@ -470,6 +543,34 @@ def write_csv(rows: list, path: Path) -> None:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
+def markdown_table(exp: Experiment, rows: list) -> str:
+    """The CSV rows as a Markdown table (one line per point and scheme), as pasted in docs/results.md.
+
+    Columns: the swept value (and the series), scheme, trials, RMSE and RMSE / R-CRB in angle
+    (rad) and range (m) over all trials, the same ratios over the trials that are not gross,
+    the resolution probability, and the failed trials: exceptions / gross (exception or error
+    above 10 R-CRB).
+    """
+    head = [exp.x] + ([exp.series] if exp.series else []) + [
+        "scheme", "trials", "R-CRB θ", "R-CRB r", "RMSE θ", "RMSE r", "ratio θ / r", "ratio θ / r (not gross)",
+        "resolved", "exc. / gross"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = {v: i for i, v in enumerate(dict.fromkeys(point_fields(p)[exp.series] for p in exp.points))} \
+        if exp.series else {}
+    key = (lambda r: (order.get(r[exp.series], 0), r[exp.x])) if exp.series else (lambda r: r[exp.x])
+    for r in sorted(rows, key=key):
+        lead = [f"{_xval(r, exp.x):g}"]
+        if exp.series:
+            lead.append(_series_tag(exp.series, r[exp.series]).lstrip(", "))
+        ok = "—" if r["n_gross"] == r["trials"] else f"{r['ratio_theta_ok']:.3g} / {r['ratio_range_ok']:.3g}"
+        res = "—" if not np.isfinite(r["resolved"]) else f"{r['resolved']:.2f}"
+        out.append("| " + " | ".join(lead + [
+            r["scheme"], str(r["trials"]), f"{r['rcrb_theta_trials']:.2e}", f"{r['rcrb_range_trials']:.2e}",
+            f"{r['rmse_theta']:.2e}", f"{r['rmse_range']:.2e}", f"{r['ratio_theta']:.3g} / {r['ratio_range']:.3g}",
+            ok, res, f"{r['failed']} / {r['n_gross']}"]) + " |")
+    return "\n".join(out)
+
+
 # --------------------------------------------------------------------------- figures
 _STYLE = {"proposed": ("C3", "o", "-", "Proposed"), "paper": ("C1", "s", "-", "Proposed, no ML refinement"),
           "coarse": ("C2", "^", "-", "Coarse localization"), "bcd": ("C0", "v", "-", "BCD-based"),
@@ -477,9 +578,22 @@ _STYLE = {"proposed": ("C3", "o", "-", "Proposed"), "paper": ("C1", "s", "-", "P
 _BSTYLE = {"crb": ("k", "-", "R-CRB"), "lb": ("k", "--", "R-LB"), "mcrb": ("0.5", ":", "R-MCRB"),
            "bias": ("0.5", "-.", "R-bias")}
 _XLABEL = {"snr_db": "SNR (dB)", "n_antennas": "number of antennas N", "range_m": "target range r (m)",
-           "p_fault": "fault probability p_fault (%)"}
+           "p_fault": "fault probability p_fault (%)", "separation_deg": "angular separation (deg)",
+           "rho": "waveform correlation coefficient rho"}
 _PANEL = {"theta": ("rmse_theta", "angle", "angle RMSE (rad)"), "range": ("rmse_range", "range", "range RMSE (m)"),
-          "cart": ("rmse_cart", "cart", "localization RMSE (m)"), "nmse": ("nmse_mean", None, "HI-vector NMSE")}
+          "cart": ("rmse_cart", "cart", "localization RMSE (m)"), "nmse": ("nmse_mean", None, "HI-vector NMSE"),
+          "resolved": ("resolved", None, "resolution probability")}
+_TRIAL_CRB = {"angle": "rcrb_theta_trials", "range": "rcrb_range_trials"}  # experiments without bounds units
+
+
+def _series_tag(series: str | None, v) -> str:
+    if v is None:
+        return ""
+    if series == "p_fault":
+        return f", p={100 * v:g} %"
+    if series == "pilots":
+        return ", pilots" if v else ", blind"
+    return f", {v:g} dB"
 
 
 def _xval(row, x):
@@ -501,7 +615,7 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: 
         col, bname, ylabel = _PANEL[metric]
         for si, sv in enumerate(series_vals):
             sub = [r for r in rows if exp.series is None or r[exp.series] == sv]
-            tag = "" if sv is None else (f", p={100 * sv:g} %" if exp.series == "p_fault" else f", {sv:g} dB")
+            tag = _series_tag(exp.series, sv)
             for s in exp.schemes:
                 rs = sorted((r for r in sub if r["scheme"] == s), key=lambda r: r[exp.x])
                 if not rs:
@@ -509,7 +623,12 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: 
                 c, m, _, lab = _STYLE[s]
                 ax.plot([_xval(r, exp.x) for r in rs], [r[col] for r in rs], color=c, marker=m,
                         ls=dashes[si % 3], label=lab + tag, mfc="none" if si else c, ms=5)
-            if bname:
+            if bname and not exp.bounds:
+                rs = sorted((r for r in sub if r["scheme"] == exp.schemes[0]), key=lambda r: r[exp.x])
+                if bname in _TRIAL_CRB:
+                    ax.plot([_xval(r, exp.x) for r in rs], [r[_TRIAL_CRB[bname]] for r in rs],
+                            color=("k", "0.45", "0.7")[si % 3], ls="-", lw=1.2, label="R-CRB" + tag)
+            elif bname:
                 rs = sorted((r for r in sub if r["scheme"] == exp.schemes[0]), key=lambda r: r[exp.x])
                 keys = _BOUND_KEYS if exp.series is None else ("crb", "lb")
                 for k in keys:
@@ -520,7 +639,10 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: 
                     if exp.series is not None:  # one grey level per series, line style per bound
                         c = ("k", "0.45", "0.7")[si % 3]
                     ax.plot([_xval(r, exp.x) for r in rs], y, color=c, ls=ls, lw=1.2, label=lab + tag)
-        ax.set_yscale("log")
+        if metric == "resolved":
+            ax.set_ylim(-0.03, 1.03)
+        else:
+            ax.set_yscale("log")
         if exp.x == "n_antennas":
             ax.set_xscale("log", base=2)
         ax.set_xlabel(_XLABEL[exp.x])
@@ -539,21 +661,22 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: 
 def run_experiment(name: str, trials: int | None = None, seed: int = 1, workers: int | None = None,
                    out="results", scheduler: str | None = None, resume: bool = False,
                    bound_realisations: int = 10, n_antennas: int | None = None, points=None,
-                   progress_stream=sys.stderr, plot: bool = True, caps: dict | None = None) -> list:
+                   progress_stream=None, plot: bool = True, caps: dict | None = None) -> list:
     """Run (or resume) experiment ``name``; writes the cache, ``NAME.csv`` and ``NAME.png``.
 
     ``n_antennas`` replaces N in every point (``antennas`` sweeps N/2 and N instead), for quick
     runs and tests; ``points`` keeps only the points whose x value is in that list; ``caps``
     ({x value: n}) runs at most n trials at the points with that x value (slow points).
-    Returns the CSV rows.
+    ``progress_stream`` (default ``sys.stderr``) receives the progress line.  Returns the CSV rows.
     """
+    progress_stream = sys.stderr if progress_stream is None else progress_stream
     exps = _make_experiments(n_antennas) if n_antennas else EXPERIMENTS
     if name not in exps:
         raise KeyError(name)
     exp = exps[name]
     if points is not None:
         want = {float(p) for p in points}
-        keep = [p for p in exp.points if float(_xval({**p, "range_m": p["targets"][0][1]}, exp.x)) in want]
+        keep = [p for p in exp.points if float(_xval(point_fields(p), exp.x)) in want]
         if not keep:
             raise ValueError(f"--points {list(points)}: none of them is an x value of {name!r}")
         exp = Experiment(**{**exp.__dict__, "points": keep})
@@ -617,6 +740,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--cap", nargs="+", default=None, metavar="X=N",
                     help="at most N trials at the points with x value X (e.g. 1024=50 for slow points)")
     ap.add_argument("--no-plot", action="store_true", help="write the CSV only")
+    ap.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table")
     return ap
 
 
@@ -660,6 +784,9 @@ def main(argv=None) -> int:
         print("\nnearfield experiment: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
     out = Path(args.out)
+    if args.markdown:
+        exp = (_make_experiments(args.n_antennas) if args.n_antennas else EXPERIMENTS)[args.name]
+        print(markdown_table(exp, rows))
     print(f"{args.name}: {len(rows)} rows -> {out / (args.name + '.csv')}, {out / (args.name + '.png')} "
           f"({time.time() - t0:.0f} s)")
     return 0
