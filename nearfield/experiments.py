@@ -79,6 +79,7 @@ Outputs in ``OUT`` (default ``results``): ``NAME.csv`` (one row per point and sc
 parameters, scheme, trials, seed, RMSEs, ratios, bounds, counts, time), ``NAME.png`` (the
 figure, matplotlib Agg) and the cache.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,14 +92,24 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .frame import jsonable
 from .montecarlo import PAPER_TARGETS, run_trial, summarize
 
-__all__ = ["EXPERIMENTS", "Experiment", "main", "run_experiment", "trial_unit", "bounds_unit", "markdown_table",
-           "load_cache", "summarize_experiment"]
+__all__ = [
+    "EXPERIMENTS",
+    "Experiment",
+    "main",
+    "run_experiment",
+    "trial_unit",
+    "bounds_unit",
+    "markdown_table",
+    "load_cache",
+    "summarize_experiment",
+]
 
 SEED_STRIDE = 1_000_000
 _BOUND_KEYS = ("crb", "lb", "mcrb", "bias")
@@ -124,8 +135,12 @@ class Experiment:
 
 
 def _pt(snr_db=20.0, n_antennas=256, p_fault=0.02, targets=PAPER_TARGETS, pilots=True, rho=None):
-    pt = {"snr_db": float(snr_db), "n_antennas": int(n_antennas), "p_fault": float(p_fault),
-          "targets": [[float(a), float(b)] for a, b in targets]}
+    pt = {
+        "snr_db": float(snr_db),
+        "n_antennas": int(n_antennas),
+        "p_fault": float(p_fault),
+        "targets": [[float(a), float(b)] for a, b in targets],
+    }
     if not pilots:
         pt["pilots"] = False
     if rho is not None:
@@ -156,9 +171,13 @@ def separation_deg(targets) -> float:
 
 def point_fields(pt: dict) -> dict:
     """The x-axis values a point may be swept by: its keys plus range_m, separation_deg, rho, pilots."""
-    return {**pt, "range_m": pt["targets"][0][1] if len(pt["targets"]) == 1 else float("nan"),
-            "separation_deg": separation_deg(pt["targets"]), "rho": pt.get("rho", float("nan")),
-            "pilots": pt.get("pilots", True)}
+    return {
+        **pt,
+        "range_m": pt["targets"][0][1] if len(pt["targets"]) == 1 else float("nan"),
+        "separation_deg": separation_deg(pt["targets"]),
+        "rho": pt.get("rho", float("nan")),
+        "pilots": pt.get("pilots", True),
+    }
 
 
 def _make_experiments(n_override: int | None = None) -> dict:
@@ -167,37 +186,83 @@ def _make_experiments(n_override: int | None = None) -> dict:
     ns = (n_override // 2, n_override) if n_override else (128, 256, 512, 1024)
     one = (np.pi / 12,)
     exps = [
-        Experiment("snr", "Fig. 6", "angle and range RMSE vs SNR (N=%d, p_fault=2 %%)" % n,
-                   ("proposed", "paper", "coarse", "bcd", "music2d"),
-                   [_pt(s, n) for s in range(-10, 31, 5)], "snr_db", None, 20),
-        Experiment("antennas", "Fig. 7", "angle and range RMSE vs N (SNR 20 dB, p_fault 1 and 2 %)",
-                   ("proposed", "paper", "coarse", "bcd"),
-                   [_pt(20, m, p) for p in (0.01, 0.02) for m in ns], "n_antennas", "p_fault", 10),
-        Experiment("range", "Fig. 8",
-                   "Cartesian RMSE of one target at pi/12 vs range (N=%d, SNR 20 dB, p_fault 2 %%)" % n,
-                   ("proposed", "paper", "coarse", "bcd", "music2d"),
-                   [_pt(20, n, 0.02, ((one[0], r),)) for r in (8.0, 12.0, 20.0, 30.0, 45.0)],
-                   "range_m", None, 20, ("cart",)),
-        Experiment("fault-probability", "Fig. 9",
-                   "Cartesian RMSE vs p_fault (N=%d, SNR 15 and 30 dB)" % n,
-                   ("proposed", "paper", "coarse", "bcd"),
-                   [_pt(s, n, p / 100) for s in (15, 30) for p in range(0, 15, 2)],
-                   "p_fault", "snr_db", 10, ("cart",)),
-        Experiment("hi-nmse", "Fig. 10", "HI-vector NMSE vs SNR (N=%d, p_fault 1, 2, 4 %%)" % n,
-                   ("proposed", "bcd"),
-                   [_pt(s, n, p) for p in (0.01, 0.02, 0.04) for s in (-10, 0, 10, 20, 30)],
-                   "snr_db", "p_fault", 20, ("nmse",)),
-        Experiment("resolution", "Resolution",
-                   "RMSE and resolution probability vs separation of two targets (N=%d, 20 dB, p_fault 2 %%)" % n,
-                   ("proposed", "paper", "music2d"),
-                   [_pt(20, n, 0.02, _pair(s), pilots=pl) for pl in (True, False)
-                    for s in RESOLUTION_SEPARATIONS_DEG],
-                   "separation_deg", "pilots", 20, ("theta", "range", "resolved"), bounds=False),
-        Experiment("coherence", "Coherence",
-                   "RMSE vs waveform correlation of two targets, blind (N=%d, 20 dB, p_fault 2 %%)" % n,
-                   ("proposed", "paper", "music2d"),
-                   [_pt(20, n, 0.02, COHERENCE_TARGETS, pilots=False, rho=r) for r in COHERENCE_RHOS],
-                   "rho", None, 20, ("theta", "range"), bounds=False),
+        Experiment(
+            "snr",
+            "Fig. 6",
+            f"angle and range RMSE vs SNR (N={n}, p_fault=2 %)",
+            ("proposed", "paper", "coarse", "bcd", "music2d"),
+            [_pt(s, n) for s in range(-10, 31, 5)],
+            "snr_db",
+            None,
+            20,
+        ),
+        Experiment(
+            "antennas",
+            "Fig. 7",
+            "angle and range RMSE vs N (SNR 20 dB, p_fault 1 and 2 %)",
+            ("proposed", "paper", "coarse", "bcd"),
+            [_pt(20, m, p) for p in (0.01, 0.02) for m in ns],
+            "n_antennas",
+            "p_fault",
+            10,
+        ),
+        Experiment(
+            "range",
+            "Fig. 8",
+            f"Cartesian RMSE of one target at pi/12 vs range (N={n}, SNR 20 dB, p_fault 2 %)",
+            ("proposed", "paper", "coarse", "bcd", "music2d"),
+            [_pt(20, n, 0.02, ((one[0], r),)) for r in (8.0, 12.0, 20.0, 30.0, 45.0)],
+            "range_m",
+            None,
+            20,
+            ("cart",),
+        ),
+        Experiment(
+            "fault-probability",
+            "Fig. 9",
+            f"Cartesian RMSE vs p_fault (N={n}, SNR 15 and 30 dB)",
+            ("proposed", "paper", "coarse", "bcd"),
+            [_pt(s, n, p / 100) for s in (15, 30) for p in range(0, 15, 2)],
+            "p_fault",
+            "snr_db",
+            10,
+            ("cart",),
+        ),
+        Experiment(
+            "hi-nmse",
+            "Fig. 10",
+            f"HI-vector NMSE vs SNR (N={n}, p_fault 1, 2, 4 %)",
+            ("proposed", "bcd"),
+            [_pt(s, n, p) for p in (0.01, 0.02, 0.04) for s in (-10, 0, 10, 20, 30)],
+            "snr_db",
+            "p_fault",
+            20,
+            ("nmse",),
+        ),
+        Experiment(
+            "resolution",
+            "Resolution",
+            f"RMSE and resolution probability vs separation of two targets (N={n}, 20 dB, p_fault 2 %)",
+            ("proposed", "paper", "music2d"),
+            [_pt(20, n, 0.02, _pair(s), pilots=pl) for pl in (True, False) for s in RESOLUTION_SEPARATIONS_DEG],
+            "separation_deg",
+            "pilots",
+            20,
+            ("theta", "range", "resolved"),
+            bounds=False,
+        ),
+        Experiment(
+            "coherence",
+            "Coherence",
+            f"RMSE vs waveform correlation of two targets, blind (N={n}, 20 dB, p_fault 2 %)",
+            ("proposed", "paper", "music2d"),
+            [_pt(20, n, 0.02, COHERENCE_TARGETS, pilots=False, rho=r) for r in COHERENCE_RHOS],
+            "rho",
+            None,
+            20,
+            ("theta", "range"),
+            bounds=False,
+        ),
     ]
     return {e.name: e for e in exps}
 
@@ -228,9 +293,16 @@ def trial_seed(seed: int, i: int) -> int:
 # --------------------------------------------------------------------------- work units
 def trial_unit(pt: dict, seed: int, schemes) -> dict:
     """One Monte Carlo trial at point ``pt`` (JSON-ready dict of :func:`run_trial`)."""
-    res = run_trial(seed, pt["snr_db"], n_antennas=pt["n_antennas"], p_fault=pt["p_fault"],
-                    targets=tuple(map(tuple, pt["targets"])), schemes=tuple(schemes),
-                    pilots=pt.get("pilots", True), rho=pt.get("rho"))
+    res = run_trial(
+        seed,
+        pt["snr_db"],
+        n_antennas=pt["n_antennas"],
+        p_fault=pt["p_fault"],
+        targets=tuple(map(tuple, pt["targets"])),
+        schemes=tuple(schemes),
+        pilots=pt.get("pilots", True),
+        rho=pt.get("rho"),
+    )
     return jsonable(res, finite=False)
 
 
@@ -241,8 +313,7 @@ def _cart_bound(M: np.ndarray, theta, r) -> float:
     for k in range(K):
         idx = [2 * K + k, 3 * K + k]
         Mk = M[np.ix_(idx, idx)]
-        J = np.array([[r[k] * np.cos(theta[k]), np.sin(theta[k])],
-                      [-r[k] * np.sin(theta[k]), np.cos(theta[k])]])
+        J = np.array([[r[k] * np.cos(theta[k]), np.sin(theta[k])], [-r[k] * np.sin(theta[k]), np.cos(theta[k])]])
         acc += float(np.trace(J @ Mk @ J.T))
     return math.sqrt(max(acc / K, 0.0))
 
@@ -259,23 +330,29 @@ def bounds_unit(pt: dict, seed: int, snrs) -> dict:
     from .scenario import noise_variance, paper_scenario
 
     rng = np.random.default_rng(seed)
-    sc = paper_scenario(rng, n_antennas=pt["n_antennas"], snr_db=pt["snr_db"], p_fault=pt["p_fault"],
-                        targets=tuple(map(tuple, pt["targets"])))
+    sc = paper_scenario(
+        rng,
+        n_antennas=pt["n_antennas"],
+        snr_db=pt["snr_db"],
+        p_fault=pt["p_fault"],
+        targets=tuple(map(tuple, pt["targets"])),
+    )
     pseudo = pseudo_true(sc.array, sc.theta, sc.r, sc.gains, sc.pilots, sc.c)
     mu = sc.mean()
     K = sc.theta.size
-    out = {}
+    out: dict[str, dict[str, float] | float] = {}
     for snr in snrs:
-        b = misspecified_bounds(sc.array, sc.theta, sc.r, sc.gains, sc.pilots, noise_variance(mu, snr), sc.c,
-                                pseudo=pseudo)
+        b = misspecified_bounds(
+            sc.array, sc.theta, sc.r, sc.gains, sc.pilots, noise_variance(mu, snr), sc.c, pseudo=pseudo
+        )
         row = {}
         for name in _BOUND_KEYS:
             M = getattr(b, name)
             d = np.diag(M)
-            row[f"{name}_angle"] = float(np.sqrt(np.mean(d[2 * K:3 * K])))
-            row[f"{name}_range"] = float(np.sqrt(np.mean(d[3 * K:])))
+            row[f"{name}_angle"] = float(np.sqrt(np.mean(d[2 * K : 3 * K])))
+            row[f"{name}_range"] = float(np.sqrt(np.mean(d[3 * K :])))
             row[f"{name}_cart"] = _cart_bound(M, sc.theta, sc.r)
-        out["%g" % snr] = row
+        out[f"{snr:g}"] = row
     out["pseudo_cost_ratio"] = float(pseudo.cost / max(pseudo.cost_truth, 1e-300))
     return out
 
@@ -287,8 +364,14 @@ def _run_unit(unit: dict) -> dict:
         result = trial_unit(unit["point"], unit["seed"], unit["schemes"])
     else:
         result = bounds_unit(unit["point"], unit["seed"], unit["snrs"])
-    return {"experiment": unit["experiment"], "kind": unit["kind"], "point": unit["key"],
-            "seed": unit["seed"], "elapsed_s": time.perf_counter() - t0, "result": result}
+    return {
+        "experiment": unit["experiment"],
+        "kind": unit["kind"],
+        "point": unit["key"],
+        "seed": unit["seed"],
+        "elapsed_s": time.perf_counter() - t0,
+        "result": result,
+    }
 
 
 def _init_worker() -> None:
@@ -307,7 +390,7 @@ def cache_path(out: Path, name: str) -> Path:
 
 def load_cache(path: Path) -> dict:
     """Read a JSON-lines cache; returns {(kind, point, seed): record}. A torn last line is ignored."""
-    done = {}
+    done: dict[tuple, dict] = {}
     p = Path(path)
     if not p.exists():
         return done
@@ -337,17 +420,32 @@ def _units(exp: Experiment, trials: int, seed: int, bound_realisations: int, cap
     for pt in exp.points:
         key = point_key(pt)
         for i in range(_n_trials(exp, pt, trials, caps)):
-            units.append({"experiment": exp.name, "kind": "trial", "point": pt, "key": key,
-                          "seed": trial_seed(seed, i), "schemes": list(exp.schemes)})
+            units.append(
+                {
+                    "experiment": exp.name,
+                    "kind": "trial",
+                    "point": pt,
+                    "key": key,
+                    "seed": trial_seed(seed, i),
+                    "schemes": list(exp.schemes),
+                }
+            )
     groups: dict = {}
     for pt in exp.points if exp.bounds else ():
         groups.setdefault(_group_key(pt), []).append(pt)
     for gkey, pts in groups.items():
         snrs = sorted({p["snr_db"] for p in pts})
         for i in range(min(bound_realisations, trials)):
-            units.append({"experiment": exp.name, "kind": "bounds", "point": pts[0],
-                          "key": gkey + "|snrs=" + ",".join("%g" % x for x in snrs),
-                          "seed": trial_seed(seed, i), "snrs": snrs})
+            units.append(
+                {
+                    "experiment": exp.name,
+                    "kind": "bounds",
+                    "point": pts[0],
+                    "key": gkey + "|snrs=" + ",".join(f"{x:g}" for x in snrs),
+                    "seed": trial_seed(seed, i),
+                    "snrs": snrs,
+                }
+            )
     return units
 
 
@@ -390,8 +488,7 @@ def _spawn_pool(workers: int):
     for v in _THREAD_VARS:
         os.environ[v] = "1"
     try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                   initializer=_init_worker)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
         # children are spawned lazily; start them now while the environment is set
         list(pool.map(int, range(workers)))
     finally:
@@ -411,8 +508,9 @@ def _execute(units: list, workers: int, scheduler: str | None, sink, progress) -
         try:
             from dask.distributed import Client, as_completed
         except ImportError as exc:
-            raise RuntimeError("--scheduler needs dask.distributed: pip install 'nearfield[dask]' "
-                               f"(import failed: {exc})") from exc
+            raise RuntimeError(
+                f"--scheduler needs dask.distributed: pip install 'nearfield[dask]' (import failed: {exc})"
+            ) from exc
         client = Client(scheduler)
         try:
             futs = client.map(_run_unit, units, pure=False)
@@ -453,7 +551,10 @@ def _execute(units: list, workers: int, scheduler: str | None, sink, progress) -
 
 # --------------------------------------------------------------------------- summaries
 def _trial_from_json(rec: dict, schemes) -> dict:
-    t = {"crb_theta": np.asarray(rec["crb_theta"], float), "crb_range": np.asarray(rec["crb_range"], float)}
+    t: dict[str, Any] = {
+        "crb_theta": np.asarray(rec["crb_theta"], float),
+        "crb_range": np.asarray(rec["crb_range"], float),
+    }
     for s in schemes:
         r = dict(rec[s])
         r["d_theta"] = np.asarray(r["d_theta"], float)
@@ -492,8 +593,8 @@ def summarize_experiment(exp: Experiment, cache: dict, trials: int, seed: int, c
     bidx = _bounds_index(cache)
     for pt in exp.points:
         key = point_key(pt)
-        recs = [cache.get(("trial", key, trial_seed(seed, i))) for i in range(_n_trials(exp, pt, trials, caps))]
-        recs = [r["result"] for r in recs if r is not None]
+        cached = [cache.get(("trial", key, trial_seed(seed, i))) for i in range(_n_trials(exp, pt, trials, caps))]
+        recs = [r["result"] for r in cached if r is not None]
         if not recs:
             continue
         tr = [_trial_from_json(r, exp.schemes) for r in recs]
@@ -501,8 +602,8 @@ def summarize_experiment(exp: Experiment, cache: dict, trials: int, seed: int, c
         bl = []
         for i in range(trials):
             b = bidx.get((gkey, trial_seed(seed, i)), {})
-            if "%g" % pt["snr_db"] in b:
-                bl.append(b["%g" % pt["snr_db"]])
+            if "{:g}".format(pt["snr_db"]) in b:
+                bl.append(b["{:g}".format(pt["snr_db"])])
         bounds = {}
         for k in _BOUND_KEYS:
             for c in ("angle", "range", "cart"):
@@ -513,21 +614,42 @@ def summarize_experiment(exp: Experiment, cache: dict, trials: int, seed: int, c
         for s in exp.schemes:
             sm = summarize(tr, s, sep)
             nm = [t[s]["nmse"] for t in tr if t[s]["nmse"] is not None]
-            row = {"experiment": exp.name, "snr_db": pt["snr_db"], "n_antennas": pt["n_antennas"],
-                   "p_fault": pt["p_fault"], "n_targets": len(pt["targets"]), "range_m": pf["range_m"],
-                   "separation_deg": pf["separation_deg"], "pilots": int(pf["pilots"]), "rho": pf["rho"],
-                   "scheme": s, "trials": sm["trials"], "seed": seed,
-                   "rmse_theta": sm["rmse_theta"], "rmse_range": sm["rmse_range"],
-                   "rmse_cart": cartesian_rmse(tr, s, pt),
-                   "rcrb_theta_trials": sm["rcrb_theta"], "rcrb_range_trials": sm["rcrb_range"],
-                   "ratio_theta": sm["ratio_theta"], "ratio_range": sm["ratio_range"],
-                   "gross": sm["gross"], "n_gross": sm["n_gross"], "failed": sm["n_errors"],
-                   "rmse_theta_ok": sm["rmse_theta_ok"], "rmse_range_ok": sm["rmse_range_ok"],
-                   "ratio_theta_ok": sm["ratio_theta_ok"], "ratio_range_ok": sm["ratio_range_ok"],
-                   "resolved": sm["resolved"], "flagged": sm["flagged"],
-                   "missed": sm["missed"], "false_alarms": sm["false_alarms"],
-                   "nmse_median": sm["nmse_median"], "nmse_mean": float(np.mean(nm)) if nm else float("nan"),
-                   "time_s": sm["time_s"], "bound_realisations": len(bl)}
+            row = {
+                "experiment": exp.name,
+                "snr_db": pt["snr_db"],
+                "n_antennas": pt["n_antennas"],
+                "p_fault": pt["p_fault"],
+                "n_targets": len(pt["targets"]),
+                "range_m": pf["range_m"],
+                "separation_deg": pf["separation_deg"],
+                "pilots": int(pf["pilots"]),
+                "rho": pf["rho"],
+                "scheme": s,
+                "trials": sm["trials"],
+                "seed": seed,
+                "rmse_theta": sm["rmse_theta"],
+                "rmse_range": sm["rmse_range"],
+                "rmse_cart": cartesian_rmse(tr, s, pt),
+                "rcrb_theta_trials": sm["rcrb_theta"],
+                "rcrb_range_trials": sm["rcrb_range"],
+                "ratio_theta": sm["ratio_theta"],
+                "ratio_range": sm["ratio_range"],
+                "gross": sm["gross"],
+                "n_gross": sm["n_gross"],
+                "failed": sm["n_errors"],
+                "rmse_theta_ok": sm["rmse_theta_ok"],
+                "rmse_range_ok": sm["rmse_range_ok"],
+                "ratio_theta_ok": sm["ratio_theta_ok"],
+                "ratio_range_ok": sm["ratio_range_ok"],
+                "resolved": sm["resolved"],
+                "flagged": sm["flagged"],
+                "missed": sm["missed"],
+                "false_alarms": sm["false_alarms"],
+                "nmse_median": sm["nmse_median"],
+                "nmse_mean": float(np.mean(nm)) if nm else float("nan"),
+                "time_s": sm["time_s"],
+                "bound_realisations": len(bl),
+            }
             row.update(bounds)
             rows.append(row)
     return rows
@@ -551,12 +673,28 @@ def markdown_table(exp: Experiment, rows: list) -> str:
     the resolution probability, and the failed trials: exceptions / gross (exception or error
     above 10 R-CRB).
     """
-    head = [exp.x] + ([exp.series] if exp.series else []) + [
-        "scheme", "trials", "R-CRB θ", "R-CRB r", "RMSE θ", "RMSE r", "ratio θ / r", "ratio θ / r (not gross)",
-        "resolved", "exc. / gross"]
+    head = (
+        [exp.x]
+        + ([exp.series] if exp.series else [])
+        + [
+            "scheme",
+            "trials",
+            "R-CRB θ",
+            "R-CRB r",
+            "RMSE θ",
+            "RMSE r",
+            "ratio θ / r",
+            "ratio θ / r (not gross)",
+            "resolved",
+            "exc. / gross",
+        ]
+    )
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    order = {v: i for i, v in enumerate(dict.fromkeys(point_fields(p)[exp.series] for p in exp.points))} \
-        if exp.series else {}
+    order = (
+        {v: i for i, v in enumerate(dict.fromkeys(point_fields(p)[exp.series] for p in exp.points))}
+        if exp.series
+        else {}
+    )
     key = (lambda r: (order.get(r[exp.series], 0), r[exp.x])) if exp.series else (lambda r: r[exp.x])
     for r in sorted(rows, key=key):
         lead = [f"{_xval(r, exp.x):g}"]
@@ -564,25 +702,57 @@ def markdown_table(exp: Experiment, rows: list) -> str:
             lead.append(_series_tag(exp.series, r[exp.series]).lstrip(", "))
         ok = "—" if r["n_gross"] == r["trials"] else f"{r['ratio_theta_ok']:.3g} / {r['ratio_range_ok']:.3g}"
         res = "—" if not np.isfinite(r["resolved"]) else f"{r['resolved']:.2f}"
-        out.append("| " + " | ".join(lead + [
-            r["scheme"], str(r["trials"]), f"{r['rcrb_theta_trials']:.2e}", f"{r['rcrb_range_trials']:.2e}",
-            f"{r['rmse_theta']:.2e}", f"{r['rmse_range']:.2e}", f"{r['ratio_theta']:.3g} / {r['ratio_range']:.3g}",
-            ok, res, f"{r['failed']} / {r['n_gross']}"]) + " |")
+        out.append(
+            "| "
+            + " | ".join(
+                lead
+                + [
+                    r["scheme"],
+                    str(r["trials"]),
+                    f"{r['rcrb_theta_trials']:.2e}",
+                    f"{r['rcrb_range_trials']:.2e}",
+                    f"{r['rmse_theta']:.2e}",
+                    f"{r['rmse_range']:.2e}",
+                    f"{r['ratio_theta']:.3g} / {r['ratio_range']:.3g}",
+                    ok,
+                    res,
+                    f"{r['failed']} / {r['n_gross']}",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- figures
-_STYLE = {"proposed": ("C3", "o", "-", "Proposed"), "paper": ("C1", "s", "-", "Proposed, no ML refinement"),
-          "coarse": ("C2", "^", "-", "Coarse localization"), "bcd": ("C0", "v", "-", "BCD-based"),
-          "music2d": ("C4", "D", "-", "2-D MUSIC (uncalibrated)")}
-_BSTYLE = {"crb": ("k", "-", "R-CRB"), "lb": ("k", "--", "R-LB"), "mcrb": ("0.5", ":", "R-MCRB"),
-           "bias": ("0.5", "-.", "R-bias")}
-_XLABEL = {"snr_db": "SNR (dB)", "n_antennas": "number of antennas N", "range_m": "target range r (m)",
-           "p_fault": "fault probability p_fault (%)", "separation_deg": "angular separation (deg)",
-           "rho": "waveform correlation coefficient rho"}
-_PANEL = {"theta": ("rmse_theta", "angle", "angle RMSE (rad)"), "range": ("rmse_range", "range", "range RMSE (m)"),
-          "cart": ("rmse_cart", "cart", "localization RMSE (m)"), "nmse": ("nmse_mean", None, "HI-vector NMSE"),
-          "resolved": ("resolved", None, "resolution probability")}
+_STYLE = {
+    "proposed": ("C3", "o", "-", "Proposed"),
+    "paper": ("C1", "s", "-", "Proposed, no ML refinement"),
+    "coarse": ("C2", "^", "-", "Coarse localization"),
+    "bcd": ("C0", "v", "-", "BCD-based"),
+    "music2d": ("C4", "D", "-", "2-D MUSIC (uncalibrated)"),
+}
+_BSTYLE = {
+    "crb": ("k", "-", "R-CRB"),
+    "lb": ("k", "--", "R-LB"),
+    "mcrb": ("0.5", ":", "R-MCRB"),
+    "bias": ("0.5", "-.", "R-bias"),
+}
+_XLABEL = {
+    "snr_db": "SNR (dB)",
+    "n_antennas": "number of antennas N",
+    "range_m": "target range r (m)",
+    "p_fault": "fault probability p_fault (%)",
+    "separation_deg": "angular separation (deg)",
+    "rho": "waveform correlation coefficient rho",
+}
+_PANEL = {
+    "theta": ("rmse_theta", "angle", "angle RMSE (rad)"),
+    "range": ("rmse_range", "range", "range RMSE (m)"),
+    "cart": ("rmse_cart", "cart", "localization RMSE (m)"),
+    "nmse": ("nmse_mean", None, "HI-vector NMSE"),
+    "resolved": ("resolved", None, "resolution probability"),
+}
 _TRIAL_CRB = {"angle": "rcrb_theta_trials", "range": "rcrb_range_trials"}  # experiments without bounds units
 
 
@@ -604,6 +774,7 @@ def _xval(row, x):
 def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: dict | None = None) -> None:
     """The figure in the paper's style: log y, schemes as markers+lines, bounds as lines."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -621,13 +792,27 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: 
                 if not rs:
                     continue
                 c, m, _, lab = _STYLE[s]
-                ax.plot([_xval(r, exp.x) for r in rs], [r[col] for r in rs], color=c, marker=m,
-                        ls=dashes[si % 3], label=lab + tag, mfc="none" if si else c, ms=5)
+                ax.plot(
+                    [_xval(r, exp.x) for r in rs],
+                    [r[col] for r in rs],
+                    color=c,
+                    marker=m,
+                    ls=dashes[si % 3],
+                    label=lab + tag,
+                    mfc="none" if si else c,
+                    ms=5,
+                )
             if bname and not exp.bounds:
                 rs = sorted((r for r in sub if r["scheme"] == exp.schemes[0]), key=lambda r: r[exp.x])
                 if bname in _TRIAL_CRB:
-                    ax.plot([_xval(r, exp.x) for r in rs], [r[_TRIAL_CRB[bname]] for r in rs],
-                            color=("k", "0.45", "0.7")[si % 3], ls="-", lw=1.2, label="R-CRB" + tag)
+                    ax.plot(
+                        [_xval(r, exp.x) for r in rs],
+                        [r[_TRIAL_CRB[bname]] for r in rs],
+                        color=("k", "0.45", "0.7")[si % 3],
+                        ls="-",
+                        lw=1.2,
+                        label="R-CRB" + tag,
+                    )
             elif bname:
                 rs = sorted((r for r in sub if r["scheme"] == exp.schemes[0]), key=lambda r: r[exp.x])
                 keys = _BOUND_KEYS if exp.series is None else ("crb", "lb")
@@ -658,10 +843,21 @@ def plot_experiment(exp: Experiment, rows: list, path: Path, trials: int, caps: 
 
 
 # --------------------------------------------------------------------------- driver
-def run_experiment(name: str, trials: int | None = None, seed: int = 1, workers: int | None = None,
-                   out="results", scheduler: str | None = None, resume: bool = False,
-                   bound_realisations: int = 10, n_antennas: int | None = None, points=None,
-                   progress_stream=None, plot: bool = True, caps: dict | None = None) -> list:
+def run_experiment(
+    name: str,
+    trials: int | None = None,
+    seed: int = 1,
+    workers: int | None = None,
+    out="results",
+    scheduler: str | None = None,
+    resume: bool = False,
+    bound_realisations: int = 10,
+    n_antennas: int | None = None,
+    points=None,
+    progress_stream=None,
+    plot: bool = True,
+    caps: dict | None = None,
+) -> list:
     """Run (or resume) experiment ``name``; writes the cache, ``NAME.csv`` and ``NAME.png``.
 
     ``n_antennas`` replaces N in every point (``antennas`` sweeps N/2 and N instead), for quick
@@ -696,12 +892,13 @@ def run_experiment(name: str, trials: int | None = None, seed: int = 1, workers:
     def finished(u):
         if u["kind"] == "bounds":  # any cached units of this realisation covering every SNR
             got = have.get((u["key"].split("|snrs=")[0], u["seed"]), {})
-            return all("%g" % x in got for x in u["snrs"])
+            return all(f"{x:g}" in got for x in u["snrs"])
         return (u["kind"], u["key"], u["seed"]) in cache
 
     todo = [u for u in units if not finished(u)]
     progress = _Progress(exp.name, len(units), len(units) - len(todo), progress_stream)
     with cpath.open("a") as fh:
+
         def sink(rec):
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
@@ -720,25 +917,49 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="nearfield experiment",
         description="Reproduce a numerical result of Sec. VI. Experiments: "
-                    + "; ".join(f"{e.name} ({e.figure}: {e.description})" for e in EXPERIMENTS.values()))
+        + "; ".join(f"{e.name} ({e.figure}: {e.description})" for e in EXPERIMENTS.values()),
+    )
     ap.add_argument("name", metavar="NAME", help=f"one of: {names}")
-    ap.add_argument("--trials", type=int, default=None,
-                    help="Monte Carlo trials per point (default: per experiment, minutes here; the paper used 500)")
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="Monte Carlo trials per point (default: per experiment, minutes here; the paper used 500)",
+    )
     ap.add_argument("--seed", type=int, default=1, help="base seed; trial i uses SEED*1000000+i (default 1)")
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
     ap.add_argument("--out", default="results", help="output directory (default ./results)")
-    ap.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                    help="run on a Dask cluster at ADDRESS (needs nearfield[dask])")
-    ap.add_argument("--resume", action="store_true",
-                    help="reuse OUT/cache-NAME.jsonl and run only the missing trials")
-    ap.add_argument("--bound-realisations", type=int, default=10,
-                    help="realisations averaged for the bounds of each point (default 10)")
-    ap.add_argument("--antennas", type=int, default=None, dest="n_antennas",
-                    help="override N in every point (antennas: sweep N/2 and N) for quick runs")
-    ap.add_argument("--points", type=float, nargs="+", default=None,
-                    help="only these x values (SNR dB, N, range m, or p_fault in %%)")
-    ap.add_argument("--cap", nargs="+", default=None, metavar="X=N",
-                    help="at most N trials at the points with x value X (e.g. 1024=50 for slow points)")
+    ap.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS", help="run on a Dask cluster at ADDRESS (needs nearfield[dask])"
+    )
+    ap.add_argument("--resume", action="store_true", help="reuse OUT/cache-NAME.jsonl and run only the missing trials")
+    ap.add_argument(
+        "--bound-realisations",
+        type=int,
+        default=10,
+        help="realisations averaged for the bounds of each point (default 10)",
+    )
+    ap.add_argument(
+        "--antennas",
+        type=int,
+        default=None,
+        dest="n_antennas",
+        help="override N in every point (antennas: sweep N/2 and N) for quick runs",
+    )
+    ap.add_argument(
+        "--points",
+        type=float,
+        nargs="+",
+        default=None,
+        help="only these x values (SNR dB, N, range m, or p_fault in %%)",
+    )
+    ap.add_argument(
+        "--cap",
+        nargs="+",
+        default=None,
+        metavar="X=N",
+        help="at most N trials at the points with x value X (e.g. 1024=50 for slow points)",
+    )
     ap.add_argument("--no-plot", action="store_true", help="write the CSV only")
     ap.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table")
     return ap
@@ -752,8 +973,10 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     if args.name not in EXPERIMENTS:
-        print(f"nearfield experiment: unknown experiment {args.name!r}; expected one of: "
-              + ", ".join(EXPERIMENTS), file=sys.stderr)
+        print(
+            f"nearfield experiment: unknown experiment {args.name!r}; expected one of: " + ", ".join(EXPERIMENTS),
+            file=sys.stderr,
+        )
         return 2
     if args.workers is not None and args.workers < 1:
         print(f"nearfield experiment: --workers: expected a positive integer, got {args.workers}", file=sys.stderr)
@@ -771,9 +994,20 @@ def main(argv=None) -> int:
             return 2
     t0 = time.time()
     try:
-        rows = run_experiment(args.name, args.trials, args.seed, args.workers, args.out, args.scheduler,
-                              args.resume, args.bound_realisations, args.n_antennas, args.points,
-                              plot=not args.no_plot, caps=caps or None)
+        rows = run_experiment(
+            args.name,
+            args.trials,
+            args.seed,
+            args.workers,
+            args.out,
+            args.scheduler,
+            args.resume,
+            args.bound_realisations,
+            args.n_antennas,
+            args.points,
+            plot=not args.no_plot,
+            caps=caps or None,
+        )
     except ValueError as exc:
         print(f"nearfield experiment: {exc}", file=sys.stderr)
         return 2
@@ -787,8 +1021,10 @@ def main(argv=None) -> int:
     if args.markdown:
         exp = (_make_experiments(args.n_antennas) if args.n_antennas else EXPERIMENTS)[args.name]
         print(markdown_table(exp, rows))
-    print(f"{args.name}: {len(rows)} rows -> {out / (args.name + '.csv')}, {out / (args.name + '.png')} "
-          f"({time.time() - t0:.0f} s)")
+    print(
+        f"{args.name}: {len(rows)} rows -> {out / (args.name + '.csv')}, {out / (args.name + '.png')} "
+        f"({time.time() - t0:.0f} s)"
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ time spent, and the CRB diagonal of that realisation.  Every scheme is a localiz
 * ``bcd`` -- the BCD baseline of Sec. III-B (:mod:`nearfield.estimators.bcd`);
 * ``music2d`` -- 2-D near-field MUSIC on the uncalibrated covariance (:mod:`nearfield.estimators.music2d`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +25,6 @@ from .bounds import crb
 from .estimators import LOCALIZERS, Estimate
 from .impairments import hi_nmse
 from .scenario import PAPER_TARGETS, paper_scenario
-
 
 SCHEMES = LOCALIZERS  # the schemes by name: the core's table of localizers
 
@@ -74,9 +74,18 @@ def correlate_waveforms(pilots: np.ndarray, rho: float, rng: np.random.Generator
     return S
 
 
-def run_trial(seed: int, snr_db: float, *, n_antennas: int = 256, p_fault: float = 0.02,
-              targets=PAPER_TARGETS, n_snapshots: int = 100, schemes=("proposed",), pilots: bool = True,
-              rho: float | None = None) -> dict:
+def run_trial(
+    seed: int,
+    snr_db: float,
+    *,
+    n_antennas: int = 256,
+    p_fault: float = 0.02,
+    targets=PAPER_TARGETS,
+    n_snapshots: int = 100,
+    schemes=("proposed",),
+    pilots: bool = True,
+    rho: float | None = None,
+) -> dict:
     """One trial: draw a scenario with ``numpy.random.default_rng(seed)`` and run ``schemes``.
 
     Parameters
@@ -106,16 +115,22 @@ def run_trial(seed: int, snr_db: float, *, n_antennas: int = 256, p_fault: float
         that raised, else None; ``flagged`` the number of targets whose status is not "ok").
     """
     rng = np.random.default_rng(seed)
-    sc = paper_scenario(rng, n_antennas=n_antennas, snr_db=snr_db, p_fault=p_fault, n_snapshots=n_snapshots,
-                        targets=targets)
+    sc = paper_scenario(
+        rng, n_antennas=n_antennas, snr_db=snr_db, p_fault=p_fault, n_snapshots=n_snapshots, targets=targets
+    )
     if rho is not None:  # rebuilt so that sigma^2 follows the new signal power
         sc = dataclasses.replace(sc, pilots=correlate_waveforms(sc.pilots, rho, rng))
     Y = sc.sample(rng)
     K = sc.theta.size
     C = crb(sc.array, sc.theta, sc.r, sc.gains, sc.pilots, sc.sigma2, sc.c)
     d = np.diag(C)
-    out = {"seed": seed, "snr_db": snr_db, "crb_theta": d[2 * K:3 * K], "crb_range": d[3 * K:],
-           "n_faulty": int(sc.faulty.size)}
+    out = {
+        "seed": seed,
+        "snr_db": snr_db,
+        "crb_theta": d[2 * K : 3 * K],
+        "crb_range": d[3 * K :],
+        "n_faulty": int(sc.faulty.size),
+    }
     matters = set(np.flatnonzero(np.abs(sc.c - 1) > 0.3).tolist())
     truth_faulty = set(sc.faulty.tolist())
     for name in schemes:
@@ -130,7 +145,10 @@ def run_trial(seed: int, snr_db: float, *, n_antennas: int = 256, p_fault: float
         d_th, d_r = match_errors(res.theta, res.r, sc.theta, sc.r)
         det = None if res.faulty is None else set(np.asarray(res.faulty, dtype=int).tolist())
         out[name] = {
-            "d_theta": d_th, "d_range": d_r, "time_s": dt, "error": failed,
+            "d_theta": d_th,
+            "d_range": d_r,
+            "time_s": dt,
+            "error": failed,
             "missed": None if det is None else len(matters - det),
             "false_alarms": None if det is None else len(det - truth_faulty),
             "nmse": None if res.c_hat is None else hi_nmse(res.c_hat, sc.c),
@@ -183,11 +201,19 @@ def summarize(trials: list[dict], scheme: str, separation: float | None = None) 
     flagged = [t[scheme]["flagged"] for t in trials if t[scheme].get("flagged") is not None]
     return {
         "trials": len(trials),
-        "rmse_theta": rmse_t, "rmse_range": rmse_r, "rcrb_theta": rcrb_t, "rcrb_range": rcrb_r,
-        "ratio_theta": rmse_t / rcrb_t, "ratio_range": rmse_r / rcrb_r,
-        "gross": float(np.mean(gross)), "n_gross": int(np.sum(gross)), "n_errors": int(np.sum(err)),
-        "rmse_theta_ok": rmse_t_ok, "rmse_range_ok": rmse_r_ok,
-        "ratio_theta_ok": rmse_t_ok / rcrb_t_ok, "ratio_range_ok": rmse_r_ok / rcrb_r_ok,
+        "rmse_theta": rmse_t,
+        "rmse_range": rmse_r,
+        "rcrb_theta": rcrb_t,
+        "rcrb_range": rcrb_r,
+        "ratio_theta": rmse_t / rcrb_t,
+        "ratio_range": rmse_r / rcrb_r,
+        "gross": float(np.mean(gross)),
+        "n_gross": int(np.sum(gross)),
+        "n_errors": int(np.sum(err)),
+        "rmse_theta_ok": rmse_t_ok,
+        "rmse_range_ok": rmse_r_ok,
+        "ratio_theta_ok": rmse_t_ok / rcrb_t_ok,
+        "ratio_range_ok": rmse_r_ok / rcrb_r_ok,
         "resolved": resolved,
         "missed": float(np.mean(missed)) if missed else float("nan"),
         "false_alarms": float(np.mean(fa)) if fa else float("nan"),

@@ -1,4 +1,5 @@
 """docs/api.md is generated from the docstrings by tools/gen_api.py: it must cover every public name and be current."""
+
 import importlib
 import importlib.util
 import inspect
@@ -24,8 +25,14 @@ def page(gen):
 
 def test_every_public_name_is_on_the_page(gen, page):
     names = gen.module_names()
-    assert {"nearfield", "nearfield.estimators", "nearfield.estimators.fullarray", "nearfield.estimators.phase3",
-            "nearfield.bounds", "nearfield.runtime"} <= set(names)
+    assert {
+        "nearfield",
+        "nearfield.estimators",
+        "nearfield.estimators.fullarray",
+        "nearfield.estimators.phase3",
+        "nearfield.bounds",
+        "nearfield.runtime",
+    } <= set(names)
     for m in names:
         mod = importlib.import_module(m)
         assert f"## {m}\n" in page, m
@@ -33,7 +40,9 @@ def test_every_public_name_is_on_the_page(gen, page):
         for n in gen.public_names(mod):
             assert f"`{n}`" in section, f"{m}.{n} missing from docs/api.md"
             obj = getattr(mod, n)
-            if inspect.isfunction(obj) and obj.__module__ == m and obj.__name__ == n:  # described here, with its signature
+            if (
+                inspect.isfunction(obj) and obj.__module__ == m and obj.__name__ == n
+            ):  # described here, with its signature
                 assert f"{n}{gen.signature(obj)}" in section, f"{m}.{n}: signature"
 
 
@@ -52,6 +61,7 @@ def test_numpy_sections_become_lists(gen):
         -------
         int
         """
+
     out = "\n".join(gen.describe(f, "f"))
     assert "f(x: int, y=2)" in out and "Add." in out
     assert "- `x` (int) — First, in metres." in out and "- `y` (int, optional) — Second." in out

@@ -1,4 +1,5 @@
 """Experiment runner: CSV/PNG outputs, resume, errors, and summaries equal summarize() on the cache."""
+
 import csv
 import json
 
@@ -38,10 +39,23 @@ def snr_run(tmp_path_factory):
 
 def test_csv_columns_and_png(snr_run):
     rows = _rows(snr_run / "snr.csv")
-    want = {"experiment", "snr_db", "n_antennas", "p_fault", "scheme", "trials", "seed", "rmse_theta",
-            "rmse_range", "rmse_cart", "ratio_theta", "ratio_range", "nmse_mean", "time_s",
-            "bound_realisations"} | {f"r_{b}_{c}" for b in ("crb", "lb", "mcrb", "bias")
-                                     for c in ("angle", "range", "cart")}
+    want = {
+        "experiment",
+        "snr_db",
+        "n_antennas",
+        "p_fault",
+        "scheme",
+        "trials",
+        "seed",
+        "rmse_theta",
+        "rmse_range",
+        "rmse_cart",
+        "ratio_theta",
+        "ratio_range",
+        "nmse_mean",
+        "time_s",
+        "bound_realisations",
+    } | {f"r_{b}_{c}" for b in ("crb", "lb", "mcrb", "bias") for c in ("angle", "range", "cart")}
     assert want <= set(rows[0])
     assert len(rows) == 2 * 5  # two SNR points x five schemes
     assert {r["scheme"] for r in rows} == {"proposed", "paper", "coarse", "bcd", "music2d"}
@@ -52,7 +66,8 @@ def test_csv_columns_and_png(snr_run):
             assert np.isfinite(float(r[k])), (r["scheme"], k)
         # LB = MCRB + bias^2 (eq. 42), per realisation and so for the averages of squares
         assert float(r["r_lb_angle"]) ** 2 == pytest.approx(
-            float(r["r_mcrb_angle"]) ** 2 + float(r["r_bias_angle"]) ** 2, rel=1e-4)
+            float(r["r_mcrb_angle"]) ** 2 + float(r["r_bias_angle"]) ** 2, rel=1e-4
+        )
     png = (snr_run / "snr.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 200_000
 
@@ -64,7 +79,7 @@ def test_bounds_unit_crb_matches_the_trials_crb(snr_run):
     for snr in (10.0, 30.0):
         pt = ex._pt(snr, 64)
         t0 = cache[("trial", ex.point_key(pt), ex.trial_seed(1, 0))]["result"]
-        b = ex._bounds_index(cache)[(ex._group_key(pt), ex.trial_seed(1, 0))]["%g" % snr]
+        b = ex._bounds_index(cache)[(ex._group_key(pt), ex.trial_seed(1, 0))][f"{snr:g}"]
         assert b["crb_angle"] == pytest.approx(np.sqrt(np.mean(t0["crb_theta"])), rel=1e-6)
         assert b["crb_range"] == pytest.approx(np.sqrt(np.mean(t0["crb_range"])), rel=1e-6)
     # the CRB falls 10 dB per decade of SNR: 20 dB -> a factor 10 in the root bound
@@ -93,8 +108,10 @@ def test_summary_equals_summarize_on_cached_trials(snr_run):
 
 def test_cartesian_rmse_by_hand():
     pt = ex._pt(20, 64, 0.02, ((0.3, 10.0), (-0.2, 20.0)))
-    trials = [{"s": {"d_theta": np.array([0.0, 0.0]), "d_range": np.array([0.5, -1.0])}},
-              {"s": {"d_theta": np.array([0.01, 0.0]), "d_range": np.array([0.0, 0.0])}}]
+    trials = [
+        {"s": {"d_theta": np.array([0.0, 0.0]), "d_range": np.array([0.5, -1.0])}},
+        {"s": {"d_theta": np.array([0.01, 0.0]), "d_range": np.array([0.0, 0.0])}},
+    ]
     # errors: 0.5, 1.0 (radial), 2*10*sin(0.005) (chord), 0
     chord = 2 * 10.0 * np.sin(0.005)
     want = np.sqrt((0.25 + 1.0 + chord**2) / 4)
@@ -102,8 +119,20 @@ def test_cartesian_rmse_by_hand():
 
 
 def test_resume_skips_finished_trials(tmp_path, monkeypatch, capsys):
-    args = ["range", "--antennas", "64", "--workers", "1", "--bound-realisations", "1", "--points", "12",
-            "--out", str(tmp_path), "--no-plot"]
+    args = [
+        "range",
+        "--antennas",
+        "64",
+        "--workers",
+        "1",
+        "--bound-realisations",
+        "1",
+        "--points",
+        "12",
+        "--out",
+        str(tmp_path),
+        "--no-plot",
+    ]
     calls = _count_trials(monkeypatch)
     assert ex.main([*args, "--trials", "2"]) == 0
     assert len(calls) == 2
@@ -132,8 +161,7 @@ def test_resume_skips_finished_trials(tmp_path, monkeypatch, capsys):
 
 
 def test_process_pool_gives_the_same_numbers(tmp_path):
-    common = ["range", "--antennas", "64", "--trials", "2", "--bound-realisations", "1", "--points", "20",
-              "--no-plot"]
+    common = ["range", "--antennas", "64", "--trials", "2", "--bound-realisations", "1", "--points", "20", "--no-plot"]
     assert ex.main([*common, "--workers", "1", "--out", str(tmp_path / "a")]) == 0
     assert ex.main([*common, "--workers", "2", "--out", str(tmp_path / "b")]) == 0
     a, b = _rows(tmp_path / "a" / "range.csv"), _rows(tmp_path / "b" / "range.csv")
@@ -162,6 +190,7 @@ def test_bad_options(tmp_path, capsys):
 def test_scheduler_without_dask_is_a_clear_error(tmp_path, capsys):
     try:
         import dask.distributed  # noqa: F401
+
         pytest.skip("dask.distributed is installed")
     except ImportError:
         pass
@@ -274,8 +303,19 @@ def test_resolved_and_failed_counts_by_hand():
     crb = {"crb_theta": np.full(2, 1e-10), "crb_range": np.full(2, 1e-6)}
 
     def tr(dth, err=None):
-        return {**crb, "s": {"d_theta": np.array(dth), "d_range": np.zeros(2), "missed": None,
-                             "false_alarms": None, "nmse": None, "time_s": 0.0, "error": err, "flagged": 0}}
+        return {
+            **crb,
+            "s": {
+                "d_theta": np.array(dth),
+                "d_range": np.zeros(2),
+                "missed": None,
+                "false_alarms": None,
+                "nmse": None,
+                "time_s": 0.0,
+                "error": err,
+                "flagged": 0,
+            },
+        }
 
     trials = [tr([0.0, 0.0]), tr([0.4 * sep, 0.0]), tr([0.0, -0.6 * sep]), tr([np.pi / 2, np.pi / 2], "boom")]
     sm = summarize(trials, "s", sep)
@@ -292,7 +332,8 @@ def test_ablation_stages_follow_the_chain():
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location(
-        "accuracy_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py")
+        "accuracy_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+    )
     acc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(acc)
     trials = [acc._ablation_trial(seed, 20.0) for seed in range(2)]

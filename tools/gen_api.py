@@ -14,6 +14,7 @@ is described once, under the first listed module that defines it (or, when its d
 module is not listed, the first that exports it); the other modules that export it link
 there.  Classes also list their public methods and properties with one-line summaries.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,20 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "api.md"
 
 #: The modules documented, in page order; "pkg.*" adds every submodule of pkg (sorted).
-MODULES = ("nearfield", "nearfield.estimators", "nearfield.estimators.*", "nearfield.bounds", "nearfield.ml",
-           "nearfield.scenario", "nearfield.steering", "nearfield.array", "nearfield.impairments",
-           "nearfield.montecarlo", "nearfield.experiments", "nearfield.runtime")
+MODULES = (
+    "nearfield",
+    "nearfield.estimators",
+    "nearfield.estimators.*",
+    "nearfield.bounds",
+    "nearfield.ml",
+    "nearfield.scenario",
+    "nearfield.steering",
+    "nearfield.array",
+    "nearfield.impairments",
+    "nearfield.montecarlo",
+    "nearfield.experiments",
+    "nearfield.runtime",
+)
 
 SECTIONS = ("Parameters", "Returns", "Yields", "Raises", "Attributes")
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -54,9 +66,13 @@ def public_names(mod) -> list[str]:
     """``__all__``, else the functions and classes defined in ``mod`` not starting with ``_``."""
     if hasattr(mod, "__all__"):
         return list(mod.__all__)
-    return [n for n, o in vars(mod).items()
-            if not n.startswith("_") and (inspect.isfunction(o) or inspect.isclass(o))
-            and getattr(o, "__module__", None) == mod.__name__]
+    return [
+        n
+        for n, o in vars(mod).items()
+        if not n.startswith("_")
+        and (inspect.isfunction(o) or inspect.isclass(o))
+        and getattr(o, "__module__", None) == mod.__name__
+    ]
 
 
 def anchor(module: str, name: str) -> str:
@@ -174,12 +190,18 @@ def generate() -> str:
             o = getattr(m, n, None)
             if (inspect.isfunction(o) or inspect.isclass(o)) and getattr(o, "__module__", None) not in listed:
                 home.setdefault(id(o), (m.__name__, n))
-    lines = ["# API reference", "",
-             "Generated from the docstrings by `python tools/gen_api.py` (do not edit by hand; "
-             "`python tools/gen_api.py --check` tells whether this page is current). Units are SI "
-             "(radians, metres) unless a name says otherwise; equation numbers refer to the paper, "
-             "and \"errata N\" to [paper-errata.md](paper-errata.md). How the pieces fit: "
-             "[method.md](method.md).", "", "Modules:", ""]
+    lines = [
+        "# API reference",
+        "",
+        "Generated from the docstrings by `python tools/gen_api.py` (do not edit by hand; "
+        "`python tools/gen_api.py --check` tells whether this page is current). Units are SI "
+        "(radians, metres) unless a name says otherwise; equation numbers refer to the paper, "
+        'and "errata N" to [paper-errata.md](paper-errata.md). How the pieces fit: '
+        "[method.md](method.md).",
+        "",
+        "Modules:",
+        "",
+    ]
     for m in mods:
         s, _ = split_doc(m.__doc__)
         lines.append(f"- [`{m.__name__}`](#{m.__name__.replace('.', '')}) — {s}")
