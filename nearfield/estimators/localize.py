@@ -30,8 +30,9 @@ Paths
    * ``chain_mismatch`` -- the chain's final fit fails the model check
      (:func:`~.uncertainty.model_check`) and the full-array fit has a clearly lower residual
      ratio (sigma2_fit / sigma2_floor lower by more than 3 / sqrt(N_eff T), three standard
-     deviations of the ratio under the model) and either passes the check or has a ratio
-     below 0.8 x the chain's: e.g. targets closer than a subarray
+     deviations of the ratio under the model) and either passes the check, has a worst
+     per-target test statistic below the chain's, or has a ratio below 0.8 x the chain's:
+     e.g. targets closer than a subarray
      beamwidth, which the subarrays merge (only with ``refine``: the model check tests an
      ML fit, which the paper's un-refined MUSIC estimate is not).
 
@@ -277,7 +278,15 @@ def localize(
         # "clearly lower": beyond 3 standard deviations of the ratio under the model, ~1/sqrt(N_eff T)
         # (a chain fit that only just fails -- e.g. Phase-2 phase noise on a few antennas -- stays)
         margin = 3.0 / np.sqrt(max(float(np.sum(w > 0)) * Y.shape[1], 1.0))
-        if amc["ratio"] < mc["ratio"] - margin and (not np.any(amc["mismatch"]) or amc["ratio"] < 0.8 * mc["ratio"]):
+        # and the full-array fit must also be better judged target by target: it passes the
+        # check, its worst target's test statistic is below the chain's worst, or its ratio is
+        # much lower (a target flagged just past the 1 % threshold must not keep a wrong chain fit)
+        better = (
+            not np.any(amc["mismatch"])
+            or float(np.max(amc["F"])) < float(np.max(mc["F"]))
+            or amc["ratio"] < 0.8 * mc["ratio"]
+        )
+        if amc["ratio"] < mc["ratio"] - margin and better:
             return alt
         diag["fallback_rejected"] = {"theta": alt.theta, "r": alt.r, "model_check": amc}
     th_std, r_std, status = fin["theta_std"], fin["r_std"], fin["status"]
