@@ -81,6 +81,7 @@ from .sdr_common import (
     make_array,
     truth_meta,
 )
+from .zmq_source import check_zmq_endpoint
 
 __all__ = [
     "HEADER_BYTES",
@@ -147,12 +148,6 @@ def _to_complex(iq: np.ndarray) -> np.ndarray:
     return out
 
 
-def _check_address(value) -> str | None:
-    if not isinstance(value, str) or "://" not in value:
-        return "a ZeroMQ endpoint such as 'tcp://127.0.0.1:5555'"
-    return None
-
-
 class CoherentRtlSdrSource(Source):
     """Live coherent-rtlsdr packets (ZeroMQ PUB, int8 IQ, channel 0 = reference noise receiver)."""
 
@@ -164,7 +159,7 @@ class CoherentRtlSdrSource(Source):
             str,
             "tcp://127.0.0.1:5555",
             "endpoint coherent-rtlsdr's PUB socket binds (this source connects)",
-            check=_check_address,
+            check=check_zmq_endpoint,
         ),
         Param("carrier_hz", float, doc="tuned centre frequency, Hz (not in the packet)", check=positive),
         Param(

@@ -509,7 +509,8 @@ class StreamFramer:
         return out
 
 
-def _check_address(value) -> str | None:
+def check_zmq_endpoint(value) -> str | None:
+    """``Param.check`` for a ZeroMQ endpoint to connect to (the zmq and coherent_rtlsdr sources)."""
     if not isinstance(value, str) or "://" not in value:
         return "a ZeroMQ endpoint such as 'tcp://127.0.0.1:5555'"
     return None
@@ -524,7 +525,7 @@ class ZMQSource(Source):
             "address",
             str,
             doc="endpoint the GNU Radio sink binds, e.g. tcp://127.0.0.1:5555 (this source connects)",
-            check=_check_address,
+            check=check_zmq_endpoint,
         ),
         Param("socket", str, "pull", "pull for a gr-zeromq PUSH sink, sub for a PUB sink", choices=("pull", "sub")),
         Param(

@@ -23,7 +23,7 @@ from nearfield.runtime.flowgraph import parse_flowgraph
 from nearfield.sources.coherent_rtlsdr import CoherentRtlSdrSource, PacketError, incoherent_channels, parse_packet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from emulators import RtlEmulator, Scene  # noqa: E402
+from emulators import RTL_FAULTS, RtlEmulator, Scene  # noqa: E402
 
 FG = Path(__file__).resolve().parents[1] / "flowgraphs" / "coherent_rtlsdr.yaml"
 FC = 433.92e6
@@ -113,22 +113,7 @@ def _run(tmp_path, emu, **source):
     return res, src, recs
 
 
-SCHEDULE = [
-    "data",
-    "data",
-    "stale",
-    "data",
-    "short",
-    "data",
-    ("lost", 2),
-    "data",
-    "bad_n",
-    "data",
-    ("reconnect", 3),
-    "data",
-    "stale",
-    "data",
-]
+SCHEDULE = RTL_FAULTS  # the fault schedule of the worked example (docs/hardware.md)
 
 
 def test_flowgraph_localizes_every_coherent_packet_and_counts_every_fault(tmp_path):

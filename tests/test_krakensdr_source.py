@@ -32,7 +32,7 @@ from nearfield.sources.krakensdr import (
 from nearfield.sources.sdr_common import U32, IndexTracker, SeqMapper
 
 sys.path.insert(0, str(Path(__file__).parent))
-from emulators import KrakenEmulator, Scene, kraken_header  # noqa: E402
+from emulators import KRAKEN_FAULTS, KrakenEmulator, Scene, kraken_header  # noqa: E402
 
 FG = Path(__file__).resolve().parents[1] / "flowgraphs" / "krakensdr.yaml"
 FC = 433.92e6
@@ -163,24 +163,7 @@ def _run(tmp_path, emu, cal_sink=False, **source):
     return res, src.all_counters(), [json.loads(x) for x in lines]
 
 
-SCHEDULE = [
-    "dummy",
-    "unlocked",
-    "data",
-    "data",
-    "cal",
-    "data",
-    "bad_sync",
-    "data",
-    "drop",
-    "data",
-    ("lost", 2),
-    "data",
-    "bad_size",
-    "data",
-    "dummy",
-    "data",
-]
+SCHEDULE = KRAKEN_FAULTS  # the fault schedule of the worked example (docs/hardware.md)
 
 
 def test_flowgraph_localizes_every_valid_frame_and_counts_every_fault(tmp_path):
