@@ -60,6 +60,49 @@ def complex_noise(shape, sigma2: float, rng: np.random.Generator) -> np.ndarray:
     return scale * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
 
 
+def draw_reflections(
+    rng: np.random.Generator,
+    theta: float,
+    r: float,
+    n: int,
+    angle_deg=(20.0, 60.0),
+    extra_path_m=(1.0, 4.0),
+    loss_db=(8.0, 14.0),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image sources of ``n`` specular reflections of a transmitter at (theta rad, r m).
+
+    A wall reflection arrives as a coherent copy of the transmitter's waveform from its image
+    source: here at an angle ``angle_deg`` (uniform, either side, clipped to +-75 deg) away from
+    the direct path, ``extra_path_m`` metres farther and ``loss_db`` weaker, with a uniform
+    phase.  A stand-in for the multipath of an indoor recording (our test and benchmark
+    scenes; not a room model).
+
+    Returns
+    -------
+    theta_m, r_m : (n,) rad, m.  rho : (n,) complex amplitudes relative to the direct path.
+    """
+    lo, hi = np.radians(angle_deg)
+    theta_m = np.clip(theta + rng.choice([-1, 1], n) * rng.uniform(lo, hi, n), -np.radians(75), np.radians(75))
+    r_m = r + rng.uniform(*extra_path_m, n)
+    rho = 10 ** (-rng.uniform(*loss_db, n) / 20) * np.exp(2j * np.pi * rng.random(n))
+    return theta_m, r_m, rho
+
+
+def multipath_snapshots(
+    array: ULA, c, theta: float, r: float, reflections, T: int, snr_db: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Snapshots (N, T) of one transmitter plus its reflections (:func:`draw_reflections`).
+
+    ``y_t = diag(c) (a(theta, r) + sum_m rho_m a(theta_m, r_m)) s_t + n_t`` with a unit-modulus
+    random-phase waveform s (:func:`make_pilots`) and the SNR of the whole signal (module doc).
+    """
+    theta_m, r_m, rho = reflections
+    a = steering(array, np.r_[theta, theta_m], np.r_[r, r_m]) @ np.r_[1.0, rho]
+    s = make_pilots(1, T, rng)[0]
+    mu = np.asarray(c)[:, None] * np.outer(a, s)
+    return mu + complex_noise(mu.shape, noise_variance(mu, snr_db), rng)
+
+
 @dataclass
 class Scenario:
     """Everything that defines a snapshot block: array, targets, gains, pilots, HI, SNR.
