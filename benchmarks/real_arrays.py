@@ -12,13 +12,16 @@ full-array fallback; never the full-array path called directly):
     path / status counts.
 (b) ``standin``: a stand-in for a recorded small SDR array: N = 9 at 1.24 GHz, dense errors
     (5 dB gain std, uniform phase; and a second table with a 20 deg phase std), one transmitter
-    at theta ~ U(-50, 50) deg, r ~ U(0.5, 5.5) m
+    at theta ~ U(-50, 50) deg, r ~ U(0.5, 5.5) m (``--recordings`` recordings, 2 frames each)
     plus one or two weak specular reflections (coherent image sources sharing the transmitter's
     waveform, 8-14 dB weaker, at other angles and 1-4 m longer paths), frames of 256
     snapshots at 20 dB, K = 1 asked.  Uncalibrated, and calibrated from a reference transmitter
     at a known position (0, 2 m) recorded in the same room (its reflections included):
-    share of frames with an estimate, status counts, angle / range RMSE and median error, against
-    plain 2-D MUSIC (:func:`nearfield.estimators.music2d.music2d_localize`, K = 1) on the same frames.
+    share of frames with an estimate, status counts, angle / range RMSE, median and 90th percentile
+    error and the count of errors above 5 deg, against plain 2-D MUSIC
+    (:func:`nearfield.estimators.music2d.music2d_localize`, K = 1) on the same frames.  A third
+    table says what limits the calibrated figures: the same recordings with the true HI instead of
+    the reference calibration, and without the target's reflections.
 (c) ``hard``: issue-10 scenes (N = 256, 30 GHz, p_fault 2 %): 0.5 deg pair with pilots, 1 deg
     pair blind, coherent pair blind, the default scenario at 20 dB (pilots) with the 2-sigma
     coverage, and at -10 dB (pilots) with 2-D MUSIC's gross share on the same data.
@@ -29,7 +32,7 @@ full-array fallback; never the full-array path called directly):
 Usage::
 
     python benchmarks/real_arrays.py --trials 20                 # all three tables
-    python benchmarks/real_arrays.py --tables standin --trials 20
+    python benchmarks/real_arrays.py --tables standin --recordings 100
 """
 
 from __future__ import annotations
@@ -50,8 +53,15 @@ from nearfield.array import ULA, paper_array  # noqa: E402
 from nearfield.bounds import crb_positions, crb_unknown_waveforms  # noqa: E402
 from nearfield.estimators.music2d import music2d_localize  # noqa: E402
 from nearfield.impairments import draw_dense_impairments  # noqa: E402
-from nearfield.scenario import complex_noise, make_pilots, noise_variance, noiseless_signal, paper_scenario  # noqa: E402
-from nearfield.steering import steering  # noqa: E402
+from nearfield.scenario import (  # noqa: E402
+    complex_noise,
+    draw_reflections,
+    make_pilots,
+    multipath_snapshots,
+    noise_variance,
+    noiseless_signal,
+    paper_scenario,
+)
 
 D2R = np.pi / 180
 
@@ -144,59 +154,79 @@ def table_calibrated(trials, seed):
 
 
 # ----------------------------------------------------------------------------------- (b)
-def _reflections(rng, th, r, n):
-    """Image sources of ``n`` specular reflections: angles elsewhere, longer paths, 8-14 dB weaker."""
-    th_m = np.clip(th + rng.choice([-1, 1], n) * rng.uniform(20, 60, n) * D2R, -75 * D2R, 75 * D2R)
-    r_m = r + rng.uniform(1.0, 4.0, n)
-    rho = 10 ** (-rng.uniform(8, 14, n) / 20) * np.exp(2j * np.pi * rng.random(n))
-    return th_m, r_m, rho
+STANDIN_COLS = (
+    "| method | frames | with estimate | status (frames) | angle RMSE (deg) | median | p90 | > 5 deg | "
+    "range RMSE (m) | median | p90 | 2-sigma cover theta / r |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
-def _multipath_frame(arr, c, th, r, refl, T, snr_db, rng):
-    """Y (N, T) of one transmitter plus its reflections (extra columns sharing its waveform)."""
-    th_m, r_m, rho = refl
-    a = steering(arr, np.r_[th, th_m], np.r_[r, r_m]) @ np.r_[1.0, rho]
-    s = make_pilots(1, T, rng)[0]
-    mu = c[:, None] * np.outer(a, s)
-    return mu + complex_noise(mu.shape, noise_variance(mu, snr_db), rng)
+def _standin_row(name, d):
+    et, er = np.abs(d["et"]), np.abs(d["er"])
+    st = dict(d["status"]) if d["status"] else "-"
+    return (
+        f"| {name} | {d['n']} | {100 * d['ok'] / d['n']:.0f} % | {st} | {np.sqrt(np.mean(et**2)):.2f} | "
+        f"{np.median(et):.2f} | {np.percentile(et, 90):.2f} | {int(np.sum(et > 5))} | {np.sqrt(np.mean(er**2)):.2f} | "
+        f"{np.median(er):.2f} | {np.percentile(er, 90):.2f} | "
+        + (f"{100 * np.mean(d['ct']):.0f} / {100 * np.mean(d['cr']):.0f} % |" if d["ct"] else "- |")
+    )
 
 
-def table_standin(trials, seed, frames=5, phase_std="uniform"):
+def table_standin(recordings, seed, frames=2, phase_std="uniform", limits=False):
+    """Stand-in table; ``limits``: instead of uncalibrated vs calibrated, what limits the calibrated
+    figures -- the reference's reflections (calibrate from c_hat or use the true HI) and the target's own
+    reflections (present or removed), same recordings otherwise."""
+    what = "what limits the calibrated figures" if limits else "uncalibrated and calibrated"
     print(
         f"\n(b) stand-in recording: N = 9, 1.24 GHz, 5 dB gain std, phase {phase_std}, 1-2 reflections, "
-        f"T = 256, 20 dB, K = 1; {trials} recordings x {frames} frames"
+        f"T = 256, 20 dB, K = 1; {recordings} recordings x {frames} frames; {what}"
     )
-    print(
-        "| method | frames | with estimate | status (frames) | angle RMSE (deg) | angle median (deg) | "
-        "range RMSE (m) | range median (m) |\n|---|---|---|---|---|---|---|---|"
-    )
+    print(STANDIN_COLS)
     rng = np.random.default_rng([seed, 2])
     arr = ULA(9, carrier_hz=1.24e9)
+    setups = (
+        (
+            ("HI from the reference", True),
+            ("true HI", True),
+            ("HI from the reference, no target reflections", False),
+            ("true HI, no target reflections", False),
+        )
+        if limits
+        else (("uncalibrated", True), ("calibrated", True))
+    )
     res = {
-        k: {"et": [], "er": [], "n": 0, "ok": 0, "status": Counter()}
-        for k in ("localize, uncalibrated", "localize, calibrated", "2-D MUSIC, uncalibrated", "2-D MUSIC, calibrated")
+        f"{m}, {k}": {"et": [], "er": [], "ct": [], "cr": [], "n": 0, "ok": 0, "status": Counter()}
+        for k, _ in setups
+        for m in ("localize", "2-D MUSIC")
     }
-    for _ in range(trials):
+    for _ in range(recordings):
         c = draw_dense_impairments(9, rng, 5.0, phase_std).gain
         # reference recording in the same room: transmitter at a known (0 rad, 2 m) with its own reflections
-        ref_refl = _reflections(rng, 0.0, 2.0, int(rng.integers(1, 3)))
-        c_hat = nf.calibrate(_multipath_frame(arr, c, 0.0, 2.0, ref_refl, 1000, 25.0, rng), arr, [0.0], [2.0])
+        ref_refl = draw_reflections(rng, 0.0, 2.0, int(rng.integers(1, 3)))
+        c_hat = nf.calibrate(multipath_snapshots(arr, c, 0.0, 2.0, ref_refl, 1000, 25.0, rng), arr, [0.0], [2.0])
         th = rng.uniform(-50, 50) * D2R
         r = rng.uniform(0.5, 5.5)
-        refl = _reflections(rng, th, r, int(rng.integers(1, 3)))
+        refl = draw_reflections(rng, th, r, int(rng.integers(1, 3)))
+        dry = (refl[0], refl[1], np.zeros_like(refl[2]))
         for _f in range(frames):
-            Y = _multipath_frame(arr, c, th, r, refl, 256, 20.0, rng)
-            for cal in (False, True):
-                key = "calibrated" if cal else "uncalibrated"
+            state = rng.bit_generator.state  # the same noise and waveform with and without the target's reflections
+            Y = multipath_snapshots(arr, c, th, r, refl, 256, 20.0, rng)
+            if limits:
+                after = rng.bit_generator.state
+                rng.bit_generator.state = state
+                Y_dry = multipath_snapshots(arr, c, th, r, dry, 256, 20.0, rng)
+                rng.bit_generator.state = after
+            for key, wet in setups:
+                hi = None if key == "uncalibrated" else (c if key.startswith("true HI") else c_hat)
+                Yk = Y if wet else Y_dry
                 for meth in ("localize", "2-D MUSIC"):
                     d = res[f"{meth}, {key}"]
                     d["n"] += 1
                     try:
                         if meth == "localize":
-                            est = nf.localize(Y, arr, n_targets=1, hi=c_hat if cal else None)
+                            est = nf.localize(Yk, arr, n_targets=1, hi=hi)
                             d["status"].update(est.status)
                         else:
-                            est = music2d_localize(nf.apply_hi(Y, c_hat) if cal else Y, arr, 1)
+                            est = music2d_localize(Yk if hi is None else nf.apply_hi(Yk, hi), arr, 1)
                     except Exception as exc:  # noqa: BLE001 - a frame without estimate
                         print(f"  {meth} {key}: {type(exc).__name__}: {exc}")
                         continue
@@ -205,13 +235,11 @@ def table_standin(trials, seed, frames=5, phase_std="uniform"):
                     d["ok"] += 1
                     d["et"].append(np.degrees(est.theta[0] - th))
                     d["er"].append(est.r[0] - r)
+                    if est.theta_std is not None:
+                        d["ct"].append(abs(est.theta[0] - th) <= 2 * est.theta_std[0])
+                        d["cr"].append(abs(est.r[0] - r) <= 2 * est.r_std[0])
     for name, d in res.items():
-        et, er = np.abs(d["et"]), np.abs(d["er"])
-        st = dict(d["status"]) if d["status"] else "-"
-        print(
-            f"| {name} | {d['n']} | {100 * d['ok'] / d['n']:.0f} % | {st} | {np.sqrt(np.mean(et**2)):.2f} | "
-            f"{np.median(et):.2f} | {np.sqrt(np.mean(er**2)):.2f} | {np.median(er):.2f} |"
-        )
+        print(_standin_row(name, d))
 
 
 # ----------------------------------------------------------------------------------- (c)
@@ -307,6 +335,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=20, help="Monte Carlo trials (recordings for 'standin') per row")
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--recordings", type=int, default=100, help="'standin': recordings (2 frames each)")
     ap.add_argument(
         "--tables",
         nargs="+",
@@ -321,8 +350,9 @@ def main(argv=None):
     if "calibrated" in args.tables:
         table_calibrated(args.trials, args.seed)
     if "standin" in args.tables:
-        table_standin(args.trials, args.seed)
-        table_standin(args.trials, args.seed, phase_std=0.35)  # 20 deg std: a receiver with a rough factory cal
+        table_standin(args.recordings, args.seed)
+        table_standin(args.recordings, args.seed, phase_std=0.35)  # 20 deg std: a receiver with a rough factory cal
+        table_standin(args.recordings, args.seed, limits=True)
     if "small" in args.tables:
         table_small(args.trials, args.seed)
     if "hard" in args.tables:

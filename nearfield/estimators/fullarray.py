@@ -30,11 +30,19 @@ estimator uses the whole aperture from the start and never needs a fault-free su
    because nothing relies on the covariance rank: the deterministic ML model with K
    spatial signatures explains a rank-one X with K steering vectors.
 4. **Exact-model ML refinement** (:func:`nearfield.ml.refine_ml`, LM with the range window
-   ``r_bounds``) on all snapshots; antennas whose residual is an outlier (a fault, a dead
-   channel that still carries noise) are excluded and, when the per-channel amplitudes
-   are significantly off (chi-square test), per-channel real gains are fitted too.
+   ``r_bounds``) on all snapshots.  When the residual is significantly more than the noise
+   floor, a *static model error* (calibration residue, reflections, see
+   :mod:`~.model_error`) is estimated and the antenna weights become
+   ``1 / (noise_n + model error)``; the detection is then repeated with these weights and the
+   better fit under them is kept (the noise weights of a calibrated array trust a few strong
+   channels, and with a model error that can pin a spurious fit at the range bound).  Antennas
+   whose residual is an outlier beyond noise *and* model error (a fault, a dead channel that
+   still carries noise) are excluded, and per-channel real gains are fitted when the amplitudes
+   are significantly off (chi-square test) -- but, with a model error, only when the gains
+   explain it (pure gain errors); otherwise they would bend the positions.
 5. **Honest output** -- noise level, residual, the model check and the CRB error bars of
-   :mod:`nearfield.estimators.uncertainty`, and a status per target.
+   :mod:`nearfield.estimators.uncertainty`, with a static model error counted T-fold
+   (:func:`~.model_error.static_error_variance`), and a status per target.
 
 Identical pilots make the assignment of positions to pilot rows (and hence the per-target
 gains' labels) unidentifiable; the common waveform is then treated once (the row-space
@@ -69,6 +77,7 @@ from ..array import ULA
 from ..ml import ls_waveforms, ml_cost, refine_ml
 from ..music import mdl_order
 from ..steering import steering
+from .model_error import detect_model_error, residual_power, static_error_variance
 from .uncertainty import _pilot_rank, estimate_uncertainty, model_check, noise_floor
 
 __all__ = [
@@ -325,50 +334,148 @@ class _Search:
 
 
 def _robust_refine(
-    Y, array, th, rr, S, w, lo, hi, max_rounds=3, outlier_alpha=1e-4, gain_alpha=1e-3, max_outlier_share=0.25
+    Y,
+    array,
+    th,
+    rr,
+    S,
+    w,
+    lo,
+    hi,
+    sigma2=None,
+    floor_dof=None,
+    w0=None,
+    max_rounds=4,
+    outlier_alpha=1e-4,
+    gain_alpha=1e-3,
+    max_outlier_share=0.25,
+    mismatch_alpha=0.01,
 ):
-    """refine_ml, then exclude outlying antennas and fit per-channel real amplitudes when significant."""
-    T = Y.shape[1]
+    """refine_ml, then model-error weights, outlying antennas and per-channel real amplitudes (module doc, step 4).
+
+    ``w`` are the starting weights, ``w0`` the noise weights (antenna n's noise variance
+    ``sigma2 / w0_n``; default ``w``) and ``sigma2``
+    the fit-independent noise floor (:func:`~.uncertainty.noise_floor`, weighted data).  When
+    the fit leaves significantly more than noise (an F test at ``mismatch_alpha``), a static
+    model error of power ``sigma_m2`` per antenna is estimated (:func:`~.model_error.detect_model_error`)
+    and enters the weights and both tests below; otherwise they are the pure-noise tests.
+    """
+    N, T = Y.shape
+    w0 = w.copy() if w0 is None else w0.copy()
     w = w.copy()
     c = None
-    info = {"excluded": [], "amplitude_fit": False}
+    sm2 = 0.0
+    info = {"excluded": [], "amplitude_fit": False, "amplitude_rejected": False, "model_error": 0.0}
     fit = None
+    amp_ok = True
+    K = np.atleast_1d(th).size
     for _ in range(max_rounds):
         fit = refine_ml(Y, array, th, rr, S, c=c, w=w, r_min=lo, r_max=hi)
         th, rr = fit.theta, fit.r
-        M = (
-            steering(array, th, rr) @ (fit.gains[:, None] * fit.pilots)
-            if S is not None
-            else steering(array, th, rr) @ fit.pilots
-        )
-        E = Y - (M if c is None else c[:, None] * M)
-        e = w * np.sum(np.abs(E) ** 2, axis=1)  # weighted: noise level equal on every antenna
+        M, eu = residual_power(Y, array, fit, S, c)
         good = w > 0
-        sig = max(float(np.median(e[good])) / T, 1e-30 * float(np.mean(np.abs(Y) ** 2)) + 1e-300)
-        thr = sig * chi2.ppf(1.0 - outlier_alpha, 2 * T) / 2.0
-        out = good & (e > thr)
         changed = False
+        if sigma2 is not None and sigma2 > 0:
+            w_new, sm2 = detect_model_error(
+                eu, np.where(good, w0, 0.0), sigma2, K, T, S is None, mismatch_alpha, floor_dof
+            )
+            if w_new is not None and np.max(np.abs(w_new[good] - w[good])) > 0.05 * np.max(w[good]):
+                w = w_new
+                changed = True
+            var_n = sigma2 / np.where(good, w0, 1.0)
+            # H0 per antenna: noise ~ (var_n / 2T) chi2(2T) plus a model error ~ sm2 Exp(1)
+            thr = var_n * chi2.ppf(1.0 - outlier_alpha, 2 * T) / (2 * T) + sm2 * np.log(1.0 / outlier_alpha)
+            out = good & (eu > thr)
+        else:  # no noise floor: the residual median sets the noise level
+            e = w * eu
+            sig = max(float(np.median(e[good])), 1e-30 * float(np.mean(np.abs(Y) ** 2)) + 1e-300)
+            var_n = sig / np.where(good, w, 1.0)
+            out = good & (e > sig * chi2.ppf(1.0 - outlier_alpha, 2 * T) / (2 * T))
         if 0 < out.sum() <= max_outlier_share * good.sum():
             w[out] = 0.0
+            w0[out] = 0.0
             info["excluded"] += np.flatnonzero(out).tolist()
             good = w > 0
             changed = True
-        # per-channel real amplitudes g_n = Re<m_n, y_n> / ||m_n||^2, var = sig / (2 w_n ||m_n||^2)
+        # per-channel real amplitudes g_n = Re<m_n, y_n> / ||m_n||^2,
+        # var = (var_n + sm2 P_n) / (2 ||m_n||^2) with P_n = ||m_n||^2 / T
         mm = np.sum(np.abs(M) ** 2, axis=1)
         g = np.real(np.sum(M.conj() * Y, axis=1)) / np.maximum(mm, 1e-300)
         gm = np.median(g[good])
-        x2 = float(np.sum((g[good] - gm) ** 2 * 2.0 * w[good] * mm[good] / sig))
-        if x2 > chi2.ppf(1.0 - gain_alpha, max(int(good.sum()) - 1, 1)) and gm > 0:
+        var_g = (var_n + sm2 * mm / T) / (2.0 * np.maximum(mm, 1e-300))
+        x2 = float(np.sum((g[good] - gm) ** 2 / var_g[good]))
+        if amp_ok and x2 > chi2.ppf(1.0 - gain_alpha, max(int(good.sum()) - 1, 1)) and gm > 0:
             c_new = np.clip(g / gm, 0.1, 10.0).astype(complex)
             if c is None or np.max(np.abs(c_new - c)) > 1e-3:
-                c = c_new
-                info["amplitude_fit"] = True
-                changed = True
+                if sm2 > 0 and sigma2 is not None:
+                    # a model error is present: the amplitudes are the right model only when they explain
+                    # it (pure gain errors); with phase errors left, N fitted amplitudes re-weight the
+                    # antennas by how well each fits and bend the positions (measured: worse in angle
+                    # and range on the multipath stand-in), so they are refused
+                    trial = refine_ml(Y, array, th, rr, S, c=c_new, w=w, r_min=lo, r_max=hi)
+                    eu_t = residual_power(Y, array, trial, S, c_new)[1]
+                    left, _ = detect_model_error(eu_t, w0, sigma2, K, T, S is None, mismatch_alpha, floor_dof)
+                    if left is not None:
+                        amp_ok = False
+                        info["amplitude_rejected"] = True
+                if amp_ok:
+                    c = c_new
+                    info["amplitude_fit"] = True
+                    changed = True
         if not changed:
             break
     else:
         fit = refine_ml(Y, array, th, rr, S, c=c, w=w, r_min=lo, r_max=hi)
+    info["model_error"] = sm2
     return fit, w, c, info
+
+
+def _detect(Y, Ys, array, S, n_targets, w, u, q, lo, hi_r, relax_rounds, max_targets, add_alpha):
+    """Steps 2-3 of the module doc with antenna weights ``w``: initial positions (th0, r0), K and counters."""
+    N = Y.shape[0]
+    sw = np.sqrt(w)
+    Yw = sw[:, None] * Ys
+    k_mdl = None
+    pilot_rank = None
+    if S is not None:
+        K = S.shape[0]
+        pilot_rank, V = _pilot_rank(S)
+        if pilot_rank == K:
+            Z = Yw @ S.conj().T @ np.linalg.inv(S @ S.conj().T)  # column k ~ beta_k a_k
+            spec = grid_scan(array, Z, u, q, sw, None, per_column=True)
+            init = [_peak(spec[:, :, k], u, q) for k in range(K)]
+            th0 = np.array([t for t, _ in init])
+            r0 = np.array([r for _, r in init])
+            scans = 1
+        else:
+            srch = _Search(array, Yw @ V.conj().T, sw, u, q, lo, hi_r)
+            th0, r0 = srch.detect(K, relax_rounds=relax_rounds)
+            scans = srch.scans
+            # assign positions to pilot rows: compare fitted coefficients with the pilots in V coordinates
+            Bh = ls_waveforms(steering(array, th0, r0), Yw @ V.conj().T, sw, None)
+            Sv = S @ V.conj().T
+            sim = np.abs(Bh.conj() @ Sv.T) / (
+                np.linalg.norm(Bh, axis=1)[:, None] * np.linalg.norm(Sv, axis=1)[None] + 1e-300
+            )
+            rows, cols = linear_sum_assignment(-sim)
+            order = np.empty(K, int)
+            order[cols] = rows
+            th0, r0 = th0[order], r0[order]
+    else:
+        if n_targets is None:
+            k_mdl = estimate_order(Y, w, min(max_targets, N - 1))
+            K = k_mdl
+        else:
+            K = int(n_targets)
+        s2_floor, _ = noise_floor(Ys, K, None, w)
+        X = _subspace_data(Yw, max(K, 1), s2_floor)
+        srch = _Search(array, X, sw, u, q, lo, hi_r)
+        th0, r0 = srch.detect(K, relax_rounds=relax_rounds)
+        if n_targets is None:
+            th0, r0 = _add_targets(Y, array, w, th0, r0, s2_floor, u, q, lo, hi_r, max_targets, add_alpha)
+            K = th0.size
+        scans = srch.scans
+    return th0, r0, K, k_mdl, pilot_rank, scans
 
 
 # ----------------------------------------------------------------------------- main
@@ -482,8 +589,6 @@ def full_array_localize(
     spread = 1.4826 * float(np.median(np.abs(pdb - np.median(pdb))))
     normalized = spread > normalize_db
     Ys = Y / np.sqrt(np.where(alive, p, 1.0))[:, None] if normalized else Y
-    sw = np.sqrt(w)
-    Yw = sw[:, None] * Ys
     u, q = coarse_grid(array, (lo, hi_r), phase_step)
     diag = {
         "r_bounds": (lo, hi_r),
@@ -493,54 +598,37 @@ def full_array_localize(
     }
 
     # 2-3. detection
-    k_mdl = None
-    pilot_rank = None
-    if S is not None:
-        K = S.shape[0]
-        pilot_rank, V = _pilot_rank(S)
-        if pilot_rank == K:
-            Z = Yw @ S.conj().T @ np.linalg.inv(S @ S.conj().T)  # column k ~ beta_k a_k
-            spec = grid_scan(array, Z, u, q, sw, None, per_column=True)
-            init = [_peak(spec[:, :, k], u, q) for k in range(K)]
-            th0 = np.array([t for t, _ in init])
-            r0 = np.array([r for _, r in init])
-            scans = 1
-        else:
-            srch = _Search(array, Yw @ V.conj().T, sw, u, q, lo, hi_r)
-            th0, r0 = srch.detect(K, relax_rounds=relax_rounds)
-            scans = srch.scans
-            # assign positions to pilot rows: compare fitted coefficients with the pilots in V coordinates
-            Bh = ls_waveforms(steering(array, th0, r0), Yw @ V.conj().T, sw, None)
-            Sv = S @ V.conj().T
-            sim = np.abs(Bh.conj() @ Sv.T) / (
-                np.linalg.norm(Bh, axis=1)[:, None] * np.linalg.norm(Sv, axis=1)[None] + 1e-300
-            )
-            rows, cols = linear_sum_assignment(-sim)
-            order = np.empty(K, int)
-            order[cols] = rows
-            th0, r0 = th0[order], r0[order]
-    else:
-        if n_targets is None:
-            k_mdl = estimate_order(Y, w, min(max_targets, N - 1))
-            K = k_mdl
-        else:
-            K = int(n_targets)
-        s2_floor, _ = noise_floor(Ys, K, None, w)
-        X = _subspace_data(Yw, max(K, 1), s2_floor)
-        srch = _Search(array, X, sw, u, q, lo, hi_r)
-        th0, r0 = srch.detect(K, relax_rounds=relax_rounds)
-        if n_targets is None:
-            th0, r0 = _add_targets(Y, array, w, th0, r0, s2_floor, u, q, lo, hi_r, max_targets, add_alpha)
-            K = th0.size
-        scans = srch.scans
+    th0, r0, K, k_mdl, pilot_rank, scans = _detect(
+        Y, Ys, array, S, n_targets, w, u, q, lo, hi_r, relax_rounds, max_targets, add_alpha
+    )
     diag.update(k_mdl=k_mdl, pilot_rank=pilot_rank, scans=scans, init_theta=th0.copy(), init_r=r0.copy())
 
-    # 4. refinement on all snapshots (original amplitudes; outliers / channel gains handled here)
+    # 4. refinement on all snapshots (original amplitudes; model error, outliers, channel gains handled here)
     if robust:
-        fit, w_fin, c_amp, info = _robust_refine(Y, array, th0, r0, S, w, lo, hi_r)
+        s2_fit, dof_fl = noise_floor(Y, K, S, w)
+        fit0 = refine_ml(Y, array, th0, r0, S, w=w, r_min=lo, r_max=hi_r)
+        w_me, _ = detect_model_error(
+            residual_power(Y, array, fit0, S)[1], w, s2_fit, K, T, S is None, mismatch_alpha, dof_fl
+        )
+        w_start = w
+        if w_me is not None and np.max(np.abs(w_me - w)) > 0.05 * np.max(w):
+            # the noise weights trust a few strong channels whose errors the model lacks, which can
+            # mislead the detection: detect again with the model-error weights and keep the fit that
+            # explains the data better under them
+            th1, r1, _, _, _, sc1 = _detect(
+                Y, Ys, array, S, K if S is None else None, w_me, u, q, lo, hi_r, relax_rounds, K, add_alpha
+            )
+            fa = refine_ml(Y, array, fit0.theta, fit0.r, S, w=w_me, r_min=lo, r_max=hi_r)
+            fb = refine_ml(Y, array, th1, r1, S, w=w_me, r_min=lo, r_max=hi_r)
+            best = fb if fb.cost < fa.cost else fa
+            diag.update(scans=diag["scans"] + sc1, redetected={"theta": fb.theta, "r": fb.r, "kept": best is fb})
+            th0, r0, w_start = best.theta, best.r, w_me
+        fit, w_fin, c_amp, info = _robust_refine(
+            Y, array, th0, r0, S, w_start, lo, hi_r, s2_fit, dof_fl, w0=w, mismatch_alpha=mismatch_alpha
+        )
     else:
         fit = refine_ml(Y, array, th0, r0, S, w=w, r_min=lo, r_max=hi_r)
-        w_fin, c_amp, info = w, None, {"excluded": [], "amplitude_fit": False}
+        w_fin, c_amp, info = w, None, {"excluded": [], "amplitude_fit": False, "model_error": 0.0}
     th, rr = fit.theta, fit.r
     if S is None:
         order = np.argsort(th, kind="stable")
@@ -562,7 +650,7 @@ def full_array_localize(
         gains if S is not None else None,
         c_amp,
         waveforms=None if S is not None else wave,
-        sigma2=mc["sigma2_fit"],
+        sigma2=static_error_variance(mc["sigma2_fit"], info["model_error"], T),
         w=w_fin,
     )
     status = []
@@ -582,6 +670,7 @@ def full_array_localize(
         weights=w_fin,
         excluded=info["excluded"],
         amplitude_fit=info["amplitude_fit"],
+        model_error=info["model_error"],
         channel_gain=c_amp,
         model_check=mc,
         crb=ud["crb"],

@@ -1,0 +1,94 @@
+"""Tests of nearfield.estimators.model_error: detection, weights and error bars of a static model error."""
+
+import numpy as np
+import pytest
+
+from nearfield.array import ULA
+from nearfield.bounds import crb_positions
+from nearfield.estimators.model_error import (
+    detect_model_error,
+    model_error_weights,
+    residual_power,
+    static_error_variance,
+)
+from nearfield.estimators.uncertainty import noise_floor
+from nearfield.ml import refine_ml
+from nearfield.scenario import complex_noise, make_pilots, noise_variance, noiseless_signal
+
+
+def _frame(arr, rng, th, r, T, snr_db, delta=None):
+    S = make_pilots(1, T, rng)
+    g = np.exp(2j * np.pi * rng.random(1))
+    mu = noiseless_signal(arr, th, r, g, S)
+    s2 = noise_variance(mu, snr_db)
+    if delta is not None:
+        mu = (1.0 + delta)[:, None] * mu  # a static relative error on every antenna
+    return mu + complex_noise(mu.shape, s2, rng), S, g, s2
+
+
+def test_noise_alone_is_not_a_model_error():
+    rng = np.random.default_rng(1)
+    arr = ULA(16, carrier_hz=5.8e9)
+    th, r = np.array([0.2]), np.array([2.0])
+    alarms = 0
+    for _ in range(40):
+        Y, S, _, _ = _frame(arr, rng, th, r, 64, 15.0)
+        for P in (S, None):
+            fit = refine_ml(Y, arr, th, r, P)
+            s2, dof = noise_floor(Y, 1, P)
+            w, sm2 = detect_model_error(residual_power(Y, arr, fit, P)[1], np.ones(16), s2, 1, 64, P is None, 0.01, dof)
+            alarms += w is not None
+            assert (w is None) == (sm2 == 0.0)
+    assert alarms <= 3  # 80 tests at a 1 % false-alarm rate
+
+
+def test_static_error_power_is_estimated():
+    rng = np.random.default_rng(2)
+    arr = ULA(64, carrier_hz=5.8e9)
+    th, r = np.array([-0.3]), np.array([3.0])
+    p_rel = 0.02  # E|delta_n|^2
+    est = []
+    for _ in range(20):
+        delta = np.sqrt(p_rel / 2) * (rng.standard_normal(64) + 1j * rng.standard_normal(64))
+        Y, S, g, s2 = _frame(arr, rng, th, r, 100, 20.0, delta)
+        fit = refine_ml(Y, arr, th, r, S)
+        sf, dof = noise_floor(Y, 1, S)
+        assert sf == pytest.approx(s2, rel=0.1)  # the floor does not see the static error
+        w, sm2 = detect_model_error(residual_power(Y, arr, fit, S)[1], np.ones(64), sf, 1, 100, False, 0.01, dof)
+        assert w is not None
+        est.append(sm2 / (p_rel * abs(g[0]) ** 2))  # true power: E|delta|^2 |g|^2 per snapshot
+    assert np.mean(est) == pytest.approx(1.0, abs=0.2)
+
+
+def test_weights_follow_the_noise_alone_and_tend_to_uniform_under_a_large_model_error():
+    w0 = np.array([0.05, 0.2, 1.0, 3.0, 5.0, 0.0])
+    sigma2 = 0.1
+    eu = np.where(w0 > 0, sigma2 / np.where(w0 > 0, w0, 1.0), 7.0)  # exactly the noise: no excess
+    w, sm2 = model_error_weights(eu, w0, sigma2)
+    assert sm2 == 0.0
+    np.testing.assert_allclose(w[:5] / w[2], w0[:5] / w0[2])
+    assert w[5] == 0.0
+    w, sm2 = model_error_weights(eu + 50.0, w0, sigma2)  # the excess dwarfs the noise
+    assert sm2 == pytest.approx(50.0 / np.log(2.0))
+    assert w[:5].max() / w[:5].min() < 1.1 and np.mean(w[:5]) == pytest.approx(1.0)
+
+
+def test_error_bars_count_a_static_error_t_fold():
+    """The spread of the ML estimate under a static per-antenna error matches the CRB evaluated
+    at sigma2 + (T - 1) sigma_m2 (linearisation; module doc), not at sigma2 + sigma_m2."""
+    rng = np.random.default_rng(3)
+    arr = ULA(32, carrier_hz=5.8e9)
+    th, r, T = np.array([0.25]), np.array([2.5]), 50
+    p_rel = 1e-3
+    errs = []
+    for _ in range(300):
+        delta = np.sqrt(p_rel / 2) * (rng.standard_normal(32) + 1j * rng.standard_normal(32))
+        Y, S, g, s2 = _frame(arr, rng, th, r, T, 40.0, delta)
+        fit = refine_ml(Y, arr, th, r, S)
+        errs.append([fit.theta[0] - th[0], fit.r[0] - r[0]])
+    rmse = np.sqrt(np.mean(np.square(errs), axis=0))
+    sm2 = p_rel * abs(g[0]) ** 2
+    sd = np.sqrt(np.diag(crb_positions(arr, th, r, g, S, static_error_variance(s2 + sm2, sm2, T))))
+    np.testing.assert_allclose(rmse / sd, 1.0, atol=0.2)
+    sd_naive = np.sqrt(np.diag(crb_positions(arr, th, r, g, S, s2 + sm2)))
+    assert np.all(rmse / sd_naive > 3)  # noise-like error bars would be far too small
