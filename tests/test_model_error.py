@@ -92,3 +92,30 @@ def test_error_bars_count_a_static_error_t_fold():
     np.testing.assert_allclose(rmse / sd, 1.0, atol=0.2)
     sd_naive = np.sqrt(np.diag(crb_positions(arr, th, r, g, S, s2 + sm2)))
     assert np.all(rmse / sd_naive > 3)  # noise-like error bars would be far too small
+
+
+def test_final_error_bars_grow_only_with_a_model_error():
+    from nearfield.estimators.model_error import model_error_bars
+    from nearfield.estimators.uncertainty import estimate_uncertainty, model_check
+
+    rng = np.random.default_rng(4)
+    arr = ULA(32, carrier_hz=5.8e9)
+    th, r, T = np.array([0.25]), np.array([2.5]), 50
+    for delta, grows in (
+        (None, False),
+        (np.sqrt(1e-3 / 2) * (rng.standard_normal(32) + 1j * rng.standard_normal(32)), True),
+    ):
+        Y, S, g, s2 = _frame(arr, rng, th, r, T, 30.0, delta)
+        for P in (S, None):
+            fit = refine_ml(Y, arr, th, r, P)
+            gains = fit.gains if P is not None else None
+            mc = model_check(Y, arr, fit.theta, fit.r, P)
+            st, sr, _ = estimate_uncertainty(Y, arr, fit.theta, fit.r, P, gains, sigma2=mc["sigma2_fit"])
+            st2, sr2, sm2 = model_error_bars(Y, arr, fit.theta, fit.r, gains, P, None, mc, st, sr)
+            if not grows:
+                assert sm2 == 0.0 and np.array_equal(st2, st) and np.array_equal(sr2, sr)
+            else:
+                k = np.sqrt((mc["sigma2_fit"] + (T - 1) * sm2) / mc["sigma2_fit"])
+                assert sm2 == pytest.approx(1e-3, rel=0.5) and k > 3
+                np.testing.assert_allclose(st2 / st, k)
+                np.testing.assert_allclose(sr2 / sr, k)

@@ -38,9 +38,10 @@ import numpy as np
 from scipy.stats import f as f_dist
 
 from ..array import ULA
+from ..ml import ls_waveforms
 from ..steering import steering
 
-__all__ = ["detect_model_error", "model_error_weights", "residual_power", "static_error_variance"]
+__all__ = ["detect_model_error", "model_error_bars", "model_error_weights", "residual_power", "static_error_variance"]
 
 
 def residual_power(Y: np.ndarray, array: ULA, fit, pilots: np.ndarray | None, c=None) -> tuple[np.ndarray, np.ndarray]:
@@ -123,3 +124,44 @@ def static_error_variance(sigma2: float, sigma_m2: float, T: int) -> float:
     error's one-snapshot share ``sigma_m2``); the static error counts T-fold (module doc).
     """
     return float(sigma2) + max(int(T) - 1, 0) * max(float(sigma_m2), 0.0)
+
+
+def model_error_bars(
+    Y: np.ndarray,
+    array: ULA,
+    theta,
+    r,
+    gains,
+    pilots: np.ndarray | None,
+    w,
+    check: dict,
+    theta_std,
+    r_std,
+    alpha: float = 0.01,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """CRB error bars of a final estimate with a static model error counted T-fold (module doc).
+
+    Parameters
+    ----------
+    Y : (N, T) snapshots the estimate was fitted to.  theta, r : (K,) rad, m.  gains : (K,) complex
+    (pilots) or None (blind: the LS waveforms are fitted here).  pilots : (K, T) or None.
+    w : (N,) noise weights.  check : the estimate's :func:`~.uncertainty.model_check` dict
+    (``sigma2_fit``, ``sigma2_floor``).  theta_std, r_std : (K,) error bars at ``sigma2_fit``.
+
+    Returns
+    -------
+    theta_std, r_std : (K,) scaled by ``sqrt(static_error_variance / sigma2_fit)`` when a model
+    error is detected (:func:`detect_model_error`), else unchanged.
+    sigma_m2 : float, the model-error power (0 when none).
+    """
+    theta, r = np.atleast_1d(theta), np.atleast_1d(r)
+    w = np.ones(Y.shape[0]) if w is None else np.asarray(w, float)
+    T = Y.shape[1]
+    A = steering(array, theta, r)
+    M = A @ (np.asarray(gains)[:, None] * pilots) if pilots is not None else A @ ls_waveforms(A, Y, None, w)
+    eu = np.sum(np.abs(Y - M) ** 2, axis=1) / T
+    wm, sm2 = detect_model_error(eu, w, float(check["sigma2_floor"]), theta.size, T, pilots is None, alpha)
+    if wm is None:
+        return np.asarray(theta_std), np.asarray(r_std), 0.0
+    k = np.sqrt(static_error_variance(check["sigma2_fit"], sm2, T) / check["sigma2_fit"])
+    return np.asarray(theta_std) * k, np.asarray(r_std) * k, sm2
