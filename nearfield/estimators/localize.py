@@ -60,6 +60,7 @@ from ..array import ULA
 from ..ml import refine_ml
 from ..steering import steering
 from .interface import Estimate
+from .model_error import model_error_bars
 from .phase1 import detect_faults
 from .phase2 import calibrate_phases
 from .phase3 import fine_positions
@@ -364,7 +365,8 @@ def finish_estimate(
     dict
         ``theta``, ``r`` (inside ``r_bounds``: an estimate outside is refitted by
         :func:`nearfield.ml.refine_ml` with the window), ``gains``, ``status`` (K,),
-        ``theta_std``, ``r_std`` (K,) rad/m, ``model_check`` (dict), ``residual`` (float), ``crb``.
+        ``theta_std``, ``r_std`` (K,) rad/m (the CRB at the estimate; with a model mismatch a static model
+        error counted T-fold, :func:`~.model_error.model_error_bars`), ``model_check`` (dict), ``residual``, ``crb``.
     """
     lo, hi_r = r_bounds
     th, rr = np.atleast_1d(np.asarray(theta, float)), np.atleast_1d(np.asarray(r, float))
@@ -380,6 +382,8 @@ def finish_estimate(
         Y, array, th, rr, pilots, gains if pilots is not None else None, None, sigma2=mc["sigma2_fit"], w=w
     )
     status = target_status(array, th, rr, mc["mismatch"], (lo, hi_r), w, base, check_mismatch=refine)
+    if refine and np.any(mc["mismatch"]):  # a static model error does not average over the snapshots
+        th_std, r_std, _ = model_error_bars(Y, array, th, rr, gains, pilots, w, mc, th_std, r_std, mismatch_alpha)
     return {
         "theta": th,
         "r": rr,

@@ -38,7 +38,7 @@ import numpy as np
 from scipy.stats import f as f_dist
 
 from ..array import ULA
-from ..ml import ls_waveforms
+from ..ml import ls_gains, ls_waveforms
 from ..steering import steering
 
 __all__ = ["detect_model_error", "model_error_bars", "model_error_weights", "residual_power", "static_error_variance"]
@@ -144,7 +144,7 @@ def model_error_bars(
     Parameters
     ----------
     Y : (N, T) snapshots the estimate was fitted to.  theta, r : (K,) rad, m.  gains : (K,) complex
-    (pilots) or None (blind: the LS waveforms are fitted here).  pilots : (K, T) or None.
+    (pilots; None: LS gains) or None (blind: the LS waveforms are fitted here).  pilots : (K, T) or None.
     w : (N,) noise weights.  check : the estimate's :func:`~.uncertainty.model_check` dict
     (``sigma2_fit``, ``sigma2_floor``).  theta_std, r_std : (K,) error bars at ``sigma2_fit``.
 
@@ -158,7 +158,11 @@ def model_error_bars(
     w = np.ones(Y.shape[0]) if w is None else np.asarray(w, float)
     T = Y.shape[1]
     A = steering(array, theta, r)
-    M = A @ (np.asarray(gains)[:, None] * pilots) if pilots is not None else A @ ls_waveforms(A, Y, None, w)
+    if pilots is not None:
+        g = ls_gains(A, pilots, Y, None, w) if gains is None else np.asarray(gains)
+        M = A @ (g[:, None] * pilots)
+    else:
+        M = A @ ls_waveforms(A, Y, None, w)
     eu = np.sum(np.abs(Y - M) ** 2, axis=1) / T
     wm, sm2 = detect_model_error(eu, w, float(check["sigma2_floor"]), theta.size, T, pilots is None, alpha)
     if wm is None:
