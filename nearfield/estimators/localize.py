@@ -64,7 +64,7 @@ from .phase1 import detect_faults
 from .phase2 import calibrate_phases
 from .phase3 import fine_positions
 from .reference import apply_hi, dead_channels
-from .uncertainty import estimate_uncertainty, model_check
+from .uncertainty import assess_estimate
 
 #: Fallback triggers, as reported in ``diagnostics["fallback_reason"]``.
 FALLBACK_REASONS = ("requested", "small_array", "phase1_failed", "dense_faults", "chain_mismatch")
@@ -375,10 +375,9 @@ def finish_estimate(
             Y, array, th, np.clip(np.nan_to_num(rr, nan=hi_r, posinf=hi_r), lo, hi_r), pilots, w=w, r_min=lo, r_max=hi_r
         )
         th, rr, gains = fit.theta, fit.r, (fit.gains if pilots is not None else None)
-    mc = model_check(Y, array, th, rr, pilots, None, w, alpha=mismatch_alpha)
-    th_std, r_std, ud = estimate_uncertainty(
-        Y, array, th, rr, pilots, gains if pilots is not None else None, None, sigma2=mc["sigma2_fit"], w=w
-    )
+    # model check + error bars of this frame's data in one pass (no cache across frames)
+    g = gains if pilots is not None else None
+    mc, th_std, r_std, ud = assess_estimate(Y, array, th, rr, pilots, g, w, mismatch_alpha)
     status = target_status(array, th, rr, mc["mismatch"], (lo, hi_r), w, base, check_mismatch=refine)
     return {
         "theta": th,
