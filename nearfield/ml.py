@@ -53,6 +53,13 @@ def ls_gains(A: np.ndarray, pilots: np.ndarray, Y: np.ndarray, c=None, w=None) -
     return np.linalg.lstsq(G, rhs, rcond=None)[0]
 
 
+def ls_gains_stats(A: np.ndarray, P: np.ndarray, Q: np.ndarray, c=None, w=None) -> np.ndarray:
+    """:func:`ls_gains` from the sufficient statistics ``P = S^* S^T`` (K, K) and ``Q = Y S^H`` (N, K):
+    ``rhs_k = sum_n w_n (c_n a_nk)^* Q_nk``, O(N K^2) instead of O(N T K); the same solution."""
+    A, AW = _weighted(A, c, w)
+    return np.linalg.lstsq((AW @ A) * P, np.sum(AW.T * Q, axis=0), rcond=None)[0]
+
+
 def ls_waveforms(A: np.ndarray, Y: np.ndarray, c=None, w=None) -> np.ndarray:
     """Waveforms S_hat = (A^H W A)^-1 A^H W Y, shape (K, T) (no pilots: beta = 1)."""
     A, AW = _weighted(A, c, w)
@@ -115,13 +122,23 @@ def _suff_cost(yy, Q, P, M, w):
     return float(np.sum(p if w is None else w * p)), ES
 
 
-def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=np.inf):
+def suff_stats(Y: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sufficient statistics of the LS cost for fixed waveforms: ``Q = Y S^H`` (N, K) and ``||y_n||^2`` (N,).
+
+    ``Y`` (N, T) complex128, ``S`` (K, T).  O(N T K); with them every cost and gradient of the fit is O(N K^2).
+    """
+    Q = Y @ S.conj().T
+    yy = np.einsum("nt,nt->n", Y.real, Y.real) + np.einsum("nt,nt->n", Y.imag, Y.imag)
+    return Q, yy
+
+
+def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=np.inf, stats=None):
     """LM on the sufficient statistics of (Y, S): Y S^H, ||y_n||^2 and S S^H are formed once (O(N T K)),
-    then every cost evaluation and every normal-equation build is O(N K^2) (issue 11)."""
+    then every cost evaluation and every normal-equation build is O(N K^2) (issue 11).  ``stats``: the
+    (Q, yy) of :func:`suff_stats` for these Y and S when the caller already has them."""
     K = theta.size
     cvec = None if c is None else np.asarray(c)
-    Q = Y @ S.conj().T  # (N, K)
-    yy = np.einsum("nt,nt->n", Y.real, Y.real) + np.einsum("nt,nt->n", Y.imag, Y.imag)
+    Q, yy = suff_stats(Y, S) if stats is None else stats
     P = S.conj() @ S.T  # (K, K): sum_t s_k^* s_l
     Pk = P[np.ix_(np.tile(np.arange(K), 4), np.tile(np.arange(K), 4))]
 
@@ -202,6 +219,7 @@ def refine_ml(
     waveform_rounds: int = 3,
     r_min: float | None = None,
     r_max: float | None = None,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> MLFit:
     """Levenberg-Marquardt refinement of (beta, theta, r) on the exact model.
 
@@ -228,6 +246,9 @@ def refine_ml(
         to r -> infinity where the wavefront curvature (and with it the range) stops being
         observable.  Defaults: the element spacing d and no upper limit (the behaviour before
         the window existed).  The starting ranges are clipped into the window too.
+    stats : (Q (N, K), yy (N,)), optional
+        With ``pilots``: :func:`suff_stats` of (Y, pilots) computed by the caller (a caller that
+        fits the same frame several times forms them once); ignored without pilots.
 
     Returns
     -------
@@ -244,8 +265,12 @@ def refine_ml(
     r = np.clip(r, r_min, r_max)
     if pilots is not None:
         S = np.asarray(pilots, dtype=np.complex128)
-        gains = ls_gains(steering(array, theta, r, model), S, Y, c, w)
-        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max)
+        if stats is None:
+            stats = suff_stats(Y, S)
+        gains = ls_gains_stats(steering(array, theta, r, model), S.conj() @ S.T, stats[0], c, w)
+        theta, r, gains, cost, it, conv = _lm(
+            Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max, stats
+        )
         return MLFit(theta, r, gains, cost, it, conv, S)
     it_total, conv = 0, False
     for _ in range(max(1, waveform_rounds)):
