@@ -18,7 +18,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["lm_exact"]
+__all__ = ["lm_exact", "gain_normal", "check_fisher"]
 
 
 @numba.njit(cache=True)
@@ -131,3 +131,47 @@ def lm_exact(pos, kw, yy, Q, P, w, c, theta, r, gains, max_iter, tol, r_min, r_m
             converged = True
             break
     return theta, r, gains, cost, it, converged
+
+
+@numba.njit(cache=True)
+def gain_normal(pos, kw, w, theta, r, Q):  # pragma: no cover - compiled
+    """The LS-gain system of :func:`nearfield.ml.ls_gains` without forming A (N, K) in Python.
+
+    Returns ``AWA = A^H W A`` (K, K) complex and ``rhs_k = sum_n w_n conj(a_nk) Q_nk`` (K,), with
+    ``Q = Y S^H``; the gains solve ``(AWA o P) beta = rhs`` (P = S^* S^T).  One pass over the antennas.
+    """
+    N, K = Q.shape
+    sn = np.sin(theta)
+    AWA = np.zeros((K, K), np.complex128)
+    rhs = np.zeros(K, np.complex128)
+    a = np.empty(K, np.complex128)
+    for n in range(N):
+        for k in range(K):
+            rn = math.sqrt(r[k] * r[k] + pos[n] * pos[n] - 2.0 * pos[n] * r[k] * sn[k])
+            ph = -kw * (rn - r[k])
+            a[k] = complex(math.cos(ph), math.sin(ph))
+        for k in range(K):
+            ak = a[k].conjugate() * w[n]
+            rhs[k] += ak * Q[n, k]
+            for j in range(K):
+                AWA[k, j] += ak * a[j]
+    return AWA, rhs
+
+
+@numba.njit(cache=True)
+def check_fisher(pos, kw, yy, Q, P, w, theta, r, gains_ls, gains_fim):  # pragma: no cover - compiled
+    """The fit cost and ``E S^H`` at the LS gains, and the Fisher matrix's data part at ``gains_fim``.
+
+    Returns ``cost`` (the weighted LS cost, as :func:`_cost_es`), ``ES = (Y - A diag(beta) S) S^H``
+    (N, K) and ``JJ = Re((G^H W G) o P[kidx, kidx])`` (4K, 4K) with G = [a, j a, beta a_theta,
+    beta a_r] (N, 4K): the FIM of :func:`nearfield.bounds.fim` is ``(2 / sigma2) JJ``.  Used by
+    :func:`nearfield.estimators.uncertainty.assess_estimate`.
+    """
+    N, K = Q.shape
+    c = np.ones(N, np.complex128)
+    ES = np.empty((N, K), np.complex128)
+    cost = _cost_es(pos, kw, yy, Q, P, w, c, theta, r, gains_ls, ES)
+    JJ = np.empty((4 * K, 4 * K))
+    g = np.empty(4 * K)
+    _normal(pos, kw, w, c, theta, r, gains_fim, ES, P, JJ, g)
+    return cost, ES, JJ

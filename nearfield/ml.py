@@ -140,7 +140,6 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
     cvec = None if c is None else np.asarray(c)
     Q, yy = suff_stats(Y, S) if stats is None else stats
     P = S.conj() @ S.T  # (K, K): sum_t s_k^* s_l
-    Pk = P[np.ix_(np.tile(np.arange(K), 4), np.tile(np.arange(K), 4))]
 
     def model_of(A, b):
         M = A * b[None, :]
@@ -168,6 +167,7 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
             float(r_max),
         )
         return theta, r, gains, float(cost), it, bool(converged)
+    Pk = P[np.ix_(np.tile(np.arange(K), 4), np.tile(np.arange(K), 4))]
     A = steering(array, theta, r, model)
     cost, ES = _suff_cost(yy, Q, P, model_of(A, gains), w)
     mu = 1e-3
@@ -267,7 +267,22 @@ def refine_ml(
         S = np.asarray(pilots, dtype=np.complex128)
         if stats is None:
             stats = suff_stats(Y, S)
-        gains = ls_gains_stats(steering(array, theta, r, model), S.conj() @ S.T, stats[0], c, w)
+        P = S.conj() @ S.T
+        if model == "exact" and USE_NUMBA and c is None:  # the gain system in one compiled pass
+            from .lm_kernel import gain_normal
+
+            ww = np.ones(Y.shape[0]) if w is None else np.ascontiguousarray(w, dtype=float)
+            AWA, rhs = gain_normal(
+                np.ascontiguousarray(array.positions, dtype=float),
+                float(array.wavenumber),
+                ww,
+                theta,
+                r,
+                np.ascontiguousarray(stats[0]),
+            )
+            gains = np.linalg.lstsq(AWA * P, rhs, rcond=None)[0]
+        else:
+            gains = ls_gains_stats(steering(array, theta, r, model), P, stats[0], c, w)
         theta, r, gains, cost, it, conv = _lm(
             Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max, stats
         )

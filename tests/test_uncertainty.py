@@ -192,10 +192,15 @@ def _assert_same(a, b, rtol=1e-9):
     assert d["bound"] == d0["bound"]
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("weights", [False, True])
-def test_assess_estimate_equals_model_check_and_estimate_uncertainty(weights):
-    """The one-pass sufficient-statistics form (pilots) gives the figures of the two direct calls;
-    complex64 data as on the wire, an estimate off the truth, excluded antennas, gains given or LS."""
+def test_assess_estimate_equals_model_check_and_estimate_uncertainty(weights, compiled, monkeypatch):
+    """The one-pass sufficient-statistics form (pilots; compiled kernels or NumPy) gives the figures of
+    the two direct calls; complex64 data as on the wire, an estimate off the truth, excluded antennas,
+    gains given or LS."""
+    import nearfield.ml
+
+    monkeypatch.setattr(nearfield.ml, "USE_NUMBA", compiled)
     rng = np.random.default_rng(7)
     arr = ULA(64, carrier_hz=5.8e9)
     th, r = np.array([0.2, -0.3, 0.5]), np.array([1.5, 2.5, 1.1])
@@ -217,6 +222,13 @@ def test_assess_estimate_equals_model_check_and_estimate_uncertainty(weights):
     fast2 = assess_estimate(Y2, arr, the, re, S, None, w)
     _assert_same(fast2, _two_calls(Y2, arr, the, re, S, None, w))
     assert fast2[0]["mismatch"][1] and fast2[0]["F"][1] > 10 * fast[0]["F"][1]
+    # other pilots (the pilot-only quantities are kept for the last pilots seen: they must follow)
+    S2 = make_pilots(3, 50, rng)
+    Y3 = (noiseless_signal(arr, th, r, g, S2) + complex_noise(mu.shape, noise_variance(mu, 15.0), rng)).astype(
+        np.complex64
+    )
+    for Yx, Sx in ((Y3, S2), (Y, S), (Y3, S2)):
+        _assert_same(assess_estimate(Yx, arr, the, re, Sx, None, w), _two_calls(Yx, arr, the, re, Sx, None, w))
 
 
 def test_assess_estimate_takes_the_direct_path_where_the_shortcut_does_not_apply():

@@ -370,46 +370,89 @@ def assess_estimate(
     return mc, th_std, r_std, ud
 
 
+class _PilotBasis:
+    """What the check needs of the pilots alone (S (K, T)): ``P = S^* S^T``, the left singular vectors
+    over the singular values ``U / sv`` (Y V^H = Q U / sv), the rank and ``(S S^H)^-1/2``.  A pure
+    function of S; the last one is kept (pilots repeat across frames only when they are equal)."""
+
+    _last: tuple[bytes, _PilotBasis] | None = None
+
+    def __init__(self, S: np.ndarray):
+        U, sv, _ = np.linalg.svd(S, full_matrices=False)
+        self.rank = int(np.sum(sv > 1e-6 * max(sv[0], 1e-300)))  # as _pilot_rank
+        self.P = S.conj() @ S.T  # (K, K), P_kl = sum_t s_k^* s_l;  S S^H = P^T
+        self.Usv = U / np.maximum(sv, 1e-300)[None, :]
+        if self.rank == S.shape[0]:
+            wv, V = np.linalg.eigh(self.P.T)
+            self.iso = (V / np.sqrt(wv)[None, :]) @ V.conj().T
+        for a in (self.P, self.Usv):
+            a.flags.writeable = False
+
+    @classmethod
+    def of(cls, S: np.ndarray) -> _PilotBasis:
+        key = S.tobytes() + str(S.shape).encode()
+        last = cls._last
+        if last is not None and last[0] == key:  # equal bytes, equal shape: the same pilots
+            return last[1]
+        basis = cls(S)
+        cls._last = (key, basis)
+        return basis
+
+
 def _assess_pilots(Y, array, theta, r, S, gains, w, alpha, model):
     """The pilot branch of :func:`assess_estimate` on sufficient statistics; None when it does not apply
     (rank-deficient pilots, or data so clean that the subtractions would lose the noise floor)."""
+    from .. import ml
+
     Y = np.asarray(Y)
     N, T = Y.shape
     K = theta.size
     w = _weights(w, N)
     n_eff = float(np.sum(w > 0))
-    # the pilots' row space: S = U diag(sv) Vh, rank from the singular values (as _pilot_rank)
-    U, sv, _ = np.linalg.svd(S, full_matrices=False)
-    rank = int(np.sum(sv > 1e-6 * max(sv[0], 1e-300)))
-    if rank != K:
+    basis = _PilotBasis.of(S)
+    if basis.rank != K:
         return None
+    P = basis.P
     Yd = np.ascontiguousarray(Y, np.complex128)  # complex64 frames: accumulate in double, as model_check does
     Q = Yd @ S.conj().T  # (N, K) = Y S^H
     Yv = Yd.view(np.float64)  # (N, 2T): real and imaginary parts interleaved
     yy = np.einsum("nt,nt->n", Yv, Yv)  # ||y_n||^2
     total = float(np.sum(w * yy))
-    P = S.conj() @ S.T  # (K, K), P_kl = sum_t s_k^* s_l;  S S^H = P^T
-    # steering and its first derivatives once (the check and the bound share them)
-    pd = phase_derivatives(array, theta, r, model)
-    A = cis(pd.psi)
-    # LS gains (eq. 20) from Q: rhs_k = sum_n w_n a_nk^* Q_nk
-    AW = A.conj().T * w[None, :]
-    G = (AW @ A) * P
-    g_ls = np.linalg.lstsq(G, np.sum(AW.T * Q, axis=0), rcond=None)[0]
-    cost, ES = _suff_cost(yy, Q, P, A * g_ls[None, :], w)  # ES = (Y - M S) S^H
+    g_fim = None if gains is None else np.atleast_1d(np.asarray(gains, complex))
+    compiled = model == "exact" and ml.USE_NUMBA
+    if compiled:
+        # one compiled pass each for the gain system, and for the cost, E S^H and the Fisher matrix
+        # (the loops of the LM kernel: the steering vector and its derivatives are never stored)
+        from ..lm_kernel import check_fisher, gain_normal
+
+        pos, kw = np.ascontiguousarray(array.positions, dtype=float), float(array.wavenumber)
+        theta, r, w = (np.ascontiguousarray(x, dtype=float) for x in (theta, r, w))
+        AWA, rhs = gain_normal(pos, kw, w, theta, r, Q)
+        g_ls = np.linalg.lstsq(AWA * P, rhs, rcond=None)[0]
+        g_fim = g_ls if g_fim is None else g_fim
+        cost, ES, JJ = check_fisher(pos, kw, yy, Q, np.ascontiguousarray(P), w, theta, r, g_ls, g_fim)
+    else:
+        pd = phase_derivatives(array, theta, r, model)  # steering and its first derivatives once
+        A = cis(pd.psi)
+        AW = A.conj().T * w[None, :]  # LS gains (eq. 20) from Q: rhs_k = sum_n w_n a_nk^* Q_nk
+        g_ls = np.linalg.lstsq((AW @ A) * P, np.sum(AW.T * Q, axis=0), rcond=None)[0]
+        cost, ES = _suff_cost(yy, Q, P, A * g_ls[None, :], w)  # ES = (Y - M S) S^H
+        g_fim = g_ls if g_fim is None else g_fim
+        # FIM / (2 / sigma2) = Re{(G^H W G) o P[kidx, kidx]}, G = [a, j a, beta a_theta, beta a_r] (N, 4K)
+        Gd = np.concatenate([A, 1j * A, (1j * pd.t * A) * g_fim[None, :], (1j * pd.r * A) * g_fim[None, :]], axis=1)
+        kidx = np.tile(np.arange(K), 4)
+        JJ = np.real(((Gd.conj().T * w[None, :]) @ Gd) * P[np.ix_(kidx, kidx)])
     # floor: energy outside the pilots' row space, ||y_n||^2 - ||Q_n U diag(1/sv)||^2
-    YV = Q @ (U / sv[None, :])
+    YV = Q @ basis.Usv
     floor_cost = total - float(np.sum(w * np.sum(YV.real**2 + YV.imag**2, axis=1)))
     if not (floor_cost > _CANCEL_RTOL * total and cost > _CANCEL_RTOL * total):
         return None  # nearly noise-free: the direct formulas keep the digits
-    dof_floor = n_eff * (T - rank)
+    dof_floor = n_eff * (T - basis.rank)
     tiny = 1e-30 * max(float(np.sum(yy)) / (N * T), 1e-300)  # as model_check: keeps the ratios finite
     sig_floor = max(floor_cost / dof_floor, tiny)
     dof_fit = n_eff * T - 2 * K
     # residual along each decorrelated pilot: E S^H (S S^H)^-1/2, column k ~ CN(0, sigma2 I) under H0
-    wv, V = np.linalg.eigh(P.T)
-    iso = (V / np.sqrt(wv)[None, :]) @ V.conj().T
-    Ek = np.sqrt(w)[:, None] * (ES @ iso)
+    Ek = np.sqrt(w)[:, None] * (ES @ basis.iso)
     m = max(n_eff - 2.0, 1.0)
     F = np.sum(Ek.real**2 + Ek.imag**2, axis=0) / m / sig_floor
     thr = _f_quantile(1.0 - alpha, 2 * float(m), 2 * float(dof_floor))
@@ -426,12 +469,7 @@ def _assess_pilots(Y, array, theta, r, S, gains, w, alpha, model):
         "cost": cost,
         "alpha": alpha,
     }
-    # error bars: the CRB with known pilots and unknown gains at the estimate (bounds.crb_positions),
-    # FIM (2 / sigma2) Re{(G^H W G) o P[kidx, kidx]}, G = [a, j a, beta a_theta, beta a_r] (N, 4K)
-    g = g_ls if gains is None else np.atleast_1d(np.asarray(gains, complex))
-    Gd = np.concatenate([A, 1j * A, (1j * pd.t * A) * g[None, :], (1j * pd.r * A) * g[None, :]], axis=1)
-    kidx = np.tile(np.arange(K), 4)
-    fim = (2.0 / sig_fit) * np.real(((Gd.conj().T * w[None, :]) @ Gd) * P[np.ix_(kidx, kidx)])
-    C = _inv_sym(fim)[2 * K :, 2 * K :]
+    # error bars: the CRB with known pilots and unknown gains at the estimate (bounds.crb_positions)
+    C = _inv_sym((2.0 / sig_fit) * JJ)[2 * K :, 2 * K :]
     d = np.sqrt(np.maximum(np.diag(C), 0.0))
     return mc, d[:K], d[K:], {"crb": C, "sigma2": float(sig_fit), "bound": "pilots"}
