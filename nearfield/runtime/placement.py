@@ -9,14 +9,18 @@ names, e.g.::
 The blocks of one worker must form a chain in the order listed: every block but the last
 has exactly one outgoing connection (plain, not lossy, default ports) and it goes to the next
 block, and every block but the first has exactly one incoming connection, from the previous
-one.  Only stages can share a worker (a source paces its own loop, a sink ends the chain).
-Blocks not listed run one per worker as before.
+one.  Stages share a worker, and a source with one output may head a chain (``work: [source,
+detect]``): its frames then go through the stages before they leave the worker.  A sink
+always has its own worker (it ends the chain).  Blocks not listed run one per worker as before.
 
-At run time the chain becomes one stage named after the worker (:func:`apply_placement`):
+At run time the chain becomes one block named after the worker (:func:`apply_placement`):
 a frame goes through the members by plain function calls -- no serialization, no socket --
 so a 2-core machine runs 2-3 busy processes instead of one per block.  A member that drops
 a frame (``BadFrame`` or ``None``) drops it for the chain, exactly as it would in its own
-worker.  The summary shows one row per worker, its type ``placement[a+b+c]``.
+worker.  A chain headed by a source is a source worker: ``generate()`` runs in the worker's
+helper thread as for any source, and the stages run on the worker thread, so the next frame
+is drawn while the stages work on the current one.  The summary shows one row per worker,
+its type ``placement[a+b+c]``.
 """
 
 from __future__ import annotations
@@ -72,11 +76,13 @@ def validate_placement(placement, specs: dict, edges: list[Edge], where: str) ->
                 )
             seen[m] = worker
             spec = specs[m]
-            if spec.kind != "block" or len(spec.cls.inputs) != 1 or len(spec.cls.outputs) != 1:
+            head_source = m == members[0] and spec.kind == "source" and len(spec.cls.outputs) == 1
+            if not head_source and (spec.kind != "block" or len(spec.cls.inputs) != 1 or len(spec.cls.outputs) != 1):
                 raise FlowgraphError(
                     f"{where}: 'placement': worker {worker!r}: block {m!r} (type {spec.type}) is "
                     f"a {spec.kind} with {len(spec.cls.inputs)} input(s) and "
-                    f"{len(spec.cls.outputs)} output(s); only single-port stages share a worker"
+                    f"{len(spec.cls.outputs)} output(s); only single-port stages share a worker "
+                    "(and a single-output source first in the list)"
                 )
         for a, b in zip(members, members[1:]):
             outs = [e for e in edges if e.src == a]
@@ -106,7 +112,10 @@ class FusedStage(Block):
             b.start()
 
     def process(self, frame):
-        for b in self.members:
+        return self._through(self.members, frame)
+
+    def _through(self, members, frame):
+        for b in members:
             t = time.perf_counter()
             frame = b.process(frame)
             self.proc_s[b.name] += time.perf_counter() - t
@@ -148,11 +157,36 @@ class FusedStage(Block):
             raise first
 
 
+class FusedSource(FusedStage):
+    """A source followed by stages in one worker: ``generate()`` is the source's, and the worker
+    passes each generated frame through :meth:`after_source` (the stages) before sending it."""
+
+    kind = "source"
+    inputs = ()
+
+    def generate(self):
+        return self.members[0].generate()
+
+    def after_source(self, frame):
+        """The stages on one generated frame: the frame to send, or None (a member dropped it);
+        a member's ``BadFrame`` propagates (the worker counts the drop)."""
+        return self._through(self.members[1:], frame)
+
+    def stop(self) -> None:
+        stop = getattr(self.members[0], "stop", None)
+        if callable(stop):
+            stop()
+
+    def all_counters(self) -> dict:
+        get = getattr(self.members[0], "all_counters", None)
+        return get() if callable(get) else {}
+
+
 def _fused_class(members: list[BlockSpec]) -> type:
     first = members[0].cls
     return type(
-        "FusedStage",
-        (FusedStage,),
+        "FusedSource" if first.kind == "source" else "FusedStage",
+        (FusedSource if first.kind == "source" else FusedStage,),
         {
             "requires": first.requires,
             "reads": getattr(first, "reads", ()),

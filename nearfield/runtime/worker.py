@@ -349,6 +349,7 @@ class Worker:
 
     def _run_source(self, block) -> None:
         self.stage = "generate"
+        after = getattr(block, "after_source", None)
         q: queue.Queue = queue.Queue(maxsize=1)
         halt = threading.Event()
         th = threading.Thread(
@@ -366,12 +367,25 @@ class Worker:
                     break
                 if kind == "error":
                     raise item
-                self.proc.add(dt)
                 now = time.time()
                 for fr in item.values() if isinstance(item, dict) else (item,):
                     if isinstance(fr, Frame):
                         fr.meta.setdefault("t_emit", now)
                         self.seq = fr.seq
+                if after is not None:  # a source placed with stages (placement): they run here
+                    self.frames_in += 1
+                    self.stage = "process"
+                    t = time.perf_counter()
+                    try:
+                        item = after(item)
+                    except BadFrame as exc:
+                        self.proc.add(dt + time.perf_counter() - t)
+                        self._drop("bad", self.seq, f"BadFrame: {exc}")
+                        self.last_seq, self.seq = self.seq, None
+                        self.stage = "generate"
+                        continue
+                    dt += time.perf_counter() - t
+                self.proc.add(dt)
                 self.stage = "emit"
                 self._emit(item)
                 self.last_seq, self.seq = self.seq, None
