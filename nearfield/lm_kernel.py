@@ -110,11 +110,23 @@ def lm_exact(pos, kw, yy, Q, P, w, c, theta, r, gains, max_iter, tol, r_min, r_m
         for i in range(F):
             diag[i] = max(JJ[i, i], 1e-300)
         improved = False
-        for _ in range(12):
+        flat = False
+        for trial in range(12):
             A = JJ.copy()
             for i in range(F):
                 A[i, i] += mu * diag[i]
             step = np.linalg.solve(A, g)
+            if trial == 0 and mu <= 1e-2:
+                # Gauss-Newton predicted decrease 2 step.g - step^T JJ step: below tol * cost, no step can
+                # pass the convergence test below; stop instead of burning trials on rounding noise
+                pred = 0.0
+                for i in range(F):
+                    pred += 2.0 * step[i] * g[i]
+                    for j in range(F):
+                        pred -= step[i] * JJ[i, j] * step[j]
+                if pred <= tol * cost:
+                    flat = True
+                    break
             nb = gains + step[:K] + 1j * step[K : 2 * K]
             nt = np.minimum(np.maximum(theta + step[2 * K : 3 * K], -lim), lim)
             nr = np.minimum(np.maximum(r + step[3 * K :], r_min), r_max)
@@ -127,7 +139,7 @@ def lm_exact(pos, kw, yy, Q, P, w, c, theta, r, gains, max_iter, tol, r_min, r_m
                 improved = True
                 break
             mu *= 10.0
-        if not improved or rel < tol:
+        if flat or not improved or rel < tol:
             converged = True
             break
     return theta, r, gains, cost, it, converged

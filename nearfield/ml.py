@@ -185,8 +185,13 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
         g = np.real(np.sum(GW * ES[:, kidx].T, axis=1))
         diag = np.maximum(np.diag(JJ), 1e-300)
         improved = False
-        for _ in range(12):
+        flat = False
+        for trial in range(12):
             step = np.linalg.solve(JJ + mu * np.diag(diag), g)
+            # Gauss-Newton predicted decrease: below tol * cost no step can pass the test below (as lm_exact)
+            if trial == 0 and mu <= 1e-2 and 2.0 * step @ g - step @ JJ @ step <= tol * cost:
+                flat = True
+                break
             nb = gains + step[:K] + 1j * step[K : 2 * K]
             nt = np.clip(theta + step[2 * K : 3 * K], -np.pi / 2 + 1e-6, np.pi / 2 - 1e-6)
             nr = np.clip(r + step[3 * K :], r_min, r_max)
@@ -199,7 +204,7 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
                 improved = True
                 break
             mu *= 10.0
-        if not improved or rel < tol:
+        if flat or not improved or rel < tol:
             converged = True
             break
     return theta, r, gains, cost, it, converged

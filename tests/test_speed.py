@@ -156,3 +156,23 @@ def test_phase1_sufficient_statistics_equal_the_direct_residuals(monkeypatch):
     mu = sc.mean()
     st = phase1._PilotStats(mu.astype(np.complex128), sc.pilots)
     assert st.model_stats(steering(sc.array, sc.theta, sc.r), sc.gains) is None
+
+
+@pytest.mark.parametrize("pilots", [True, False])
+def test_compiled_lm_takes_the_numpy_lm_iterates(pilots, monkeypatch):
+    """lm_kernel.lm_exact is the NumPy LM of nearfield.ml compiled: same stopping rule, same estimate."""
+    import nearfield.ml
+
+    rng, sc = _data(seed=21, n=128)
+    Y = sc.sample(rng)
+    th0, r0 = sc.theta + 2e-4, sc.r * 1.02
+    S = sc.pilots if pilots else None
+    fits = []
+    for compiled in (True, False):
+        monkeypatch.setattr(nearfield.ml, "USE_NUMBA", compiled)
+        fits.append(refine_ml(Y, sc.array, th0, r0, S))
+    a, b = fits
+    assert a.iterations == b.iterations and a.converged and b.converged
+    np.testing.assert_allclose(a.theta, b.theta, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(a.r, b.r, rtol=1e-10)
+    np.testing.assert_allclose(a.cost, b.cost, rtol=1e-10)
