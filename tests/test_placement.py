@@ -102,7 +102,7 @@ def test_default_flowgraphs_fit_two_cores():
 
     root = Path(__file__).resolve().parents[1] / "flowgraphs"
     g = apply_placement(load_flowgraph(root / "synthetic.yaml"))
-    assert list(g.blocks) == ["source", "detect", "estimate", "out"]  # 3 busy processes and the sink
+    assert list(g.blocks) == ["front", "estimate", "out"]  # 2 busy processes (source + detect, the rest) and the sink
 
 
 def _names_sink():
@@ -156,7 +156,7 @@ def test_default_flowgraph_sends_no_arrays_to_the_jsonl_sink():
     root = Path(__file__).resolve().parents[1] / "flowgraphs"
     g = apply_placement(load_flowgraph(root / "synthetic.yaml"))
     assert g.downstream_arrays("estimate") == frozenset()  # the sink reads meta only
-    assert "snapshots" in g.downstream_arrays("source")
+    assert "snapshots" in g.downstream_arrays("front")
     plot = apply_placement(load_flowgraph(root / "plot.yaml"))
     assert {"angle_spectrum", "range_spectrum"} <= plot.downstream_arrays("estimate")
 

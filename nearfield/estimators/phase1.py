@@ -79,6 +79,7 @@ class _PilotStats:
         self.Q, self.yy = suff_stats(Y, S)
         self.P = S.conj() @ S.T
         self.T = Y.shape[1]
+        self.floor = _CANCEL_RTOL * _median(self.yy) / self.T
 
     def model_stats(self, A: np.ndarray, gains: np.ndarray):
         """(res (N,), e (N,), b (N,)) of the model: ``res_n = mean_t |y - x|^2``, ``e_n = sum_t |x|^2``,
@@ -88,9 +89,21 @@ class _PilotStats:
         mq = np.sum(M.conj() * self.Q, axis=1)
         e = np.real(np.sum(M.conj() * (M @ self.P.T), axis=1))
         res = (self.yy - 2.0 * mq.real + e) / self.T
-        if not np.median(res) > _CANCEL_RTOL * np.median(self.yy) / self.T:
+        if not _median(res) > self.floor:
             return None
         return res, e, mq - e
+
+
+def _median(x: np.ndarray) -> float:
+    """``np.median`` of a 1-D float array (same value) by one partition, without its checks and copies."""
+    n = x.size
+    k = n // 2
+    if n == 0:
+        return float("nan")  # as np.median (which also warns)
+    if n % 2:
+        return float(np.partition(x, k)[k])
+    p = np.partition(x, (k - 1, k))
+    return float((p[k - 1] + p[k]) / 2.0)
 
 
 def robust_polish(
@@ -121,7 +134,7 @@ def robust_polish(
         else:
             X = noiseless_signal(array, fit.theta, fit.r, g, S)
             res = np.mean(np.abs(Y - X) ** 2, axis=1)
-        out = (res > factor * np.median(res[w > 0])) & (w > 0)
+        out = (res > factor * _median(res[w > 0])) & (w > 0)
         if not out.any() or out.sum() + np.sum(w == 0) > max_share * w.size:
             break
         w[out] = 0.0
@@ -266,7 +279,7 @@ def detect_faults(
             ms = stats.model_stats(A, gains)
         if ms is not None:
             res, e, b = ms
-            sigma2 = float(np.median(res))
+            sigma2 = _median(res)
             # as ista_detect, with rho = kappa sigma sqrt(mean_n e_n) (nearfield.ista.noise_rho)
             z = ista_solve(e, b, float(kappa * np.sqrt(sigma2) * np.sqrt(np.mean(e))))
             new = np.flatnonzero(np.abs(z) > tau)
