@@ -245,6 +245,10 @@ class SyntheticSource(Source):
     # steering cache of _weighted_steering(), reset by start()
     _B: np.ndarray | None
     _B_key: tuple[bytes, bytes] | None
+    # scratch buffers of _circular_noise()
+    _u: np.ndarray | None = None
+    _v: np.ndarray
+    _m: np.ndarray
 
     def validate(self) -> None:
         try:
@@ -335,7 +339,7 @@ class SyntheticSource(Source):
         """(n, t) complex64 CN(0, sigma2) samples in polar form (module doc): modulus
         ``sqrt(-sigma2 ln(1 - u))`` from float64 uniforms (u < 1: no log of 0), phase ``2 pi v`` from
         float32 uniforms; cos and sin written straight into the output's real and imaginary parts."""
-        if getattr(self, "_u", None) is None or self._u.shape != (n, t):
+        if self._u is None or self._u.shape != (n, t):
             self._u = np.empty((n, t))  # scratch buffers, reused frame to frame (never leave the block)
             self._v = np.empty((n, t), np.float32)
             self._m = np.empty((n, t), np.float32)

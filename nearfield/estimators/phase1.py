@@ -273,13 +273,13 @@ def detect_faults(
         if polish:
             th, rr, w = robust_polish(Yd, array, c_th, c_r, pilots, w, stats=stats)  # gains skip the outliers too
         ms = None
-        if stats is not None:
+        if stats is not None and pilots is not None:
             A = steering(array, th, rr)
             gains, S = ls_gains_stats(A, stats.P, stats.Q, w=w), pilots
             ms = stats.model_stats(A, gains)
         if ms is not None:
-            res, e, b = ms
-            sigma2 = _median(res)
+            resid, e, b = ms
+            sigma2 = _median(resid)
             # as ista_detect, with rho = kappa sigma sqrt(mean_n e_n) (nearfield.ista.noise_rho)
             z = ista_solve(e, b, float(kappa * np.sqrt(sigma2) * np.sqrt(np.mean(e))))
             new = np.flatnonzero(np.abs(z) > tau)
