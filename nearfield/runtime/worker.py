@@ -182,6 +182,7 @@ class Worker:
         self.outs_by_port: dict[str, list[OutEndpoint]] = {}
         self.block: Block | None = None
         self._next_ckpt: float | None = None
+        self._cpu0: float | None = None
 
     # -- waiting ------------------------------------------------------------------------
     def check(self) -> None:
@@ -267,6 +268,7 @@ class Worker:
                 self.outs.append(ep)
                 self.outs_by_port.setdefault(o.port, []).append(ep)
             self.stage = "start"
+            self._cpu0 = self._cpu_now()
             block.start()
             ctl.send({"type": "ready", "block": self.name})
             self.stage = "setup"
@@ -447,6 +449,10 @@ class Worker:
                 self._emit(out)
                 self.last_seq, self.seq = frame.seq, None
 
+    def _cpu_now(self) -> float:
+        """CPU seconds of this worker: its process in process mode, its thread in in-process mode."""
+        return time.process_time() if self.child_process else time.thread_time()
+
     def stats(self, status: str) -> dict:
         """The summary row of this block."""
         wall = (self.t_end - self.t_run) if self.t_run is not None and self.t_end is not None else 0.0
@@ -473,6 +479,9 @@ class Worker:
             "busy": (self.proc.total / wall) if wall > 0 else None,
             "blocked": (blocked / wall) if wall > 0 else None,
             "wall_s": wall,
+            # CPU seconds from start() to the end (process mode: the whole worker process, transport,
+            # helper threads and runtime included; in-process mode: the worker thread only)
+            "cpu_s": None if self._cpu0 is None else self._cpu_now() - self._cpu0,
             "counters": self.device_counters(),
         }
 
