@@ -9,9 +9,11 @@ names, e.g.::
 The blocks of one worker must form a chain in the order listed: every block but the last
 has exactly one outgoing connection (plain, not lossy, default ports) and it goes to the next
 block, and every block but the first has exactly one incoming connection, from the previous
-one.  Stages share a worker, and a source with one output may head a chain (``work: [source,
-detect]``): its frames then go through the stages before they leave the worker.  A sink
-always has its own worker (it ends the chain).  Blocks not listed run one per worker as before.
+one.  Stages share a worker; a source with one output may head a chain (``work: [source,
+detect]``): its frames then go through the stages before they leave the worker; and a sink
+with one input may end one (``estimate: [calibrate, locate, out]``): the frames reach it by
+function call, and the worker counts as a sink in the run's summary.  Blocks not listed run
+one per worker as before.
 
 At run time the chain becomes one block named after the worker (:func:`apply_placement`):
 a frame goes through the members by plain function calls -- no serialization, no socket --
@@ -77,12 +79,14 @@ def validate_placement(placement, specs: dict, edges: list[Edge], where: str) ->
             seen[m] = worker
             spec = specs[m]
             head_source = m == members[0] and spec.kind == "source" and len(spec.cls.outputs) == 1
-            if not head_source and (spec.kind != "block" or len(spec.cls.inputs) != 1 or len(spec.cls.outputs) != 1):
+            tail_sink = m == members[-1] and len(members) > 1 and spec.kind == "sink" and len(spec.cls.inputs) == 1
+            stage = spec.kind == "block" and len(spec.cls.inputs) == 1 and len(spec.cls.outputs) == 1
+            if not (stage or head_source or tail_sink):
                 raise FlowgraphError(
                     f"{where}: 'placement': worker {worker!r}: block {m!r} (type {spec.type}) is "
                     f"a {spec.kind} with {len(spec.cls.inputs)} input(s) and "
                     f"{len(spec.cls.outputs)} output(s); only single-port stages share a worker "
-                    "(and a single-output source first in the list)"
+                    "(and a single-output source first in the list, a single-input sink last)"
                 )
         for a, b in zip(members, members[1:]):
             outs = [e for e in edges if e.src == a]
@@ -183,11 +187,16 @@ class FusedSource(FusedStage):
 
 
 def _fused_class(members: list[BlockSpec]) -> type:
-    first = members[0].cls
+    first, last = members[0].cls, members[-1].cls
+    if first.kind == "source":
+        name, base, kind = "FusedSource", FusedSource, "source"
+    else:  # a chain that ends in a sink is a sink worker (the summary counts what reaches it as delivered)
+        name, base, kind = "FusedStage", FusedStage, ("sink" if last.kind == "sink" else "block")
     return type(
-        "FusedSource" if first.kind == "source" else "FusedStage",
-        (FusedSource if first.kind == "source" else FusedStage,),
+        name,
+        (base,),
         {
+            "kind": kind,
             "requires": first.requires,
             "reads": getattr(first, "reads", ()),
             "inputs": first.inputs,
