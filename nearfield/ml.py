@@ -72,7 +72,8 @@ class MLFit:
 
     theta, r : (K,) rad, m.  gains : (K,) complex.  cost : final weighted LS cost.
     iterations : LM iterations taken.  converged : bool.  pilots : (K, T) the waveforms used
-    (the given pilots, or the estimated ones).
+    (the given pilots, or the estimated ones).  stats : with given pilots, the :func:`suff_stats`
+    (Y S^H, ||y_n||^2) of the data fitted (a later pass over the same Y and S can reuse them); else None.
     """
 
     theta: np.ndarray
@@ -82,6 +83,7 @@ class MLFit:
     iterations: int
     converged: bool
     pilots: np.ndarray
+    stats: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _cost(Y, A, gains, S, c, w):
@@ -125,10 +127,13 @@ def _suff_cost(yy, Q, P, M, w):
 def suff_stats(Y: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sufficient statistics of the LS cost for fixed waveforms: ``Q = Y S^H`` (N, K) and ``||y_n||^2`` (N,).
 
-    ``Y`` (N, T) complex128, ``S`` (K, T).  O(N T K); with them every cost and gradient of the fit is O(N K^2).
+    ``Y`` (N, T) complex (accumulated in double), ``S`` (K, T).  O(N T K); with them every cost and gradient
+    of the fit is O(N K^2).  The one place these are formed: passes that share them agree to the last bit.
     """
-    Q = Y @ S.conj().T
-    yy = np.einsum("nt,nt->n", Y.real, Y.real) + np.einsum("nt,nt->n", Y.imag, Y.imag)
+    Yd = np.ascontiguousarray(Y, dtype=np.complex128)  # complex64 frames: accumulate in double
+    Q = Yd @ np.asarray(S).conj().T
+    Yv = Yd.view(np.float64)  # (N, 2T): real and imaginary parts interleaved, one pass
+    yy = np.einsum("nt,nt->n", Yv, Yv)
     return Q, yy
 
 
@@ -291,7 +296,7 @@ def refine_ml(
         theta, r, gains, cost, it, conv = _lm(
             Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max, stats
         )
-        return MLFit(theta, r, gains, cost, it, conv, S)
+        return MLFit(theta, r, gains, cost, it, conv, S, stats)
     it_total, conv = 0, False
     for _ in range(max(1, waveform_rounds)):
         S = ls_waveforms(steering(array, theta, r, model), Y, c, w)

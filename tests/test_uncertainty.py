@@ -13,6 +13,7 @@ from nearfield.estimators.uncertainty import (
     model_check,
     noise_floor,
 )
+from nearfield.ml import refine_ml
 from nearfield.scenario import (
     complex_noise,
     make_pilots,
@@ -216,6 +217,11 @@ def test_assess_estimate_equals_model_check_and_estimate_uncertainty(weights, co
     for gains in (None, g * 1.01):
         fast = assess_estimate(Y, arr, the, re, S, gains, w)
         _assert_same(fast, _two_calls(Y, arr, the, re, S, gains, w))
+    # with the sufficient statistics a fit already formed (refine_ml's MLFit.stats): the same figures, bit for bit
+    fit = refine_ml(Y, arr, the, re, S, w=w)
+    again = assess_estimate(Y, arr, fit.theta, fit.r, S, fit.gains, w, stats=fit.stats)
+    ref = assess_estimate(Y, arr, fit.theta, fit.r, S, fit.gains, w)
+    assert again[0]["cost"] == ref[0]["cost"] and np.array_equal(again[1], ref[1]) and np.array_equal(again[2], ref[2])
     # a changed scene (a target moved; new noise) gives its own, fresh figures -- nothing is carried over
     mu2 = noiseless_signal(arr, th + np.array([0.0, 0.05, 0.0]), r, g, S)
     Y2 = (mu2 + complex_noise(mu.shape, noise_variance(mu, 15.0), rng)).astype(np.complex64)

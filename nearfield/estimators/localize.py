@@ -348,6 +348,7 @@ def finish_estimate(
     refine: bool = True,
     mismatch_alpha: float = 0.01,
     base: str = "ok",
+    stats=None,
 ) -> dict:
     """Bound the ranges, run the model check, the error bars and the status words of a final estimate.
 
@@ -358,6 +359,7 @@ def finish_estimate(
     w : (N,) antenna weights (0 = excluded).  r_bounds : (r_min, r_max) metres.
     refine : the estimate is an ML fit (the model check then sets ``model_mismatch``).
     base : status of a sound target ("ok" or "fallback").
+    stats : (Y S^H, ||y_n||^2) of these Y and pilots when the caller's fit formed them (``MLFit.stats``).
 
     Returns
     -------
@@ -377,7 +379,7 @@ def finish_estimate(
         th, rr, gains = fit.theta, fit.r, (fit.gains if pilots is not None else None)
     # model check + error bars of this frame's data in one pass (no cache across frames)
     g = gains if pilots is not None else None
-    mc, th_std, r_std, ud = assess_estimate(Y, array, th, rr, pilots, g, w, mismatch_alpha)
+    mc, th_std, r_std, ud = assess_estimate(Y, array, th, rr, pilots, g, w, mismatch_alpha, stats=stats)
     status = target_status(array, th, rr, mc["mismatch"], (lo, hi_r), w, base, check_mismatch=refine)
     return {
         "theta": th,

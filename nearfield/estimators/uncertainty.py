@@ -328,6 +328,7 @@ def assess_estimate(
     w=None,
     alpha: float = 0.01,
     model: str = "exact",
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[dict, np.ndarray, np.ndarray, dict]:
     """Model check and error bars of one estimate in one pass (see the module doc).
 
@@ -343,6 +344,8 @@ def assess_estimate(
     pilots : (K, T) or None (blind).  gains : (K,) complex gains of the fit (pilots; LS at the
     estimate when None) for the bound.  w : (N,) antenna weights (0 = excluded).
     alpha : false-alarm rate of the model check.
+    stats : ``(Y S^H (N, K), ||y_n||^2 (N,))`` of these Y and pilots in double precision, when the
+    caller already formed them (:func:`nearfield.ml.suff_stats`, ``MLFit.stats``); else formed here.
 
     Returns
     -------
@@ -359,7 +362,7 @@ def assess_estimate(
     if pilots is not None:
         S = np.atleast_2d(np.asarray(pilots, np.complex128))
         if S.shape[0] == K and S.shape[1] > K:
-            fast = _assess_pilots(Y, array, theta, r, S, gains, w, alpha, model)
+            fast = _assess_pilots(Y, array, theta, r, S, gains, w, alpha, model, stats)
     if fast is not None:
         return fast
     mc = model_check(Y, array, theta, r, pilots, None, w, alpha=alpha, model=model)
@@ -399,7 +402,7 @@ class _PilotBasis:
         return basis
 
 
-def _assess_pilots(Y, array, theta, r, S, gains, w, alpha, model):
+def _assess_pilots(Y, array, theta, r, S, gains, w, alpha, model, stats=None):
     """The pilot branch of :func:`assess_estimate` on sufficient statistics; None when it does not apply
     (rank-deficient pilots, or data so clean that the subtractions would lose the noise floor)."""
     from .. import ml
@@ -413,10 +416,10 @@ def _assess_pilots(Y, array, theta, r, S, gains, w, alpha, model):
     if basis.rank != K:
         return None
     P = basis.P
-    Yd = np.ascontiguousarray(Y, np.complex128)  # complex64 frames: accumulate in double, as model_check does
-    Q = Yd @ S.conj().T  # (N, K) = Y S^H
-    Yv = Yd.view(np.float64)  # (N, 2T): real and imaginary parts interleaved
-    yy = np.einsum("nt,nt->n", Yv, Yv)  # ||y_n||^2
+    if stats is not None and stats[0].shape == (N, K) and stats[1].shape == (N,):
+        Q, yy = stats  # the fit's own Y S^H and ||y_n||^2 (same Y, same pilots)
+    else:
+        Q, yy = ml.suff_stats(Y, S)  # (N, K) Y S^H and (N,) ||y_n||^2, accumulated in double
     total = float(np.sum(w * yy))
     g_fim = None if gains is None else np.atleast_1d(np.asarray(gains, complex))
     compiled = model == "exact" and ml.USE_NUMBA
