@@ -188,6 +188,7 @@ class FusedSource(FusedStage):
 
 def _fused_class(members: list[BlockSpec]) -> type:
     first, last = members[0].cls, members[-1].cls
+    base: type[FusedStage]
     if first.kind == "source":
         name, base, kind = "FusedSource", FusedSource, "source"
     else:  # a chain that ends in a sink is a sink worker (the summary counts what reaches it as delivered)
