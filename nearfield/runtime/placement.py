@@ -176,6 +176,12 @@ class FusedSource(FusedStage):
         a member's ``BadFrame`` propagates (the worker counts the drop)."""
         return self._through(self.members[1:], frame)
 
+    def checkpoint(self) -> None:
+        """The stages' checkpoints (on the worker thread, between frames); the source's own is not
+        called periodically, as in a worker of its own (its ``generate()`` runs in another thread)."""
+        for b in self.members[1:]:
+            b.checkpoint()
+
     def stop(self) -> None:
         stop = getattr(self.members[0], "stop", None)
         if callable(stop):

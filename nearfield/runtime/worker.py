@@ -361,6 +361,8 @@ class Worker:
         try:
             while True:
                 self.check()
+                if after is not None:  # placed stages get their periodic checkpoints, as in their own worker
+                    self._maybe_checkpoint()
                 try:
                     kind, item, dt = q.get(timeout=POLL_MS / 1000)
                 except queue.Empty:
