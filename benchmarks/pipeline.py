@@ -4,11 +4,13 @@ For each N (default 256, 1024, 2048; T = 100, K = 3, p_fault = 2 %, 20 dB; the p
 three targets with their ranges scaled by (N / 256)^1.5, the growth of the Fresnel distance
 0.62 sqrt(D^3 / lambda), so they stay in the radiating near field of every aperture):
 
-* **pipeline**: ``flowgraphs/synthetic.yaml`` (source -> [detect, calibrate, locate] in one
-  worker -> jsonl; process mode) run twice, with F1 and F2 frames; the steady-state rate is
-  (F2 - F1) / (wall2 - wall1), so start-up, compilation and drain cancel.  Dropped frames,
-  each worker's busy share, the whole CPU per frame (user + system time of all worker
-  processes, difference of the two runs / (F2 - F1)) and the peak RSS of the largest worker.
+* **pipeline**: ``flowgraphs/synthetic.yaml`` (workers ``front`` = source + detect and
+  ``estimate`` = calibrate + locate, then the jsonl sink; process mode) run twice, with F1 and
+  F2 frames; the steady-state rate is (F2 - F1) / (wall2 - wall1), so start-up, compilation and
+  drain cancel.  Dropped frames, each worker's busy share and steady CPU ms per frame (its
+  process's CPU time, difference of the two runs / (F2 - F1)), the whole CPU per frame (user +
+  system time of all worker processes, likewise) and the peak RSS of the largest worker.  The
+  load average is printed before and after: the machine may be shared.
 * **blocks** (same run, one process, direct calls): each block's first-frame and steady
   ms/frame (frames after the 10th) and its busy share at the pipeline's rate
   (ms x frames/s / 1000, the share of one core it needs).
@@ -161,6 +163,7 @@ def main(argv=None):
         global GRAPH
         GRAPH = Path(args.graph)
     summary, block_rows = [], []
+    load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             extra = max(20, int(args.frames * min(1.0, 256 / n)))
@@ -181,6 +184,12 @@ def main(argv=None):
             th_rmse, r_rmse = rmse(est[10:], truth[10:])
             m2 = (np.mean(m2d_ms), *rmse(m2d, truth[11 : 11 + len(m2d)])) if m2d else None
             workers = {row["block"]: row for row in r2["rows"]}
+            first_rows = {row["block"]: row for row in r1["rows"]}
+            n_extra = max(r2["got"] - r1["got"], 1)
+            worker_cpu = {  # steady CPU ms per frame of each worker process (difference of the two runs)
+                k: ((v.get("cpu_s") or 0.0) - (first_rows.get(k, {}).get("cpu_s") or 0.0)) / n_extra * 1e3
+                for k, v in workers.items()
+            }
             summary.append(
                 dict(
                     n=n,
@@ -199,16 +208,28 @@ def main(argv=None):
                     r=r_rmse,
                     m2=m2,
                     busy={k: (v.get("busy") or 0.0) for k, v in workers.items()},
+                    worker_cpu=worker_cpu,
                     first=r1["first_latency"],
                 )
             )
             print(f"# N = {n} done: {fps:.1f} frames/s", flush=True)
 
+    load1 = os.getloadavg()
+    print(
+        f"\nload average (1, 5, 15 min) before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, "
+        f"after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} ({os.cpu_count()} CPUs)"
+    )
     print("\n### Blocks (one process, direct calls)\n")
     print("| N | block | first frame ms | steady ms/frame | busy share at the pipeline rate |")
     print("|---|---|---|---|---|")
     for n, k, first, st, busy in block_rows:
         print(f"| {n} | {k} | {first:.1f} | {st:.2f} | {100 * busy:.0f} % |")
+    print("\n### Workers (process mode): steady CPU ms per frame of each process (transport included)\n")
+    print("| N | CPU ms/frame per worker | sum |")
+    print("|---|---|---|")
+    for s in summary:
+        cpu = " / ".join(f"{w} {ms:.2f}" for w, ms in s["worker_cpu"].items())
+        print(f"| {s['n']} | {cpu} | {sum(s['worker_cpu'].values()):.2f} |")
     print("\n### Pipeline (default flowgraph, process mode) and the floor\n")
     print(
         "| N | frames/s (steady) | frames out/in | dropped | ok | busy per worker "

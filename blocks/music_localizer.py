@@ -138,7 +138,7 @@ class MusicLocalizer(Block):
             )
         except ValueError as exc:  # LinAlgError included: unusable data, not a code fault
             raise BadFrame(f"localization failed: {exc}") from None
-        self._finish(frame, x, est.theta, est.r, est.gains, np.ones(x["array"].n_antennas), "ok")
+        self._finish(frame, x, est.theta, est.r, est.gains, np.ones(x["array"].n_antennas), "ok", est.stats)
         frame.meta["music_targets"] = positions_meta(est.music_theta, est.music_r)
         if self.emit_spectra:
             for name, arr in est.spectra.items():
@@ -146,7 +146,7 @@ class MusicLocalizer(Block):
         return frame
 
     # -- honest output and the full-array fallback frames ------------------------------------
-    def _finish(self, frame, x, theta, r, gains, w, base):
+    def _finish(self, frame, x, theta, r, gains, w, base, stats=None):
         """Meta ``targets`` (sorted by theta, with theta_std, range_std, status), ``residual``, ``model_check``."""
         array = x["array"]
         w = w * np.any(x["snapshots"] != 0, axis=1)  # channels zeroed upstream (hi_apply: dead) carry nothing
@@ -162,6 +162,7 @@ class MusicLocalizer(Block):
                 array.range_window(),
                 refine=self.refine,
                 base=base,
+                stats=stats,  # the refinement's Y S^H and ||y_n||^2 of these snapshots and pilots
             )
         except ValueError as exc:
             raise BadFrame(f"localization failed: {exc}") from None
@@ -196,4 +197,5 @@ class MusicLocalizer(Block):
         except ValueError as exc:
             raise BadFrame(f"localization failed: {exc}") from None
         frame.meta["music_targets"] = []
-        return self._finish(frame, x, fit.theta, fit.r, fit.gains if x["pilots"] is not None else None, w, "fallback")
+        gains = fit.gains if x["pilots"] is not None else None
+        return self._finish(frame, x, fit.theta, fit.r, gains, w, "fallback", fit.stats)

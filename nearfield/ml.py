@@ -53,6 +53,13 @@ def ls_gains(A: np.ndarray, pilots: np.ndarray, Y: np.ndarray, c=None, w=None) -
     return np.linalg.lstsq(G, rhs, rcond=None)[0]
 
 
+def ls_gains_stats(A: np.ndarray, P: np.ndarray, Q: np.ndarray, c=None, w=None) -> np.ndarray:
+    """:func:`ls_gains` from the sufficient statistics ``P = S^* S^T`` (K, K) and ``Q = Y S^H`` (N, K):
+    ``rhs_k = sum_n w_n (c_n a_nk)^* Q_nk``, O(N K^2) instead of O(N T K); the same solution."""
+    A, AW = _weighted(A, c, w)
+    return np.linalg.lstsq((AW @ A) * P, np.sum(AW.T * Q, axis=0), rcond=None)[0]
+
+
 def ls_waveforms(A: np.ndarray, Y: np.ndarray, c=None, w=None) -> np.ndarray:
     """Waveforms S_hat = (A^H W A)^-1 A^H W Y, shape (K, T) (no pilots: beta = 1)."""
     A, AW = _weighted(A, c, w)
@@ -65,7 +72,8 @@ class MLFit:
 
     theta, r : (K,) rad, m.  gains : (K,) complex.  cost : final weighted LS cost.
     iterations : LM iterations taken.  converged : bool.  pilots : (K, T) the waveforms used
-    (the given pilots, or the estimated ones).
+    (the given pilots, or the estimated ones).  stats : with given pilots, the :func:`suff_stats`
+    (Y S^H, ||y_n||^2) of the data fitted (a later pass over the same Y and S can reuse them); else None.
     """
 
     theta: np.ndarray
@@ -75,6 +83,7 @@ class MLFit:
     iterations: int
     converged: bool
     pilots: np.ndarray
+    stats: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _cost(Y, A, gains, S, c, w):
@@ -115,15 +124,27 @@ def _suff_cost(yy, Q, P, M, w):
     return float(np.sum(p if w is None else w * p)), ES
 
 
-def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=np.inf):
+def suff_stats(Y: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sufficient statistics of the LS cost for fixed waveforms: ``Q = Y S^H`` (N, K) and ``||y_n||^2`` (N,).
+
+    ``Y`` (N, T) complex (accumulated in double), ``S`` (K, T).  O(N T K); with them every cost and gradient
+    of the fit is O(N K^2).  The one place these are formed: passes that share them agree to the last bit.
+    """
+    Yd = np.ascontiguousarray(Y, dtype=np.complex128)  # complex64 frames: accumulate in double
+    Q = Yd @ np.asarray(S).conj().T
+    Yv = Yd.view(np.float64)  # (N, 2T): real and imaginary parts interleaved, one pass
+    yy = np.einsum("nt,nt->n", Yv, Yv)
+    return Q, yy
+
+
+def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=np.inf, stats=None):
     """LM on the sufficient statistics of (Y, S): Y S^H, ||y_n||^2 and S S^H are formed once (O(N T K)),
-    then every cost evaluation and every normal-equation build is O(N K^2) (issue 11)."""
+    then every cost evaluation and every normal-equation build is O(N K^2) (issue 11).  ``stats``: the
+    (Q, yy) of :func:`suff_stats` for these Y and S when the caller already has them."""
     K = theta.size
     cvec = None if c is None else np.asarray(c)
-    Q = Y @ S.conj().T  # (N, K)
-    yy = np.einsum("nt,nt->n", Y.real, Y.real) + np.einsum("nt,nt->n", Y.imag, Y.imag)
+    Q, yy = suff_stats(Y, S) if stats is None else stats
     P = S.conj() @ S.T  # (K, K): sum_t s_k^* s_l
-    Pk = P[np.ix_(np.tile(np.arange(K), 4), np.tile(np.arange(K), 4))]
 
     def model_of(A, b):
         M = A * b[None, :]
@@ -151,6 +172,7 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
             float(r_max),
         )
         return theta, r, gains, float(cost), it, bool(converged)
+    Pk = P[np.ix_(np.tile(np.arange(K), 4), np.tile(np.arange(K), 4))]
     A = steering(array, theta, r, model)
     cost, ES = _suff_cost(yy, Q, P, model_of(A, gains), w)
     mu = 1e-3
@@ -168,8 +190,13 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
         g = np.real(np.sum(GW * ES[:, kidx].T, axis=1))
         diag = np.maximum(np.diag(JJ), 1e-300)
         improved = False
-        for _ in range(12):
+        flat = False
+        for trial in range(12):
             step = np.linalg.solve(JJ + mu * np.diag(diag), g)
+            # Gauss-Newton predicted decrease: below tol * cost no step can pass the test below (as lm_exact)
+            if trial == 0 and mu <= 1e-2 and 2.0 * step @ g - step @ JJ @ step <= tol * cost:
+                flat = True
+                break
             nb = gains + step[:K] + 1j * step[K : 2 * K]
             nt = np.clip(theta + step[2 * K : 3 * K], -np.pi / 2 + 1e-6, np.pi / 2 - 1e-6)
             nr = np.clip(r + step[3 * K :], r_min, r_max)
@@ -182,7 +209,7 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
                 improved = True
                 break
             mu *= 10.0
-        if not improved or rel < tol:
+        if flat or not improved or rel < tol:
             converged = True
             break
     return theta, r, gains, cost, it, converged
@@ -202,6 +229,7 @@ def refine_ml(
     waveform_rounds: int = 3,
     r_min: float | None = None,
     r_max: float | None = None,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> MLFit:
     """Levenberg-Marquardt refinement of (beta, theta, r) on the exact model.
 
@@ -228,6 +256,9 @@ def refine_ml(
         to r -> infinity where the wavefront curvature (and with it the range) stops being
         observable.  Defaults: the element spacing d and no upper limit (the behaviour before
         the window existed).  The starting ranges are clipped into the window too.
+    stats : (Q (N, K), yy (N,)), optional
+        With ``pilots``: :func:`suff_stats` of (Y, pilots) computed by the caller (a caller that
+        fits the same frame several times forms them once); ignored without pilots.
 
     Returns
     -------
@@ -244,9 +275,28 @@ def refine_ml(
     r = np.clip(r, r_min, r_max)
     if pilots is not None:
         S = np.asarray(pilots, dtype=np.complex128)
-        gains = ls_gains(steering(array, theta, r, model), S, Y, c, w)
-        theta, r, gains, cost, it, conv = _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max)
-        return MLFit(theta, r, gains, cost, it, conv, S)
+        if stats is None:
+            stats = suff_stats(Y, S)
+        P = S.conj() @ S.T
+        if model == "exact" and USE_NUMBA and c is None:  # the gain system in one compiled pass
+            from .lm_kernel import gain_normal
+
+            ww = np.ones(Y.shape[0]) if w is None else np.ascontiguousarray(w, dtype=float)
+            AWA, rhs = gain_normal(
+                np.ascontiguousarray(array.positions, dtype=float),
+                float(array.wavenumber),
+                ww,
+                theta,
+                r,
+                np.ascontiguousarray(stats[0]),
+            )
+            gains = np.linalg.lstsq(AWA * P, rhs, rcond=None)[0]
+        else:
+            gains = ls_gains_stats(steering(array, theta, r, model), P, stats[0], c, w)
+        theta, r, gains, cost, it, conv = _lm(
+            Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max, stats
+        )
+        return MLFit(theta, r, gains, cost, it, conv, S, stats)
     it_total, conv = 0, False
     for _ in range(max(1, waveform_rounds)):
         S = ls_waveforms(steering(array, theta, r, model), Y, c, w)

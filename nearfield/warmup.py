@@ -27,6 +27,9 @@ def warmup() -> float:
     Y = steering(arr, [0.1], [1.0]) @ S + 0.01 * (rng.standard_normal((16, 8)) + 1j * rng.standard_normal((16, 8)))
     refine_ml(Y, arr, [0.1], [1.0], S)  # lm_kernel.lm_exact (pilots)
     refine_ml(Y, arr, [0.1], [1.0], None)  # same kernel, estimated waveforms
+    from .estimators.uncertainty import assess_estimate
+
+    assess_estimate(Y, arr, [0.1], [1.0], S)  # lm_kernel.gain_normal, check_fisher (per-frame error bars)
     from .estimators.fullarray import full_array_localize
 
     full_array_localize(Y, arr, 1, S)  # fullarray._scan_kernel (the coarse grid scan)

@@ -105,3 +105,20 @@ def test_checkpoint_saves_the_evidence_and_bad_evidence_is_refused(tmp_path):
     p.write_text(json.dumps(st))
     with pytest.raises(ValueError, match="cal.*cal.json.*evidence"):
         Calibrator(name="cal", state_path=str(p)).start()
+
+
+def test_block_output_is_eq_27_on_every_row():
+    """The block multiplies only the faulty rows; the result equals conj(c_hat) * Y on all rows, bit for bit."""
+    rng = np.random.default_rng(9)
+    sc = paper_scenario(rng, n_antennas=64, p_fault=0.1)
+    blk = Calibrator(name="cal")
+    blk.start()
+    f = _frame(sc, rng, 0, sc.faulty)
+    Y = f.arrays["snapshots"].copy()
+    out = blk.process(f)
+    c_hat = out.arrays["c_hat"].astype(np.complex128)
+    assert sc.faulty.size > 0 and np.all(c_hat[np.setdiff1d(np.arange(64), sc.faulty)] == 1)
+    ref = np.ones(64, complex)  # eq. (26) rebuilt from the evidence the block kept
+    ref[sc.faulty] = np.exp(1j * np.angle(blk.evidence[sc.faulty]))
+    expect = (ref.conj()[:, None] * Y).astype(np.complex64)
+    assert out.arrays["snapshots"].dtype == np.complex64 and np.array_equal(out.arrays["snapshots"], expect)

@@ -53,6 +53,47 @@ def test_a_placed_chain_gives_the_same_records_as_one_worker_per_block(tmp_path,
     assert len(a) == 6 and a == b
 
 
+@pytest.mark.parametrize("inproc", [True, False])
+def test_a_source_heading_a_placed_chain_gives_the_same_records(tmp_path, inproc):
+    """``front: [source, detect]``: the source's frames go through detect in the source's worker."""
+    plain = parse_flowgraph(GRAPH.format(out=tmp_path / "a.jsonl"), path="plain.yaml")
+    placed = parse_flowgraph(
+        GRAPH.format(out=tmp_path / "b.jsonl")
+        + "placement:\n  front: [source, detect]\n  estimate: [calibrate, locate]\n",
+        path="placed.yaml",
+    )
+    fused = apply_placement(placed)
+    assert list(fused.blocks) == ["front", "estimate", "out"]
+    assert fused.blocks["front"].kind == "source"
+    assert [(e.src, e.dst) for e in fused.edges] == [("front", "estimate"), ("estimate", "out")]
+    assert run_flowgraph(plain, inproc=inproc, quiet=True).ok
+    res = run_flowgraph(placed, inproc=inproc, quiet=True)
+    assert res.ok
+    row = {r["block"]: r for r in res.summary}["front"]
+    assert row["frames_out"] == 6 and row["dropped"] == 0
+    a, b = _records(tmp_path / "a.jsonl"), _records(tmp_path / "b.jsonl")
+    assert len(a) == 6 and a == b
+
+
+@pytest.mark.parametrize("inproc", [True, False])
+def test_a_sink_ending_a_placed_chain_gives_the_same_records(tmp_path, inproc):
+    """``estimate: [calibrate, locate, out]``: the sink is called in the worker; the run counts it as delivering."""
+    plain = parse_flowgraph(GRAPH.format(out=tmp_path / "a.jsonl"), path="plain.yaml")
+    placed = parse_flowgraph(
+        GRAPH.format(out=tmp_path / "b.jsonl") + "placement:\n  front: [source, detect]\n"
+        "  estimate: [calibrate, locate, out]\n",
+        path="placed.yaml",
+    )
+    fused = apply_placement(placed)
+    assert list(fused.blocks) == ["front", "estimate"] and fused.blocks["estimate"].kind == "sink"
+    assert [(e.src, e.dst) for e in fused.edges] == [("front", "estimate")]
+    assert run_flowgraph(plain, inproc=inproc, quiet=True).ok
+    res = run_flowgraph(placed, inproc=inproc, quiet=True)
+    assert res.ok and res.delivered() == 6 and res.degraded() is None
+    a, b = _records(tmp_path / "a.jsonl"), _records(tmp_path / "b.jsonl")
+    assert len(a) == 6 and a == b
+
+
 @pytest.mark.parametrize(
     "placement, message",
     [
@@ -60,8 +101,9 @@ def test_a_placed_chain_gives_the_same_records_as_one_worker_per_block(tmp_path,
         ("placement:\n  w: [detect, nope]", "worker 'w': unknown block 'nope'"),
         ("placement:\n  w: [detect, calibrate]\n  v: [calibrate, locate]", "block 'calibrate' is placed in both"),
         ("placement:\n  w: [detect, locate]", "blocks 'detect' -> 'locate' are not a chain"),
-        ("placement:\n  w: [source, detect]", "block 'source' (type synthetic) is a source"),
-        ("placement:\n  w: [locate, out]", "block 'out' (type jsonl) is a sink"),
+        ("placement:\n  w: [detect, source]", "block 'source' (type synthetic) is a source"),
+        ("placement:\n  w: [out]", "block 'out' (type jsonl) is a sink"),
+        ("placement:\n  w: [detect, out]", "blocks 'detect' -> 'out' are not a chain"),
         ("placement:\n  w: []", "expected a non-empty list of block names"),
         ("placement:\n  detect: [calibrate, locate]", "worker name 'detect' is also a block name"),
     ],
@@ -80,7 +122,8 @@ def test_default_flowgraphs_fit_two_cores():
 
     root = Path(__file__).resolve().parents[1] / "flowgraphs"
     g = apply_placement(load_flowgraph(root / "synthetic.yaml"))
-    assert list(g.blocks) == ["source", "detect", "estimate", "out"]  # 3 busy processes and the sink
+    assert list(g.blocks) == ["front", "estimate"]  # 2 processes: source + detect; calibrate, locate and the sink
+    assert g.blocks["front"].kind == "source" and g.blocks["estimate"].kind == "sink"
 
 
 def _names_sink():
@@ -132,8 +175,29 @@ def test_default_flowgraph_sends_no_arrays_to_the_jsonl_sink():
     from nearfield.runtime.flowgraph import load_flowgraph
 
     root = Path(__file__).resolve().parents[1] / "flowgraphs"
-    g = apply_placement(load_flowgraph(root / "synthetic.yaml"))
-    assert g.downstream_arrays("estimate") == frozenset()  # the sink reads meta only
-    assert "snapshots" in g.downstream_arrays("source")
+    plain = load_flowgraph(root / "synthetic.yaml")
+    assert plain.downstream_arrays("locate") == frozenset()  # the sink reads meta only
+    g = apply_placement(plain)
+    assert "snapshots" in g.downstream_arrays("front")
     plot = apply_placement(load_flowgraph(root / "plot.yaml"))
     assert {"angle_spectrum", "range_spectrum"} <= plot.downstream_arrays("estimate")
+
+
+def test_a_stage_dropping_frames_in_a_source_worker_counts_them(tmp_path):
+    """A BadFrame raised by a stage placed with the source is a counted drop, not a worker failure."""
+    text = f"""
+blocks:
+  source:  {{type: synthetic, n_antennas: 32, snapshots: 2, frames: 4, seed: 1,
+            targets: [{{theta: 0.3, range: 3.0}}]}}
+  detect:  {{type: fault_detector}}
+  out:     {{type: jsonl, path: {tmp_path / "x.jsonl"}}}
+connections:
+  - [source, detect]
+  - [detect, out]
+placement:
+  front: [source, detect]
+"""
+    res = run_flowgraph(parse_flowgraph(text, path="drops.yaml"), quiet=True)
+    row = {r["block"]: r for r in res.summary}["front"]
+    assert res.ok and row["dropped"] == 4 and row["frames_out"] == 0
+    assert "snapshots" in " ".join(row["drop_reasons"])

@@ -383,6 +383,26 @@ def test_checkpoint_is_called_periodically_while_running(tmp_path):
     assert len(counts) >= 2 and counts == sorted(counts) and 0 < counts[0] < 40
 
 
+@pytest.mark.parametrize("inproc", [True, False])
+def test_checkpoint_reaches_a_block_placed_with_the_source(tmp_path, inproc):
+    log = tmp_path / "ckpt"
+    g = _graph(
+        """
+        blocks:
+          src: {{type: t_count, frames: 40}}
+          out: {{type: t_ckpt, path: "{log}", delay: 0.02}}
+        connections: [[src, out]]
+        placement:
+          all: [src, out]
+        """,
+        log=log,
+    )
+    res = run_flowgraph(g, inproc=inproc, checkpoint_s=0.1, stream=io.StringIO())
+    assert res.ok, res.error
+    counts = [int(x) for x in log.read_text().split()]
+    assert len(counts) >= 2 and counts == sorted(counts) and 0 < counts[0] < 40
+
+
 # -- 7. nothing silent: all dropped -> exit 3 naming the drops; stall watchdog ----------------
 def test_a_run_whose_every_frame_is_dropped_exits_3_and_names_the_drops(tmp_path, capsys):
     g = tmp_path / "g.yaml"

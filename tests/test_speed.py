@@ -129,3 +129,50 @@ def test_hankel_subspace_equals_the_smoothed_covariance_eigenvectors(warm):
     U, w = hankel_subspace(rvec, m, k, U0)
     np.testing.assert_allclose(U @ U.conj().T, U_ref @ U_ref.conj().T, atol=1e-5)
     np.testing.assert_allclose(w, np.real(w_ref), rtol=1e-6)
+
+
+def test_phase1_sufficient_statistics_equal_the_direct_residuals(monkeypatch):
+    """Phase 1 with pilots forms Y S^H and ||y_n||^2 once and takes the residuals and the ISTA statistics
+    from them; forcing the direct O(N T) formulas (the cancellation guard's path) gives the same result."""
+    from nearfield.estimators import phase1
+
+    rng = np.random.default_rng(12)
+    sc = paper_scenario(rng, snr_db=10)
+    Y = sc.sample(rng)
+    fast = phase1.detect_faults(Y, sc.array, sc.pilots)
+    monkeypatch.setattr(phase1, "_CANCEL_RTOL", np.inf)  # model_stats declines: X (N, T) is formed
+    slow = phase1.detect_faults(Y, sc.array, sc.pilots)
+    assert np.array_equal(fast.faulty, slow.faulty) and fast.faulty.size > 0
+    np.testing.assert_allclose(fast.theta, slow.theta, rtol=1e-10)
+    np.testing.assert_allclose(fast.r, slow.r, rtol=1e-10)
+    np.testing.assert_allclose(fast.gains, slow.gains, rtol=1e-9)
+    np.testing.assert_allclose(fast.sigma2, slow.sigma2, rtol=1e-9)
+    np.testing.assert_allclose(fast.z, slow.z, atol=1e-9)
+    e, b = fast.stats
+    np.testing.assert_allclose(e, slow.stats[0], rtol=1e-9)
+    np.testing.assert_allclose(b, slow.stats[1], rtol=1e-7, atol=1e-9 * np.max(np.abs(slow.stats[1])))
+    # noise-free data: the guard declines by itself (rounding noise is not read as residual power)
+    monkeypatch.setattr(phase1, "_CANCEL_RTOL", 1e-8)
+    mu = sc.mean()
+    st = phase1._PilotStats(mu.astype(np.complex128), sc.pilots)
+    assert st.model_stats(steering(sc.array, sc.theta, sc.r), sc.gains) is None
+
+
+@pytest.mark.parametrize("pilots", [True, False])
+def test_compiled_lm_takes_the_numpy_lm_iterates(pilots, monkeypatch):
+    """lm_kernel.lm_exact is the NumPy LM of nearfield.ml compiled: same stopping rule, same estimate."""
+    import nearfield.ml
+
+    rng, sc = _data(seed=21, n=128)
+    Y = sc.sample(rng)
+    th0, r0 = sc.theta + 2e-4, sc.r * 1.02
+    S = sc.pilots if pilots else None
+    fits = []
+    for compiled in (True, False):
+        monkeypatch.setattr(nearfield.ml, "USE_NUMBA", compiled)
+        fits.append(refine_ml(Y, sc.array, th0, r0, S))
+    a, b = fits
+    assert a.iterations == b.iterations and a.converged and b.converged
+    np.testing.assert_allclose(a.theta, b.theta, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(a.r, b.r, rtol=1e-10)
+    np.testing.assert_allclose(a.cost, b.cost, rtol=1e-10)

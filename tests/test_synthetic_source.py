@@ -311,3 +311,21 @@ def test_dense_count_of_dead_channels_and_gaussian_phase():
 def test_bad_dense_parameters_are_named(kw, name):
     with pytest.raises(ParamError, match=f"parameter '{name}'"):
         SyntheticSource(name="src", n_antennas=16, **kw)
+
+
+def test_fast_noise_is_complex_gaussian():
+    """The polar draw gives CN(0, sigma^2): |z|^2 / sigma^2 ~ Exp(1) (mean 1, E|z|^4 = 2 sigma^4, the tail
+    P(|z|^2 > 3 sigma^2) = e^-3) and real and imaginary parts each N(0, sigma^2 / 2) (kurtosis 3)."""
+    src = SyntheticSource(n_antennas=64, snapshots=500, frames=1, seed=4)
+    src.start()
+    s2 = 0.7
+    z = src._circular_noise(64, 500, s2).astype(complex).ravel()  # 32000 samples
+    q = np.abs(z) ** 2 / s2
+    assert np.mean(q) == pytest.approx(1.0, abs=0.03)
+    assert np.mean(q**2) == pytest.approx(2.0, abs=0.12)
+    assert np.mean(q > 3.0) == pytest.approx(np.exp(-3.0), abs=0.006)
+    for part in (z.real, z.imag):
+        x = part / np.sqrt(s2 / 2)
+        assert np.mean(x**2) == pytest.approx(1.0, abs=0.04)
+        assert np.mean(x**4) == pytest.approx(3.0, abs=0.25)
+    assert abs(np.mean(z.real * z.imag)) < 0.03 * s2

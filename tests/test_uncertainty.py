@@ -8,10 +8,12 @@ from nearfield.array import ULA
 from nearfield.bounds import crb_positions, crb_unknown_waveforms
 from nearfield.estimators.fullarray import full_array_localize
 from nearfield.estimators.uncertainty import (
+    assess_estimate,
     estimate_uncertainty,
     model_check,
     noise_floor,
 )
+from nearfield.ml import refine_ml
 from nearfield.scenario import (
     complex_noise,
     make_pilots,
@@ -172,3 +174,78 @@ def test_estimate_uncertainty_uses_the_fit_noise_and_scales_with_it():
     w[:4] = 0
     tw, _, _ = estimate_uncertainty(Y, arr, th, r, S, sigma2=0.04, w=w)
     assert tw[0] > ts[0] * 1.05 or tw[0] > ref[0] * 1.05
+
+
+def _two_calls(Y, arr, th, r, S, gains, w):
+    mc = model_check(Y, arr, th, r, S, None, w)
+    ts, rs, d = estimate_uncertainty(Y, arr, th, r, S, gains, None, sigma2=mc["sigma2_fit"], w=w)
+    return mc, ts, rs, d
+
+
+def _assert_same(a, b, rtol=1e-9):
+    (mc, ts, rs, d), (mc0, ts0, rs0, d0) = a, b
+    for key in ("sigma2_fit", "sigma2_floor", "ratio", "F", "threshold", "residual", "cost"):
+        np.testing.assert_allclose(mc[key], mc0[key], rtol=rtol, err_msg=key)
+    assert np.array_equal(mc["mismatch"], mc0["mismatch"]) and mc["per_target"] == mc0["per_target"]
+    np.testing.assert_allclose(ts, ts0, rtol=rtol)
+    np.testing.assert_allclose(rs, rs0, rtol=rtol)
+    np.testing.assert_allclose(d["crb"], d0["crb"], rtol=rtol, atol=1e-12 * np.abs(d0["crb"]).max())
+    assert d["bound"] == d0["bound"]
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("weights", [False, True])
+def test_assess_estimate_equals_model_check_and_estimate_uncertainty(weights, compiled, monkeypatch):
+    """The one-pass sufficient-statistics form (pilots; compiled kernels or NumPy) gives the figures of
+    the two direct calls; complex64 data as on the wire, an estimate off the truth, excluded antennas,
+    gains given or LS."""
+    import nearfield.ml
+
+    monkeypatch.setattr(nearfield.ml, "USE_NUMBA", compiled)
+    rng = np.random.default_rng(7)
+    arr = ULA(64, carrier_hz=5.8e9)
+    th, r = np.array([0.2, -0.3, 0.5]), np.array([1.5, 2.5, 1.1])
+    S = make_pilots(3, 50, rng)
+    g = np.array([1.0, 0.6j, -0.8])
+    mu = noiseless_signal(arr, th, r, g, S)
+    Y = (mu + complex_noise(mu.shape, noise_variance(mu, 15.0), rng)).astype(np.complex64)
+    w = np.ones(64)
+    if weights:
+        w[[0, 7, 40]] = 0.0
+        w[10:20] = 0.5
+    the, re = th + np.array([1e-3, 0.0, -2e-3]), r * np.array([1.01, 1.0, 0.98])
+    for gains in (None, g * 1.01):
+        fast = assess_estimate(Y, arr, the, re, S, gains, w)
+        _assert_same(fast, _two_calls(Y, arr, the, re, S, gains, w))
+    # with the sufficient statistics a fit already formed (refine_ml's MLFit.stats): the same figures, bit for bit
+    fit = refine_ml(Y, arr, the, re, S, w=w)
+    again = assess_estimate(Y, arr, fit.theta, fit.r, S, fit.gains, w, stats=fit.stats)
+    ref = assess_estimate(Y, arr, fit.theta, fit.r, S, fit.gains, w)
+    assert again[0]["cost"] == ref[0]["cost"] and np.array_equal(again[1], ref[1]) and np.array_equal(again[2], ref[2])
+    # a changed scene (a target moved; new noise) gives its own, fresh figures -- nothing is carried over
+    mu2 = noiseless_signal(arr, th + np.array([0.0, 0.05, 0.0]), r, g, S)
+    Y2 = (mu2 + complex_noise(mu.shape, noise_variance(mu, 15.0), rng)).astype(np.complex64)
+    fast2 = assess_estimate(Y2, arr, the, re, S, None, w)
+    _assert_same(fast2, _two_calls(Y2, arr, the, re, S, None, w))
+    assert fast2[0]["mismatch"][1] and fast2[0]["F"][1] > 10 * fast[0]["F"][1]
+    # other pilots (the pilot-only quantities are kept for the last pilots seen: they must follow)
+    S2 = make_pilots(3, 50, rng)
+    Y3 = (noiseless_signal(arr, th, r, g, S2) + complex_noise(mu.shape, noise_variance(mu, 15.0), rng)).astype(
+        np.complex64
+    )
+    for Yx, Sx in ((Y3, S2), (Y, S), (Y3, S2)):
+        _assert_same(assess_estimate(Yx, arr, the, re, Sx, None, w), _two_calls(Yx, arr, the, re, Sx, None, w))
+
+
+def test_assess_estimate_takes_the_direct_path_where_the_shortcut_does_not_apply():
+    """Rank-deficient pilots, noise-free data (cancellation guard) and the blind case: the two calls."""
+    rng = np.random.default_rng(8)
+    arr = ULA(32, carrier_hz=5.8e9)
+    th, r = np.array([0.1, -0.4]), np.array([1.0, 2.0])
+    S = make_pilots(2, 40, rng)
+    mu = noiseless_signal(arr, th, r, [1.0, 0.5j], S)
+    Y = mu + complex_noise(mu.shape, noise_variance(mu, 10.0), rng)
+    S_def = np.vstack([S[0], 2j * S[0]])  # rank 1
+    _assert_same(assess_estimate(Y, arr, th, r, S_def), _two_calls(Y, arr, th, r, S_def, None, None))
+    _assert_same(assess_estimate(mu, arr, th, r, S), _two_calls(mu, arr, th, r, S, None, None), rtol=1e-6)
+    _assert_same(assess_estimate(Y, arr, th, r, None), _two_calls(Y, arr, th, r, None, None, None))

@@ -65,7 +65,7 @@ from .phase1 import detect_faults
 from .phase2 import calibrate_phases
 from .phase3 import fine_positions
 from .reference import apply_hi, dead_channels
-from .uncertainty import estimate_uncertainty, model_check
+from .uncertainty import assess_estimate
 
 #: Fallback triggers, as reported in ``diagnostics["fallback_reason"]``.
 FALLBACK_REASONS = ("requested", "small_array", "phase1_failed", "dense_faults", "chain_mismatch")
@@ -349,6 +349,7 @@ def finish_estimate(
     refine: bool = True,
     mismatch_alpha: float = 0.01,
     base: str = "ok",
+    stats=None,
 ) -> dict:
     """Bound the ranges, run the model check, the error bars and the status words of a final estimate.
 
@@ -359,6 +360,7 @@ def finish_estimate(
     w : (N,) antenna weights (0 = excluded).  r_bounds : (r_min, r_max) metres.
     refine : the estimate is an ML fit (the model check then sets ``model_mismatch``).
     base : status of a sound target ("ok" or "fallback").
+    stats : (Y S^H, ||y_n||^2) of these Y and pilots when the caller's fit formed them (``MLFit.stats``).
 
     Returns
     -------
@@ -377,10 +379,9 @@ def finish_estimate(
             Y, array, th, np.clip(np.nan_to_num(rr, nan=hi_r, posinf=hi_r), lo, hi_r), pilots, w=w, r_min=lo, r_max=hi_r
         )
         th, rr, gains = fit.theta, fit.r, (fit.gains if pilots is not None else None)
-    mc = model_check(Y, array, th, rr, pilots, None, w, alpha=mismatch_alpha)
-    th_std, r_std, ud = estimate_uncertainty(
-        Y, array, th, rr, pilots, gains if pilots is not None else None, None, sigma2=mc["sigma2_fit"], w=w
-    )
+    # model check + error bars of this frame's data in one pass (no cache across frames)
+    g = gains if pilots is not None else None
+    mc, th_std, r_std, ud = assess_estimate(Y, array, th, rr, pilots, g, w, mismatch_alpha, stats=stats)
     status = target_status(array, th, rr, mc["mismatch"], (lo, hi_r), w, base, check_mismatch=refine)
     if refine and np.any(mc["mismatch"]):  # a static model error does not average over the snapshots
         th_std, r_std, _ = model_error_bars(Y, array, th, rr, gains, pilots, w, mc, th_std, r_std, mismatch_alpha)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..array import ULA
 from ..ista import ista_solve, ista_stats, noise_rho
-from ..ml import ls_gains, ls_waveforms, refine_ml
+from ..ml import ls_gains, ls_gains_stats, ls_waveforms, refine_ml, suff_stats
 from ..scenario import noiseless_signal
 from ..steering import steering
 from .interface import resolve_order
@@ -64,7 +64,51 @@ class Phase1Result:
         return int(self.theta.size)
 
 
-def robust_polish(Y, array, theta, r, pilots, w, rounds: int = 3, factor: float = 4.0, max_share: float = 0.4):
+#: per-antenna residuals from the sufficient statistics are trusted while their median is above this share of
+#: the median data power (below, e.g. noise-free data, the subtraction ||y||^2 - ... has lost the digits)
+_CANCEL_RTOL = 1e-8
+
+
+class _PilotStats:
+    """Sufficient statistics of one frame for known pilots S (K, T): ``Q = Y S^H`` (N, K), ``yy = ||y_n||^2``
+    (N,), ``P = S^* S^T`` (K, K), formed once per frame (O(N T K)).  With them the per-antenna residual
+    power and the ISTA statistics of a model ``X = A diag(beta) S`` are O(N K^2) (:meth:`model_stats`)
+    instead of forming X (N, T)."""
+
+    def __init__(self, Y: np.ndarray, S: np.ndarray):
+        self.Q, self.yy = suff_stats(Y, S)
+        self.P = S.conj() @ S.T
+        self.T = Y.shape[1]
+        self.floor = _CANCEL_RTOL * _median(self.yy) / self.T
+
+    def model_stats(self, A: np.ndarray, gains: np.ndarray):
+        """(res (N,), e (N,), b (N,)) of the model: ``res_n = mean_t |y - x|^2``, ``e_n = sum_t |x|^2``,
+        ``b_n = sum_t conj(x) (y - x)`` (:func:`nearfield.ista.ista_stats`); None when the data are so
+        clean that ``res`` would be rounding noise (the caller then forms X)."""
+        M = A * gains[None, :]
+        mq = np.sum(M.conj() * self.Q, axis=1)
+        e = np.real(np.sum(M.conj() * (M @ self.P.T), axis=1))
+        res = (self.yy - 2.0 * mq.real + e) / self.T
+        if not _median(res) > self.floor:
+            return None
+        return res, e, mq - e
+
+
+def _median(x: np.ndarray) -> float:
+    """``np.median`` of a 1-D float array (same value) by one partition, without its checks and copies."""
+    n = x.size
+    k = n // 2
+    if n == 0:
+        return float("nan")  # as np.median (which also warns)
+    if n % 2:
+        return float(np.partition(x, k)[k])
+    p = np.partition(x, (k - 1, k))
+    return float((p[k - 1] + p[k]) / 2.0)
+
+
+def robust_polish(
+    Y, array, theta, r, pilots, w, rounds: int = 3, factor: float = 4.0, max_share: float = 0.4, stats=None
+):
     """Exact-model ML fit of the positions, excluding outlying antennas (undetected faults).
 
     Returns theta, r and the antenna weights used (0 on excluded antennas).
@@ -73,19 +117,24 @@ def robust_polish(Y, array, theta, r, pilots, w, rounds: int = 3, factor: float 
     given zero weight and the fit is repeated (at most ``rounds`` times, and only while the
     outliers are fewer than ``max_share`` of the array: otherwise the model, not the
     antennas, is off).  With many faults (p_fault of several per cent) an unweighted first
-    fit is biased enough that ISTA would flag most of the array.
+    fit is biased enough that ISTA would flag most of the array.  ``stats``: the frame's
+    :class:`_PilotStats` (pilots only), so neither the fit nor the residuals pass over Y again.
     """
     w = w.copy()
     best = (theta, r)
     for _ in range(rounds):
-        fit = refine_ml(Y, array, best[0], best[1], pilots, w=w)
+        fit = refine_ml(Y, array, best[0], best[1], pilots, w=w, stats=None if stats is None else (stats.Q, stats.yy))
         if not (np.all(np.isfinite(fit.theta)) and np.all(fit.r > 0)):
             break
         best = (fit.theta, fit.r)
         S, g = (fit.pilots, np.ones(fit.theta.size)) if pilots is None else (pilots, fit.gains)
-        X = noiseless_signal(array, fit.theta, fit.r, g, S)
-        res = np.mean(np.abs(Y - X) ** 2, axis=1)
-        out = (res > factor * np.median(res[w > 0])) & (w > 0)
+        ms = None if stats is None else stats.model_stats(steering(array, fit.theta, fit.r), fit.gains)
+        if ms is not None:
+            res = ms[0]
+        else:
+            X = noiseless_signal(array, fit.theta, fit.r, g, S)
+            res = np.mean(np.abs(Y - X) ** 2, axis=1)
+        out = (res > factor * _median(res[w > 0])) & (w > 0)
         if not out.any() or out.sum() + np.sum(w == 0) > max_share * w.size:
             break
         w[out] = 0.0
@@ -211,6 +260,8 @@ def detect_faults(
         start = (np.asarray(start[0], float), np.asarray(start[1], float))
         if start[0].size != K:
             raise ValueError(f"start: expected {K} positions, got {start[0].size}")
+    # known pilots: Y S^H and ||y_n||^2 once; the fits, residuals and ISTA statistics below are then O(N K^2)
+    stats = None if pilots is None else _PilotStats(Yd, pilots)
     for it in range(1, max_iter + 1):
         w = np.ones(N)
         w[faulty] = 0.0
@@ -220,10 +271,22 @@ def detect_faults(
             c_th, c_r, Q = coarse_positions(Yd, array, K, faulty, pilots, w, min_subarray, grid_size)
         th, rr = c_th, c_r
         if polish:
-            th, rr, w = robust_polish(Yd, array, c_th, c_r, pilots, w)  # gains below skip the outliers too
-        gains, S, X = fit_signal(Yd, array, th, rr, pilots, w)
-        sigma2 = float(np.median(np.mean(np.abs(Yd - X) ** 2, axis=1)))
-        new, z, (e, b) = ista_detect(Yd, X, sigma2, kappa, tau)
+            th, rr, w = robust_polish(Yd, array, c_th, c_r, pilots, w, stats=stats)  # gains skip the outliers too
+        ms = None
+        if stats is not None and pilots is not None:
+            A = steering(array, th, rr)
+            gains, S = ls_gains_stats(A, stats.P, stats.Q, w=w), pilots
+            ms = stats.model_stats(A, gains)
+        if ms is not None:
+            resid, e, b = ms
+            sigma2 = _median(resid)
+            # as ista_detect, with rho = kappa sigma sqrt(mean_n e_n) (nearfield.ista.noise_rho)
+            z = ista_solve(e, b, float(kappa * np.sqrt(sigma2) * np.sqrt(np.mean(e))))
+            new = np.flatnonzero(np.abs(z) > tau)
+        else:
+            gains, S, X = fit_signal(Yd, array, th, rr, pilots, w)
+            sigma2 = float(np.median(np.mean(np.abs(Yd - X) ** 2, axis=1)))
+            new, z, (e, b) = ista_detect(Yd, X, sigma2, kappa, tau)
         res = Phase1Result(new, z, c_th, c_r, th, rr, gains, S, sigma2, (e, b), it, Q)
         if np.array_equal(new, faulty) or any(np.array_equal(new, s) for s in seen):
             break

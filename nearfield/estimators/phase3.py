@@ -319,6 +319,7 @@ class FineEstimate:
 
     theta, r : final positions (refined when asked). gains : (K,) or None.
     music_theta, music_r : the paper's Phase-3 MUSIC estimate. spectra : see :func:`decoupled_music`.
+    stats : the refinement's sufficient statistics of (Y, pilots) (:attr:`nearfield.ml.MLFit.stats`), or None.
     """
 
     theta: np.ndarray
@@ -327,6 +328,7 @@ class FineEstimate:
     music_theta: np.ndarray
     music_r: np.ndarray
     spectra: dict
+    stats: tuple | None = None
 
 
 def fine_positions(
@@ -375,7 +377,8 @@ def fine_positions(
             per = fit.cost / Y.size
             if np.all(np.isfinite(fit.theta)) and per <= 2.0 * prev["resid"]:
                 prev.update(theta=fit.theta, r=fit.r, since=prev["since"] + 1)
-                return FineEstimate(fit.theta, fit.r, fit.gains, prev["music"][0], prev["music"][1], prev["spectra"])
+                music, spectra = prev["music"], prev["spectra"]
+                return FineEstimate(fit.theta, fit.r, fit.gains, music[0], music[1], spectra, fit.stats)
     if R is None:
         kw.setdefault("snapshots", Y)
     mt, mr, spectra = decoupled_music(R, array, coarse_theta, coarse_r, **kw)
@@ -390,4 +393,4 @@ def fine_positions(
         old = track_state.get("track")
         resid = per if old is None else 0.8 * old["resid"] + 0.2 * per
         track_state["track"] = dict(theta=fit.theta, r=fit.r, since=0, resid=resid, music=(mt, mr), spectra=spectra)
-    return FineEstimate(fit.theta, fit.r, fit.gains, mt, mr, spectra)
+    return FineEstimate(fit.theta, fit.r, fit.gains, mt, mr, spectra, fit.stats)

@@ -9,14 +9,20 @@ names, e.g.::
 The blocks of one worker must form a chain in the order listed: every block but the last
 has exactly one outgoing connection (plain, not lossy, default ports) and it goes to the next
 block, and every block but the first has exactly one incoming connection, from the previous
-one.  Only stages can share a worker (a source paces its own loop, a sink ends the chain).
-Blocks not listed run one per worker as before.
+one.  Stages share a worker; a source with one output may head a chain (``work: [source,
+detect]``): its frames then go through the stages before they leave the worker; and a sink
+with one input may end one (``estimate: [calibrate, locate, out]``): the frames reach it by
+function call, and the worker counts as a sink in the run's summary.  Blocks not listed run
+one per worker as before.
 
-At run time the chain becomes one stage named after the worker (:func:`apply_placement`):
+At run time the chain becomes one block named after the worker (:func:`apply_placement`):
 a frame goes through the members by plain function calls -- no serialization, no socket --
 so a 2-core machine runs 2-3 busy processes instead of one per block.  A member that drops
 a frame (``BadFrame`` or ``None``) drops it for the chain, exactly as it would in its own
-worker.  The summary shows one row per worker, its type ``placement[a+b+c]``.
+worker.  A chain headed by a source is a source worker: ``generate()`` runs in the worker's
+helper thread as for any source, and the stages run on the worker thread, so the next frame
+is drawn while the stages work on the current one.  The summary shows one row per worker,
+its type ``placement[a+b+c]``.
 """
 
 from __future__ import annotations
@@ -72,11 +78,15 @@ def validate_placement(placement, specs: dict, edges: list[Edge], where: str) ->
                 )
             seen[m] = worker
             spec = specs[m]
-            if spec.kind != "block" or len(spec.cls.inputs) != 1 or len(spec.cls.outputs) != 1:
+            head_source = m == members[0] and spec.kind == "source" and len(spec.cls.outputs) == 1
+            tail_sink = m == members[-1] and len(members) > 1 and spec.kind == "sink" and len(spec.cls.inputs) == 1
+            stage = spec.kind == "block" and len(spec.cls.inputs) == 1 and len(spec.cls.outputs) == 1
+            if not (stage or head_source or tail_sink):
                 raise FlowgraphError(
                     f"{where}: 'placement': worker {worker!r}: block {m!r} (type {spec.type}) is "
                     f"a {spec.kind} with {len(spec.cls.inputs)} input(s) and "
-                    f"{len(spec.cls.outputs)} output(s); only single-port stages share a worker"
+                    f"{len(spec.cls.outputs)} output(s); only single-port stages share a worker "
+                    "(and a single-output source first in the list, a single-input sink last)"
                 )
         for a, b in zip(members, members[1:]):
             outs = [e for e in edges if e.src == a]
@@ -106,7 +116,10 @@ class FusedStage(Block):
             b.start()
 
     def process(self, frame):
-        for b in self.members:
+        return self._through(self.members, frame)
+
+    def _through(self, members, frame):
+        for b in members:
             t = time.perf_counter()
             frame = b.process(frame)
             self.proc_s[b.name] += time.perf_counter() - t
@@ -148,12 +161,49 @@ class FusedStage(Block):
             raise first
 
 
+class FusedSource(FusedStage):
+    """A source followed by stages in one worker: ``generate()`` is the source's, and the worker
+    passes each generated frame through :meth:`after_source` (the stages) before sending it."""
+
+    kind = "source"
+    inputs = ()
+
+    def generate(self):
+        return self.members[0].generate()
+
+    def after_source(self, frame):
+        """The stages on one generated frame: the frame to send, or None (a member dropped it);
+        a member's ``BadFrame`` propagates (the worker counts the drop)."""
+        return self._through(self.members[1:], frame)
+
+    def checkpoint(self) -> None:
+        """The stages' checkpoints (on the worker thread, between frames); the source's own is not
+        called periodically, as in a worker of its own (its ``generate()`` runs in another thread)."""
+        for b in self.members[1:]:
+            b.checkpoint()
+
+    def stop(self) -> None:
+        stop = getattr(self.members[0], "stop", None)
+        if callable(stop):
+            stop()
+
+    def all_counters(self) -> dict:
+        get = getattr(self.members[0], "all_counters", None)
+        return get() if callable(get) else {}
+
+
 def _fused_class(members: list[BlockSpec]) -> type:
-    first = members[0].cls
+    first, last = members[0].cls, members[-1].cls
+    base: type[FusedStage]
+    if first.kind == "source":
+        name, base, kind = "FusedSource", FusedSource, "source"
+    else:  # a chain that ends in a sink is a sink worker (the summary counts what reaches it as delivered)
+        name, base, kind = "FusedStage", FusedStage, ("sink" if last.kind == "sink" else "block")
     return type(
-        "FusedStage",
-        (FusedStage,),
+        name,
+        (base,),
         {
+            "kind": kind,
             "requires": first.requires,
             "reads": getattr(first, "reads", ()),
             "inputs": first.inputs,

@@ -173,7 +173,9 @@ def format_summary(summary: list, wall_s: float | None = None) -> str:
     Columns: frames in/out; ``drop`` = frames dropped for bad data (invalid message,
     missing/non-finite required array, BadFrame); ``lost`` = frames dropped on lossy
     outgoing links; processing time per frame (mean, 95th percentile, ms); latency since
-    the source emitted the frame (mean, p95, ms); ``busy`` = processing time / run time;
+    the source emitted the frame (mean, p95, ms); ``busy`` = processing time / run time (a
+    source placed with stages counts the source's ``generate()``, which runs in a helper thread,
+    and the stages: the two overlap, so its busy share can exceed 100 %);
     ``blocked`` = time waiting for a slow downstream / run time.  When frames were
     dropped, the three most frequent reasons follow the table, then the non-zero counters a
     device source keeps of its own (``all_counters()``: invalid, incoherent, lost device frames).
@@ -251,4 +253,5 @@ def empty_row(name: str, spec, status: str) -> dict:
         "busy": None,
         "blocked": None,
         "wall_s": 0.0,
+        "cpu_s": None,
     }

@@ -182,6 +182,7 @@ class Worker:
         self.outs_by_port: dict[str, list[OutEndpoint]] = {}
         self.block: Block | None = None
         self._next_ckpt: float | None = None
+        self._cpu0: float | None = None
 
     # -- waiting ------------------------------------------------------------------------
     def check(self) -> None:
@@ -267,6 +268,7 @@ class Worker:
                 self.outs.append(ep)
                 self.outs_by_port.setdefault(o.port, []).append(ep)
             self.stage = "start"
+            self._cpu0 = self._cpu_now()
             block.start()
             ctl.send({"type": "ready", "block": self.name})
             self.stage = "setup"
@@ -349,6 +351,7 @@ class Worker:
 
     def _run_source(self, block) -> None:
         self.stage = "generate"
+        after = getattr(block, "after_source", None)
         q: queue.Queue = queue.Queue(maxsize=1)
         halt = threading.Event()
         th = threading.Thread(
@@ -358,6 +361,8 @@ class Worker:
         try:
             while True:
                 self.check()
+                if after is not None:  # placed stages get their periodic checkpoints, as in their own worker
+                    self._maybe_checkpoint()
                 try:
                     kind, item, dt = q.get(timeout=POLL_MS / 1000)
                 except queue.Empty:
@@ -366,12 +371,25 @@ class Worker:
                     break
                 if kind == "error":
                     raise item
-                self.proc.add(dt)
                 now = time.time()
                 for fr in item.values() if isinstance(item, dict) else (item,):
                     if isinstance(fr, Frame):
                         fr.meta.setdefault("t_emit", now)
                         self.seq = fr.seq
+                if after is not None:  # a source placed with stages (placement): they run here
+                    self.frames_in += 1
+                    self.stage = "process"
+                    t = time.perf_counter()
+                    try:
+                        item = after(item)
+                    except BadFrame as exc:
+                        self.proc.add(dt + time.perf_counter() - t)
+                        self._drop("bad", self.seq, f"BadFrame: {exc}")
+                        self.last_seq, self.seq = self.seq, None
+                        self.stage = "generate"
+                        continue
+                    dt += time.perf_counter() - t
+                self.proc.add(dt)
                 self.stage = "emit"
                 self._emit(item)
                 self.last_seq, self.seq = self.seq, None
@@ -433,6 +451,10 @@ class Worker:
                 self._emit(out)
                 self.last_seq, self.seq = frame.seq, None
 
+    def _cpu_now(self) -> float:
+        """CPU seconds of this worker: its process in process mode, its thread in in-process mode."""
+        return time.process_time() if self.child_process else time.thread_time()
+
     def stats(self, status: str) -> dict:
         """The summary row of this block."""
         wall = (self.t_end - self.t_run) if self.t_run is not None and self.t_end is not None else 0.0
@@ -459,6 +481,9 @@ class Worker:
             "busy": (self.proc.total / wall) if wall > 0 else None,
             "blocked": (blocked / wall) if wall > 0 else None,
             "wall_s": wall,
+            # CPU seconds from start() to the end (process mode: the whole worker process, transport,
+            # helper threads and runtime included; in-process mode: the worker thread only)
+            "cpu_s": None if self._cpu0 is None else self._cpu_now() - self._cpu0,
             "counters": self.device_counters(),
         }
 
