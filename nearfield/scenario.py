@@ -83,8 +83,8 @@ def draw_reflections(
     """
     lo, hi = np.radians(angle_deg)
     theta_m = np.clip(theta + rng.choice([-1, 1], n) * rng.uniform(lo, hi, n), -np.radians(75), np.radians(75))
-    r_m = r + rng.uniform(*extra_path_m, n)
-    rho = 10 ** (-rng.uniform(*loss_db, n) / 20) * np.exp(2j * np.pi * rng.random(n))
+    r_m = r + rng.uniform(extra_path_m[0], extra_path_m[1], n)
+    rho = 10 ** (-rng.uniform(loss_db[0], loss_db[1], n) / 20) * np.exp(2j * np.pi * rng.random(n))
     return theta_m, r_m, rho
 
 

@@ -35,11 +35,11 @@ faulty antenna with a large residual does not inflate it.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import f as f_dist
 
 from ..array import ULA
 from ..ml import ls_gains, ls_waveforms
 from ..steering import steering
+from .uncertainty import _f_quantile
 
 __all__ = ["detect_model_error", "model_error_bars", "model_error_weights", "residual_power", "static_error_variance"]
 
@@ -112,7 +112,7 @@ def detect_model_error(
     dof_fit = max(n_eff * T - (K * T + K if blind else 2 * K), 1.0)
     ratio = float(np.sum(w0[good] * eu[good])) * T / (sigma2 * dof_fit)
     dof_floor = n_eff * T if floor_dof is None else float(floor_dof)
-    if ratio <= f_dist.ppf(1.0 - alpha, 2 * dof_fit, 2 * dof_floor):
+    if ratio <= _f_quantile(1.0 - alpha, 2 * dof_fit, 2 * dof_floor):
         return None, 0.0
     return model_error_weights(eu, w0, sigma2, dof_fit / (n_eff * T))
 
