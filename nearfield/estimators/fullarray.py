@@ -42,7 +42,7 @@ estimator uses the whole aperture from the start and never needs a fault-free su
    explain it (pure gain errors); otherwise they would bend the positions.
 5. **Honest output** -- noise level, residual, the model check and the CRB error bars of
    :mod:`nearfield.estimators.uncertainty`, with a static model error counted T-fold
-   (:func:`~.model_error.static_error_variance`), and a status per target.
+   (:func:`~.model_error.model_error_bars`) when the check flags a mismatch, and a status per target.
 
 Identical pilots make the assignment of positions to pilot rows (and hence the per-target
 gains' labels) unidentifiable; the common waveform is then treated once (the row-space
@@ -77,8 +77,8 @@ from ..array import ULA
 from ..ml import ls_waveforms, ml_cost, refine_ml
 from ..music import mdl_order
 from ..steering import steering
-from .model_error import detect_model_error, residual_power, static_error_variance
-from .uncertainty import _pilot_rank, estimate_uncertainty, model_check, noise_floor
+from .model_error import detect_model_error, in_span_ratio, model_error_bars, residual_power
+from .uncertainty import _f_quantile, _pilot_rank, estimate_uncertainty, model_check, noise_floor
 
 __all__ = [
     "FullArrayResult",
@@ -407,17 +407,21 @@ def _robust_refine(
         if amp_ok and x2 > chi2.ppf(1.0 - gain_alpha, max(int(good.sum()) - 1, 1)) and gm > 0:
             c_new = np.clip(g / gm, 0.1, 10.0).astype(complex)
             if c is None or np.max(np.abs(c_new - c)) > 1e-3:
-                if sm2 > 0 and sigma2 is not None:
-                    # a model error is present: the amplitudes are the right model only when they explain
-                    # it (pure gain errors); with phase errors left, N fitted amplitudes re-weight the
-                    # antennas by how well each fits and bend the positions (measured: worse in angle
-                    # and range on the multipath stand-in), so they are refused
-                    trial = refine_ml(Y, array, th, rr, S, c=c_new, w=w, r_min=lo, r_max=hi)
-                    eu_t = residual_power(Y, array, trial, S, c_new)[1]
-                    left, _ = detect_model_error(eu_t, w0, sigma2, K, T, S is None, mismatch_alpha, floor_dof)
-                    if left is not None:
-                        amp_ok = False
-                        info["amplitude_rejected"] = True
+                # the amplitudes are the right model only when they explain the excess (pure gain
+                # errors): if the residual along the targets' waveforms stays significant (a phase
+                # error, a reflection), N fitted amplitudes re-weight the antennas by how well each
+                # fits and bend the positions while their error bars treat them as known (measured:
+                # worse in angle and range on the multipath stand-in, 75-84 % 2-sigma coverage with a
+                # small static error), so they are refused
+                trial = refine_ml(Y, array, th, rr, S, c=c_new, w=w, r_min=lo, r_max=hi)
+                X = trial.gains[:, None] * S if S is not None else trial.pilots
+                floor_w = noise_floor(Y, K, S, w)[0]
+                F_t, m_t = in_span_ratio(Y, array, trial.theta, trial.r, X, w, floor_w, c_new)
+                # the N - 1 free real amplitudes took (N - 1) / 2 complex degrees of freedom of the in-span residual
+                m_a = max(m_t - (float(np.sum(w > 0)) - 1.0) / 2.0, 1.0)
+                if np.any(F_t * m_t / m_a > _f_quantile(1.0 - mismatch_alpha, 2 * m_a, 2 * float(np.sum(w > 0)) * T)):
+                    amp_ok = False
+                    info["amplitude_rejected"] = True
                 if amp_ok:
                     c = c_new
                     info["amplitude_fit"] = True
@@ -604,8 +608,8 @@ def full_array_localize(
     diag.update(k_mdl=k_mdl, pilot_rank=pilot_rank, scans=scans, init_theta=th0.copy(), init_r=r0.copy())
 
     # 4. refinement on all snapshots (original amplitudes; model error, outliers, channel gains handled here)
+    s2_fit, dof_fl = noise_floor(Y, K, S, w)  # noise level of the w-weighted data, fit-independent
     if robust:
-        s2_fit, dof_fl = noise_floor(Y, K, S, w)
         fit0 = refine_ml(Y, array, th0, r0, S, w=w, r_min=lo, r_max=hi_r)
         w_me, _ = detect_model_error(
             residual_power(Y, array, fit0, S)[1], w, s2_fit, K, T, S is None, mismatch_alpha, dof_fl
@@ -650,8 +654,13 @@ def full_array_localize(
         gains if S is not None else None,
         c_amp,
         waveforms=None if S is not None else wave,
-        sigma2=static_error_variance(mc["sigma2_fit"], info["model_error"], T),
+        sigma2=mc["sigma2_fit"],
         w=w_fin,
+    )
+    # a static model error does not average over the snapshots: its own per-target test (in-span ratio)
+    g_b = gains if S is not None else None
+    th_std, r_std, in_span = model_error_bars(
+        Y, array, th, rr, g_b, S, w_fin, mc, th_std, r_std, mismatch_alpha, c=c_amp
     )
     status = []
     A = steering(array, th, rr)
@@ -671,6 +680,7 @@ def full_array_localize(
         excluded=info["excluded"],
         amplitude_fit=info["amplitude_fit"],
         model_error=info["model_error"],
+        in_span_ratio=in_span,
         channel_gain=c_amp,
         model_check=mc,
         crb=ud["crb"],

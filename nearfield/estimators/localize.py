@@ -383,8 +383,12 @@ def finish_estimate(
     g = gains if pilots is not None else None
     mc, th_std, r_std, ud = assess_estimate(Y, array, th, rr, pilots, g, w, mismatch_alpha, stats=stats)
     status = target_status(array, th, rr, mc["mismatch"], (lo, hi_r), w, base, check_mismatch=refine)
-    if refine and np.any(mc["mismatch"]):  # a static model error does not average over the snapshots
-        th_std, r_std, _ = model_error_bars(Y, array, th, rr, gains, pilots, w, mc, th_std, r_std, mismatch_alpha)
+    if refine:  # a static model error does not average over the snapshots (with pilots: the check's own test)
+        F = mc["F"] if pilots is not None and mc["per_target"] else None
+        if F is None or np.any(mc["mismatch"]):
+            th_std, r_std, _ = model_error_bars(
+                Y, array, th, rr, gains, pilots, w, mc, th_std, r_std, mismatch_alpha, per_target_F=F
+            )
     return {
         "theta": th,
         "r": rr,
