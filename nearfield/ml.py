@@ -215,6 +215,35 @@ def _lm(Y, array, S, theta, r, gains, c, w, model, max_iter, tol, r_min, r_max=n
     return theta, r, gains, cost, it, converged
 
 
+def check_fit_inputs(Y, array: ULA, theta, r, pilots=None, gains=None, w=None, stats=None) -> None:
+    """Raise ValueError, naming the parameter, when the inputs of a fit or a check do not fit together.
+
+    ``Y`` (N, T) with N the array's antennas and T >= 1; ``theta``, ``r`` (K,) of one length; ``pilots``
+    (K, T); ``gains`` (K,); ``w`` (N,) non-negative; ``stats`` ((N, K), (N,)).  (The compiled kernels
+    index the antenna positions by the rows of these arrays and do not check bounds.)
+    """
+    Y = np.asarray(Y)
+    N = array.n_antennas
+    if Y.ndim != 2 or Y.shape[0] != N or Y.shape[1] < 1:
+        raise ValueError(f"Y: expected ({N}, T) snapshots with T >= 1, got shape {Y.shape}")
+    T = Y.shape[1]
+    th, rr = np.atleast_1d(np.asarray(theta)), np.atleast_1d(np.asarray(r))
+    if th.ndim != 1 or th.shape != rr.shape or th.size < 1:
+        raise ValueError(f"theta, r: expected two (K,) vectors of one length, got shapes {th.shape} and {rr.shape}")
+    K = th.size
+    if pilots is not None and np.atleast_2d(np.asarray(pilots)).shape != (K, T):
+        raise ValueError(f"pilots: expected ({K}, {T}), got shape {np.shape(pilots)}")
+    if gains is not None and np.atleast_1d(np.asarray(gains)).shape != (K,):
+        raise ValueError(f"gains: expected ({K},), got shape {np.shape(gains)}")
+    if w is not None:
+        wa = np.asarray(w)
+        if wa.shape != (N,) or np.any(wa < 0):
+            raise ValueError(f"w: expected ({N},) non-negative antenna weights, got shape {wa.shape}")
+    if stats is not None:
+        if len(stats) != 2 or np.shape(stats[0]) != (N, K) or np.shape(stats[1]) != (N,):
+            raise ValueError(f"stats: expected (Y S^H ({N}, {K}), ||y_n||^2 ({N},))")
+
+
 def refine_ml(
     Y: np.ndarray,
     array: ULA,
@@ -264,6 +293,7 @@ def refine_ml(
     -------
     MLFit
     """
+    check_fit_inputs(Y, array, theta0, r0, pilots, None, w, stats if pilots is not None else None)
     Y = np.asarray(Y, dtype=np.complex128)
     theta = np.array(theta0, dtype=float, ndmin=1)
     r = np.array(r0, dtype=float, ndmin=1)

@@ -81,6 +81,12 @@ def draw_reflections(
     -------
     theta_m, r_m : (n,) rad, m.  rho : (n,) complex amplitudes relative to the direct path.
     """
+    if int(n) != n or n < 0:
+        raise ValueError(f"n: expected a count >= 0 of reflections, got {n!r}")
+    for name, (a, b) in (("angle_deg", angle_deg), ("extra_path_m", extra_path_m), ("loss_db", loss_db)):
+        if not a <= b:
+            raise ValueError(f"{name}: expected (low, high) with low <= high, got {(a, b)!r}")
+    n = int(n)
     lo, hi = np.radians(angle_deg)
     theta_m = np.clip(theta + rng.choice([-1, 1], n) * rng.uniform(lo, hi, n), -np.radians(75), np.radians(75))
     r_m = r + rng.uniform(extra_path_m[0], extra_path_m[1], n)
@@ -97,9 +103,12 @@ def multipath_snapshots(
     random-phase waveform s (:func:`make_pilots`) and the SNR of the whole signal (module doc).
     """
     theta_m, r_m, rho = reflections
+    c = np.asarray(c)
+    if c.shape != (array.n_antennas,):
+        raise ValueError(f"c: expected an ({array.n_antennas},) HI vector, got shape {c.shape}")
     a = steering(array, np.r_[theta, theta_m], np.r_[r, r_m]) @ np.r_[1.0, rho]
     s = make_pilots(1, T, rng)[0]
-    mu = np.asarray(c)[:, None] * np.outer(a, s)
+    mu = c[:, None] * np.outer(a, s)
     return mu + complex_noise(mu.shape, noise_variance(mu, snr_db), rng)
 
 

@@ -123,3 +123,39 @@ def test_error_bars_cover_the_truth_with_a_small_or_large_static_error(p_rel):
         v = np.asarray(v)
         assert 0.75 < np.std(v) < 1.3, name
         assert np.mean(np.abs(v) <= 2) >= 0.87, name
+
+
+def test_fits_and_checks_name_the_bad_input():
+    """The compiled kernels index antenna positions by the rows of Y and the statistics without a bounds
+    check: the public entry points refuse inputs that do not fit the array (a wrong-shaped Y used to
+    return a fit)."""
+    from nearfield.estimators.uncertainty import assess_estimate, estimate_uncertainty, model_check
+    from nearfield.scenario import draw_reflections, multipath_snapshots
+
+    rng = np.random.default_rng(0)
+    arr = ULA(16, carrier_hz=5.8e9)
+    S = make_pilots(2, 20, rng)
+    Y = complex_noise((16, 20), 1.0, rng)
+    th, r = [0.1, 0.2], [1.0, 2.0]
+    for call in (refine_ml, assess_estimate, model_check, estimate_uncertainty):
+        for bad in (Y[:5], np.vstack([Y, Y]), Y[0]):
+            with pytest.raises(ValueError, match="Y: expected"):
+                call(bad, arr, th, r, S)
+        with pytest.raises(ValueError, match="theta, r"):
+            call(Y, arr, th, [1.0], S)
+        with pytest.raises(ValueError, match="pilots"):
+            call(Y, arr, th, r, S[:1])
+    with pytest.raises(ValueError, match="gains"):
+        assess_estimate(Y, arr, th, r, S, np.ones(3))
+    with pytest.raises(ValueError, match="w: every antenna"):
+        assess_estimate(Y, arr, th, r, S, w=np.zeros(16))
+    with pytest.raises(ValueError, match="stats"):
+        refine_ml(Y, arr, th, r, S, stats=(np.zeros((16, 3)), np.zeros(16)))
+    with pytest.raises(ValueError, match="n: expected"):
+        draw_reflections(rng, 0.0, 2.0, -1)
+    with pytest.raises(ValueError, match="loss_db"):
+        draw_reflections(rng, 0.0, 2.0, 1, loss_db=(14.0, 8.0))
+    with pytest.raises(ValueError, match="c: expected"):
+        multipath_snapshots(arr, np.ones(5), 0.0, 2.0, draw_reflections(rng, 0.0, 2.0, 1), 10, 20.0, rng)
+    with pytest.raises(ValueError, match="eu, w0"):
+        model_error_weights(np.ones(4), np.ones(5), 1.0)

@@ -70,7 +70,7 @@ from scipy.stats import f as f_dist
 
 from ..array import ULA
 from ..bounds import _inv_sym, crb_positions, crb_unknown_waveforms
-from ..ml import _suff_cost, ls_gains, ls_waveforms
+from ..ml import _suff_cost, check_fit_inputs, ls_gains, ls_waveforms
 from ..steering import cis, phase_derivatives, steering
 
 __all__ = ["assess_estimate", "estimate_uncertainty", "model_check", "noise_floor"]
@@ -158,6 +158,7 @@ def model_check(
         statistic per target, ``threshold`` the F(1 - alpha) quantile, ``mismatch`` (K,) bool,
         ``per_target`` bool, ``residual`` cost / (N_eff T).
     """
+    check_fit_inputs(Y, array, theta, r, pilots, None, w)
     Y = np.asarray(Y, np.complex128)
     N, T = Y.shape
     theta = np.atleast_1d(np.asarray(theta, float))
@@ -280,6 +281,7 @@ def estimate_uncertainty(
         ``crb`` (2K, 2K) the [theta, r] bound used, ``sigma2``, ``bound`` ("pilots" or
         "unknown_waveforms").
     """
+    check_fit_inputs(Y, array, theta, r, pilots, gains, w)
     Y = np.asarray(Y, np.complex128)
     N, T = Y.shape
     theta = np.atleast_1d(np.asarray(theta, float))
@@ -354,7 +356,15 @@ def assess_estimate(
     theta_std : (K,) rad.  r_std : (K,) m.
     diagnostics : dict
         As :func:`estimate_uncertainty` (``crb`` (2K, 2K), ``sigma2``, ``bound``).
+
+    Raises
+    ------
+    ValueError
+        Inputs that do not fit together (:func:`nearfield.ml.check_fit_inputs`) or all weights 0.
     """
+    check_fit_inputs(Y, array, theta, r, pilots, gains, w, stats if pilots is not None else None)
+    if w is not None and not np.any(np.asarray(w) > 0):
+        raise ValueError("w: every antenna has weight 0")
     theta = np.atleast_1d(np.asarray(theta, float))
     r = np.atleast_1d(np.asarray(r, float))
     K = theta.size
