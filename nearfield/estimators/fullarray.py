@@ -541,7 +541,10 @@ def full_array_localize(
     FullArrayResult
         ``diagnostics``: ``r_bounds``, ``grid_shape``, ``weights`` (N,), ``excluded``
         (antennas dropped as outliers), ``amplitude_fit`` (bool), ``channel_gain`` (N,) fitted
-        real amplitudes (or None), ``pilot_rank``, ``k_mdl``, ``model_check`` (dict),
+        real amplitudes (or None), ``amplitude_rejected`` (bool: significant amplitudes that did not
+        explain the residual), ``model_error`` (static model-error power, data units), ``in_span_ratio``
+        (K,) (:func:`~.model_error.in_span_ratio`, 1 where not significant), ``pilot_rank``, ``k_mdl``,
+        ``model_check`` (dict),
         ``init_theta``, ``init_r`` (before the final refinement), ``scans``, ``normalized``.
 
     Raises
@@ -679,6 +682,7 @@ def full_array_localize(
         weights=w_fin,
         excluded=info["excluded"],
         amplitude_fit=info["amplitude_fit"],
+        amplitude_rejected=info.get("amplitude_rejected", False),
         model_error=info["model_error"],
         in_span_ratio=in_span,
         channel_gain=c_amp,

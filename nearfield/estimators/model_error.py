@@ -16,7 +16,7 @@ draws three consequences:
   ``1 / (sigma2 / w0_n + sigma_m2)``.  The noise weights ``w0_n = |hi_n|^2`` of a calibrated
   array trust the channels with a large gain; when the model error dominates, every
   calibrated channel is about equally wrong and the weights tend to uniform.  (On our
-  9-antenna stand-in with 5 dB gain spread, the noise weights sent 4 in 100 recordings to
+  9-antenna stand-in with 5 dB gain spread, the noise weights sent 4-6 in 100 recordings to
   spurious positions more than 5 deg off; the model-error weights none.)
 * **Error bars** (:func:`model_error_bars`): a static error does not average over the T
   snapshots as noise does.  To first order the estimate moves by a linear function of the
