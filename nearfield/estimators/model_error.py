@@ -140,7 +140,9 @@ def detect_model_error(
     if not sigma2 > 0 or n_eff < 2:
         return None, 0.0
     K = int(n_targets)
-    dof_fit = max(n_eff * T - (K * T + K if blind else 2 * K), 1.0)
+    dof_fit = n_eff * T - (K * T + K if blind else 2 * K)
+    if dof_fit < 1:  # as many parameters as data: no residual to test
+        return None, 0.0
     ratio = float(np.sum(w0[good] * eu[good])) * T / (sigma2 * dof_fit)
     dof_floor = n_eff * T if floor_dof is None else float(floor_dof)
     if ratio <= _f_quantile(1.0 - alpha, 2 * dof_fit, 2 * dof_floor):
