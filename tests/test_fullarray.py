@@ -262,8 +262,9 @@ def _standin(rng, recordings, phase_std="uniform"):
 def test_multipath_standin_beats_plain_2d_music_with_honest_error_bars():
     """Issue 9's stand-in for a recorded 9-channel array: after a reference calibration (whose own
     reflections leave an error in the HI vector) the target's reflections make every fit biased.
-    localize must be no worse than plain 2-D MUSIC on the same frames, never grossly wrong, and its
-    error bars (which count the static model error T-fold) must cover the truth."""
+    localize must be no worse than plain 2-D MUSIC in angle and within the Monte Carlo spread in range
+    on the same frames, never grossly wrong, and its error bars (scaled for the static model error by
+    the residual along the waveform) must cover the truth."""
     from nearfield.estimators.localize import localize
     from nearfield.estimators.music2d import music2d_localize
     from nearfield.estimators.reference import apply_hi
@@ -280,6 +281,6 @@ def test_multipath_standin_beats_plain_2d_music_with_honest_error_bars():
     assert np.all(e_loc[:, 0] < 5 * D2R)
     rmse_loc, rmse_mus = np.sqrt(np.mean(e_loc**2, axis=0)), np.sqrt(np.mean(e_mus**2, axis=0))
     # 40 recordings (per-recording biases): angle no worse; range within the Monte Carlo spread of
-    # the ratio (0.8-1.16 over six seeds; 0.84-0.89 at 200 frames in the benchmark)
+    # the ratio (0.8-1.16 over six seeds; 0.89-0.95 at 200 frames in the benchmark)
     assert rmse_loc[0] <= rmse_mus[0] and rmse_loc[1] <= 1.25 * rmse_mus[1]
     assert np.all(np.mean(cover, axis=0) >= 0.8)  # 2-sigma; before the T-fold static error: 10-20 %
