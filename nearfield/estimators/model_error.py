@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..array import ULA
-from ..ml import ls_gains, ls_waveforms
+from ..ml import check_fit_inputs, ls_gains, ls_waveforms
 from ..steering import steering
 from .uncertainty import _f_quantile
 
@@ -237,15 +237,12 @@ def model_error_bars(
     Raises
     ------
     ValueError
-        Shapes that do not fit the array, theta and r of different lengths, a check dict without
+        Inputs that do not fit together (:func:`nearfield.ml.check_fit_inputs`), a check dict without
         ``sigma2_floor`` / ``sigma2_fit``.
     """
+    check_fit_inputs(Y, array, theta, r, pilots, gains if pilots is not None else None, w)
     Y = np.asarray(Y)
-    if Y.ndim != 2 or Y.shape[0] != array.n_antennas:
-        raise ValueError(f"Y: expected ({array.n_antennas}, T) snapshots, got shape {Y.shape}")
     theta, r = np.atleast_1d(np.asarray(theta, float)), np.atleast_1d(np.asarray(r, float))
-    if theta.shape != r.shape or theta.ndim != 1:
-        raise ValueError(f"theta, r: expected two (K,) vectors, got shapes {theta.shape} and {r.shape}")
     if "sigma2_floor" not in check or "sigma2_fit" not in check:
         raise ValueError("check: expected the model_check dict with 'sigma2_floor' and 'sigma2_fit'")
     w = np.ones(Y.shape[0]) if w is None else np.asarray(w, float)
